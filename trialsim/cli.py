@@ -1,0 +1,190 @@
+"""``trialsim`` command line (DESIGN.md, Contract 3). Thin: parse, call the library, print.
+
+Exit codes: 0 success, 2 bad input (one paragraph naming file, field and allowed
+values; no traceback), 1 internal error.
+"""
+from __future__ import annotations
+
+import functools
+import os
+import sys
+import time
+import traceback
+from pathlib import Path
+
+import click
+
+from .errors import BadInput
+
+
+def _fail_bad_input(err: BadInput) -> None:
+    click.echo(f"trialsim: bad input: {err}", err=True)
+    sys.exit(2)
+
+
+def handle_errors(fn):
+    """Turn library errors into exit codes: BadInput → 2, anything else → 1."""
+    @functools.wraps(fn)
+    def wrapper(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except BadInput as err:
+            _fail_bad_input(err)
+        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
+            raise
+        except Exception as err:  # noqa: BLE001 - the last line of defence
+            if os.environ.get("TRIALSIM_DEBUG"):
+                traceback.print_exc()
+            click.echo(f"trialsim: internal error: {err.__class__.__name__}: {err} "
+                       "(set TRIALSIM_DEBUG=1 for the traceback)", err=True)
+            sys.exit(1)
+    return wrapper
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="trialsim")
+def main():
+    """Simulate N-of-1 trials with photo outcomes and check that an image analysis recovers the effect."""
+
+
+def _parse_kv(values: tuple[str, ...], option: str) -> dict[str, str]:
+    out = {}
+    for v in values:
+        if "=" not in v:
+            raise BadInput(f"expected KEY=VALUE, got {v!r}", field=option)
+        k, val = v.split("=", 1)
+        out[k.strip()] = val.strip()
+    return out
+
+
+@main.command()
+@click.argument("protocol", required=False, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="dataset folder to write")
+@click.option("--seed", type=click.IntRange(min=0), help="replace the protocol's seed")
+@click.option("--renderer", type=click.Choice(["procedural", "sdxl", "none"]), help="override rendering.renderer")
+@click.option("--from-csv", "from_csv", type=click.Path(dir_okay=False, path_type=Path),
+              help="render the anchor's protocol CSV as given (its severities are the truth)")
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="parallel processes")
+@click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) to render patients on")
+@click.option("--image-size", type=click.IntRange(min=32, max=4096), help="override rendering.image_size")
+@click.option("--nuisance", type=click.FloatRange(min=0, max=4), help="override rendering.nuisance")
+@click.option("--view", type=click.Choice(["cheek", "face"]), help="override rendering.view")
+@click.option("--overwrite", is_flag=True, help="replace an existing dataset folder")
+@click.option("--resume", is_flag=True, help="finish an interrupted run in the same folder")
+@click.option("--base-model", help="SDXL: base model folder or hub id")
+@click.option("--lora", multiple=True, help="SDXL: GRADE=PATH per severity grade (0..3), or PATH for one LoRA")
+@click.option("--sdxl-mode", type=click.Choice(["anchor", "refine"]), default="refine", show_default=True)
+@click.option("--base-photos", type=click.Path(file_okay=False, path_type=Path),
+              help="SDXL anchor mode: folder of base portraits (one per patient)")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@handle_errors
+def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_size, nuisance, view,
+             overwrite, resume, base_model, lora, sdxl_mode, base_photos, quiet):
+    """Simulate a trial from PROTOCOL (YAML) and write its dataset folder."""
+    from .protocol import load_protocol
+    from .simulate import simulate as run
+
+    rendering = {k: v for k, v in {"image_size": image_size, "nuisance": nuisance, "view": view}.items()
+                 if v is not None}
+    options = {}
+    if (renderer or "") == "sdxl" or base_model or lora:
+        options = {"base_model": base_model, "lora": list(lora), "mode": sdxl_mode,
+                   "base_photos": str(base_photos) if base_photos else None}
+    t0 = time.perf_counter()
+    if from_csv is not None:
+        from .anchor_csv import jobs_from_csv, protocol_for_csv, read_anchor_csv
+        if protocol is not None:
+            raise BadInput("give either PROTOCOL or --from-csv, not both", field="--from-csv")
+        df = read_anchor_csv(from_csv)
+        proto = protocol_for_csv(df, seed if seed is not None else 0, rendering)
+        header = (f"# Rendered from {Path(from_csv).name}: the CSV's severities are the latent truth;\n"
+                  "# treatment effects below are the arms' mean change from Baseline in that CSV.\n")
+        result = run(proto, out, renderer=renderer, workers=workers, overwrite=overwrite, resume=resume,
+                     progress=not quiet, renderer_options=options, jobs=jobs_from_csv(df, proto),
+                     protocol_yaml=header + proto.to_yaml(), scheduler=scheduler)
+    else:
+        if protocol is None:
+            raise BadInput("missing PROTOCOL (a YAML file; see protocols/) or --from-csv", field="PROTOCOL")
+        proto = load_protocol(protocol, seed=seed)
+        if rendering:
+            proto = proto.model_copy(update={"rendering": proto.rendering.model_copy(update=rendering)})
+        result = run(proto, out, renderer=renderer, workers=workers, overwrite=overwrite, resume=resume,
+                     progress=not quiet, renderer_options=options, scheduler=scheduler)
+    n_img = len(result.manifest)
+    click.echo(f"simulated {result.manifest['patient_id'].nunique()} patients, {n_img} images "
+               f"in {time.perf_counter() - t0:.1f} s → {result.out}")
+
+
+@main.command()
+@click.argument("dataset", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="analysis folder")
+@click.option("--method", default="ae", show_default=True, help="ae, pixel-pca, oracle, a comma list, or all")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--preset", type=click.Choice(["default", "schneider2023"]), default="default", show_default=True)
+@click.option("--image-size", type=click.IntRange(min=16, max=1024), help="embedder input size (px)")
+@click.option("--epochs", type=click.IntRange(min=1), help="autoencoder epochs")
+@click.option("--reduction", type=click.Choice(["within", "global", "per-patient"]), default=None,
+              help="PC1 of within-patient variation (default), over all images, or per patient")
+@click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
+@click.option("--skip-bad", is_flag=True, help="drop missing or unreadable images (and say how many)")
+@click.option("--quiet", is_flag=True)
+@handle_errors
+def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, time_terms, skip_bad, quiet):
+    """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
+    from analysis.pipeline import AnalysisConfig, analyze as run
+    cfg = AnalysisConfig(method=method, seed=seed, preset=preset, image_size=image_size, epochs=epochs,
+                         reduction=reduction, time_terms=time_terms, skip_bad=skip_bad, progress=not quiet)
+    results = run(dataset, out, cfg)
+    for pop in results["population"]:
+        click.echo(f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "
+                   f"(95% CI {pop['ci_low']:+.3f} to {pop['ci_high']:+.3f}), p = {pop['p_value']:.3g}")
+    click.echo(f"results → {Path(out) / 'results.json'}; report → {Path(out) / 'report.html'}")
+
+
+@main.command()
+@click.argument("results_dir", type=click.Path(path_type=Path))
+@handle_errors
+def report(results_dir):
+    """Rebuild report.html from an analysis folder."""
+    from analysis.report import write_report
+    path = write_report(results_dir)
+    click.echo(f"report → {path}")
+
+
+@main.command()
+@click.argument("protocol", type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--replicates", type=click.IntRange(min=1), required=True)
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--grid", multiple=True, help="KEY=V1,V2,… (effect, patients, blocks, period_days, nuisance, …)")
+@click.option("--method", default="oracle", show_default=True, help="comma list of ae, pixel-pca, oracle")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
+@click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT)")
+@click.option("--keep-images", is_flag=True, help="keep each replicate's images")
+@click.option("--quiet", is_flag=True)
+@handle_errors
+def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, quiet):
+    """Monte Carlo power, type-I error, bias and coverage over a design grid."""
+    from .power import PowerStudy, run_power
+    study = PowerStudy.from_cli(protocol, replicates=replicates, grid=list(grid), methods=method, seed=seed,
+                                keep_images=keep_images)
+    summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)
+    click.echo(summary.to_string(index=False))
+    click.echo(f"power study → {Path(out) / 'summary.csv'}, {Path(out) / 'power.html'}")
+
+
+@main.command()
+@click.option("--out", default="demo_output", show_default=True, type=click.Path(file_okay=False, path_type=Path))
+@click.option("--workers", type=click.IntRange(min=1), default=min(2, os.cpu_count() or 1), show_default=True)
+@click.option("--quiet", is_flag=True)
+@handle_errors
+def demo(out, workers, quiet):
+    """The main job on protocols/demo.yaml: simulate, analyze, report."""
+    from .demo import run_demo
+    paths = run_demo(out, workers=workers, progress=not quiet, echo=click.echo)
+    for k, v in paths.items():
+        click.echo(f"{k:>9}: {v}")
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

@@ -1,0 +1,279 @@
+"""The trial protocol: a typed, validated description of one simulated study.
+
+A protocol is written in YAML (see ``protocols/``) and loaded with
+:func:`load_protocol`. Every knob carries its unit in its name or docstring:
+durations are in days, severities and effects on the 0–3 severity scale of the
+anchor's protocol CSV, noise as standard deviations in severity units.
+Unknown fields are errors, so a typo never silently falls back to a default.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import string
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from .errors import BadInput
+
+SEVERITY_MIN = 0.0
+SEVERITY_MAX = 3.0
+BASELINE_LABEL = "Baseline"
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class SeverityDistribution(_Strict):
+    """Between-patient distribution of the untreated (baseline) severity, 0–3 scale."""
+
+    mean: float = Field(2.9, ge=SEVERITY_MIN, le=SEVERITY_MAX)
+    sd: float = Field(0.1, ge=0.0, le=3.0)
+
+
+class PatientOverride(_Strict):
+    """Per-patient fixed values that replace the random draws."""
+
+    patient_id: str
+    baseline_severity: float | None = Field(None, ge=SEVERITY_MIN, le=SEVERITY_MAX)
+    fitzpatrick: int | None = Field(None, ge=1, le=6)
+
+    @field_validator("patient_id", mode="before")
+    @classmethod
+    def _as_str(cls, v):
+        return str(v)
+
+
+class Patients(_Strict):
+    n: int = Field(10, ge=1, le=100000, description="number of patients")
+    baseline_severity: SeverityDistribution = SeverityDistribution()
+    ids: list[str] | None = Field(None, description="explicit patient ids (default 1..n)")
+    overrides: list[PatientOverride] = []
+
+    @field_validator("ids", mode="before")
+    @classmethod
+    def _ids_as_str(cls, v):
+        if v is None:
+            return v
+        if not isinstance(v, list):
+            raise ValueError("must be a list of patient ids")
+        return [str(x) for x in v]
+
+    @model_validator(mode="after")
+    def _check_ids(self):
+        ids = self.patient_ids
+        if len(set(ids)) != len(ids):
+            raise ValueError("patient ids must be unique")
+        unknown = [o.patient_id for o in self.overrides if o.patient_id not in ids]
+        if unknown:
+            raise ValueError(f"overrides name unknown patients {unknown}")
+        return self
+
+    @property
+    def patient_ids(self) -> list[str]:
+        if self.ids is not None:
+            return list(self.ids)
+        return [str(i + 1) for i in range(self.n)]
+
+
+class Treatment(_Strict):
+    """One arm. ``effect`` is the change in severity at full onset (negative = better)."""
+
+    label: str = Field(min_length=1)
+    code: str | None = Field(None, min_length=1, max_length=1,
+                             description="letter used in schedule sequences (default A, B, C… in order)")
+    effect: float = Field(0.0, ge=-3.0, le=3.0, description="severity change at full onset, 0–3 scale")
+    effect_sd: float = Field(0.0, ge=0.0, le=3.0, description="between-patient SD of the effect")
+    onset_days: float = Field(3.0, gt=0.0, le=3650, description="first-order onset time constant, days")
+    washout_days: float = Field(3.0, gt=0.0, le=3650, description="first-order washout time constant, days")
+
+    @field_validator("label")
+    @classmethod
+    def _label_not_baseline(cls, v):
+        if v.strip() != v or not v:
+            raise ValueError("must be a non-empty label without surrounding spaces")
+        if v == BASELINE_LABEL:
+            raise ValueError(f"'{BASELINE_LABEL}' is reserved for the run-in")
+        return v
+
+
+class Schedule(_Strict):
+    """Order of treatment periods.
+
+    ``fixed``: every patient follows ``sequence`` (one block, letters = treatment
+    codes), repeated ``blocks`` times. ``randomized_blocks``: each block holds one
+    period of every treatment in an order drawn per patient, redrawn until no
+    treatment runs for more than ``max_consecutive_periods`` periods in a row.
+    """
+
+    design: Literal["fixed", "randomized_blocks"] = "fixed"
+    sequence: str | None = Field(None, description="one block's periods as treatment codes, e.g. AB or ABBA")
+    blocks: int = Field(2, ge=1, le=1000)
+    period_days: int = Field(28, ge=1, le=3650, description="length of one treatment period, days")
+    run_in_days: int = Field(0, ge=0, le=3650, description="untreated Baseline run-in before the first period, days")
+    max_consecutive_periods: int | None = Field(None, ge=1, le=1000)
+
+    @field_validator("sequence")
+    @classmethod
+    def _seq(cls, v):
+        if v is None:
+            return v
+        v = v.strip()
+        if not v or not all(c in string.ascii_letters for c in v):
+            raise ValueError("must be a string of treatment codes such as AB, ABAB or ABBA")
+        return v
+
+
+class Observation(_Strict):
+    days: int | None = Field(None, ge=1, le=36500, description="study length in days (default: run-in + all periods)")
+    photos_per_day: int = Field(1, ge=1, le=24)
+    missing_photo_prob: float = Field(0.0, ge=0.0, lt=1.0, description="probability a photo is missing")
+    dropout_prob: float = Field(0.0, ge=0.0, le=1.0, description="probability a patient drops out (at a uniform day)")
+    start_date: _dt.date = Field(_dt.date(2018, 1, 1), description="calendar date of study day 1")
+
+
+class Dynamics(_Strict):
+    drift_sd_per_day: float = Field(0.0, ge=0.0, le=1.0, description="SD of the daily random-walk step")
+    trend_per_day: float = Field(0.0, ge=-1.0, le=1.0, description="deterministic drift, severity per day")
+    ar1_rho: float = Field(0.0, ge=0.0, lt=1.0, description="AR(1) coefficient of the process noise, per day")
+    ar1_sd: float = Field(0.0, ge=0.0, le=3.0, description="stationary SD of the AR(1) process noise")
+    sd_obs: float = Field(0.0, ge=0.0, le=3.0, description="SD of day-level observation noise (white)")
+    floor: float = Field(SEVERITY_MIN, ge=SEVERITY_MIN, le=SEVERITY_MAX)
+    ceiling: float = Field(SEVERITY_MAX, ge=SEVERITY_MIN, le=SEVERITY_MAX)
+
+    @model_validator(mode="after")
+    def _bounds(self):
+        if self.floor >= self.ceiling:
+            raise ValueError("floor must be below ceiling")
+        return self
+
+
+class Rendering(_Strict):
+    renderer: Literal["procedural", "sdxl", "none"] = "procedural"
+    image_size: int = Field(256, ge=32, le=4096, description="image height in pixels")
+    aspect: float = Field(1.0, gt=0.2, le=5.0, description="height / width; 4/3 gives a 3:4 portrait frame")
+    view: Literal["cheek", "face"] = "cheek"
+    nuisance: float = Field(1.0, ge=0.0, le=4.0, description="photo-condition strength: 0 none, 1 default, 2 double")
+
+
+class Protocol(_Strict):
+    name: str = "trial"
+    seed: int = Field(0, ge=0, le=2**63 - 1)
+    patients: Patients = Patients()
+    treatments: list[Treatment] = Field(min_length=1)
+    schedule: Schedule = Schedule()
+    observation: Observation = Observation()
+    dynamics: Dynamics = Dynamics()
+    rendering: Rendering = Rendering()
+
+    @model_validator(mode="after")
+    def _check(self):
+        labels = [t.label for t in self.treatments]
+        if len(set(labels)) != len(labels):
+            raise ValueError("treatments: labels must be unique")
+        codes = self.treatment_codes
+        if len(set(codes.values())) != len(codes):
+            raise ValueError("treatments: codes must be unique")
+        seq = self.block_sequence
+        unknown = sorted({c for c in seq if c not in codes.values()})
+        if unknown:
+            raise ValueError(
+                f"schedule.sequence names unknown treatment code(s) {unknown}; known codes: "
+                f"{', '.join(f'{c}={l}' for l, c in codes.items())}")
+        if self.observation.days is not None and self.observation.days > self.planned_days:
+            raise ValueError(
+                f"observation.days ({self.observation.days}) is longer than the schedule "
+                f"({self.planned_days} days = run-in + blocks × periods × period_days)")
+        return self
+
+    @property
+    def treatment_codes(self) -> dict[str, str]:
+        """label -> one-letter code."""
+        out = {}
+        for i, t in enumerate(self.treatments):
+            out[t.label] = t.code or string.ascii_uppercase[i]
+        return out
+
+    @property
+    def block_sequence(self) -> str:
+        """Codes of one block's periods (for randomized designs: one of each treatment)."""
+        if self.schedule.design == "fixed" and self.schedule.sequence:
+            return self.schedule.sequence
+        return "".join(self.treatment_codes.values())
+
+    @property
+    def planned_days(self) -> int:
+        s = self.schedule
+        return s.run_in_days + s.blocks * len(self.block_sequence) * s.period_days
+
+    @property
+    def n_days(self) -> int:
+        return self.observation.days or self.planned_days
+
+    def treatment(self, label: str) -> Treatment:
+        for t in self.treatments:
+            if t.label == label:
+                return t
+        raise KeyError(label)
+
+    def resolved(self) -> dict:
+        """The fully resolved protocol as plain data (every default written out)."""
+        d = self.model_dump(mode="json")
+        d["treatments"] = [dict(t, code=self.treatment_codes[t["label"]]) for t in d["treatments"]]
+        d["observation"]["days"] = self.n_days
+        d["patients"]["ids"] = self.patients.patient_ids
+        return d
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.resolved(), sort_keys=False, allow_unicode=True)
+
+
+def _format_validation_error(err: ValidationError) -> tuple[str, str]:
+    first = err.errors()[0]
+    field = ".".join(str(p) for p in first["loc"]) or "(top level)"
+    msg = first["msg"]
+    if first["type"] == "extra_forbidden":
+        msg = "unknown field (check spelling; unknown fields are not allowed)"
+    elif first["type"] == "missing":
+        msg = "required field is missing"
+    more = len(err.errors()) - 1
+    if more > 0:
+        msg += f" (and {more} more problem{'s' if more > 1 else ''})"
+    return field, msg
+
+
+def protocol_from_dict(data, source: str = "<protocol>") -> Protocol:
+    """Validate plain data into a :class:`Protocol`; raise :class:`BadInput` naming the field."""
+    if not isinstance(data, dict):
+        raise BadInput("the protocol must be a YAML mapping of fields (name, seed, patients, treatments, …)",
+                       file=source)
+    try:
+        return Protocol.model_validate(data)
+    except ValidationError as err:
+        field, msg = _format_validation_error(err)
+        raise BadInput(msg, file=source, field=field,
+                       allowed="see protocols/*.yaml for every field, its unit and its range") from None
+
+
+def load_protocol(path: str | Path, seed: int | None = None) -> Protocol:
+    """Read and validate a protocol YAML file; ``seed`` (if given) replaces the file's seed."""
+    path = Path(path)
+    try:
+        text = path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise BadInput("file not found", file=str(path)) from None
+    except (OSError, UnicodeDecodeError) as e:
+        raise BadInput(f"cannot read the file ({e.__class__.__name__})", file=str(path)) from None
+    try:
+        data = yaml.safe_load(text)
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
+        raise BadInput(f"malformed YAML{where}: {getattr(e, 'problem', e)}", file=str(path)) from None
+    if seed is not None:
+        if isinstance(data, dict):
+            data = dict(data, seed=seed)
+    return protocol_from_dict(data, source=str(path))

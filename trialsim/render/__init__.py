@@ -1,0 +1,1 @@
+"""Renderers turn one patient's truth into images; see :mod:`trialsim.render.base`."""

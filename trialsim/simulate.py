@@ -1,0 +1,207 @@
+"""Simulate one trial: schedule → latent severity → images → dataset folder.
+
+:func:`simulate_truth` is pure (no I/O) and gives every patient's day-level truth
+and the list of photos to take; :func:`simulate` renders and writes a dataset
+folder (Contract 1), in parallel over patients when asked, with identical bytes
+whatever the worker count.
+"""
+from __future__ import annotations
+
+import datetime as _dt
+import re
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .dataset import (IMAGES_DIR, MANIFEST_COLUMNS, atomic_write_bytes, prepare_output, write_tables)
+from .dynamics import draw_patient_parameters, patient_trajectory
+from .protocol import Protocol
+from .render.base import LESION_COLUMNS, PatientJob, Renderer
+from .schedule import patient_schedule
+from .seeding import image_seed, patient_rng
+
+# photos taken on one day spread from morning to evening (hours)
+_FIRST_HOUR, _LAST_HOUR = 8.0, 21.0
+
+
+def _safe(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)) or "_"
+
+
+def patient_truth(protocol: Protocol, patient_index: int, patient_id: str) -> PatientJob:
+    """Day-level truth and the photos to take for one patient (no pixels)."""
+    seed = protocol.seed
+    sched = patient_schedule(protocol, patient_id, patient_rng(seed, patient_index, "schedule"))
+    params = draw_patient_parameters(protocol, patient_id, patient_rng(seed, patient_index, "parameters"))
+    days = patient_trajectory(protocol, sched, params, patient_rng(seed, patient_index, "dynamics"))
+    days["baseline_severity"] = params["baseline"]
+
+    obs = protocol.observation
+    rng = patient_rng(seed, patient_index, "observation")
+    n_days = len(days)
+    # draw every number in a fixed shape so that one knob never shifts another's draws
+    drops = rng.random() < obs.dropout_prob
+    last_day = int(rng.integers(2, n_days + 1)) if n_days >= 2 else n_days
+    missing = rng.random((n_days, obs.photos_per_day)) < obs.missing_photo_prob
+    jitter_min = rng.uniform(0, 40, size=(n_days, obs.photos_per_day))
+    if drops:
+        days = days[days["day"] <= last_day].reset_index(drop=True)
+
+    ppd = obs.photos_per_day
+    hours = ([13.0] if ppd == 1 else list(np.linspace(_FIRST_HOUR, _LAST_HOUR - 1, ppd)))
+    width = max(3, len(str(protocol.n_days)))
+    pdir = _safe(patient_id)
+    rows = []
+    for r in days.itertuples(index=False):
+        for p in range(ppd):
+            if missing[r.day - 1, p]:
+                continue
+            hour = hours[p] + jitter_min[r.day - 1, p] / 60.0
+            stamp = (_dt.datetime.fromisoformat(r.date) + _dt.timedelta(hours=hour)).replace(microsecond=0)
+            rows.append({
+                "image": f"{IMAGES_DIR}/{pdir}/{pdir}_d{r.day:0{width}d}_p{p}",
+                "day": int(r.day), "photo": p, "hour": round(hour, 3),
+                "timestamp": stamp.isoformat(),
+                "seed": image_seed(seed, patient_index, r.day, p),
+            })
+    images = pd.DataFrame(rows, columns=["image", "day", "photo", "hour", "timestamp", "seed"])
+    return PatientJob(protocol=protocol, patient_id=str(patient_id), patient_index=patient_index,
+                      days=days, images=images)
+
+
+def simulate_truth(protocol: Protocol) -> list[PatientJob]:
+    """One :class:`PatientJob` per patient, in protocol order."""
+    return [patient_truth(protocol, i, pid) for i, pid in enumerate(protocol.patients.patient_ids)]
+
+
+def make_renderer(protocol: Protocol, name: str | None = None, **options) -> Renderer:
+    """The renderer named ``name`` (default: the protocol's ``rendering.renderer``)."""
+    name = name or protocol.rendering.renderer
+    if name == "none":
+        from .render.none import NoImageRenderer
+        return NoImageRenderer(protocol)
+    if name == "procedural":
+        from .render.procedural import ProceduralRenderer
+        return ProceduralRenderer(protocol, **options)
+    if name == "sdxl":
+        from .render.sdxl import SDXLRenderer
+        return SDXLRenderer(protocol, **options)
+    raise ValueError(f"unknown renderer {name!r}")
+
+
+@dataclass
+class PatientResult:
+    patient_id: str
+    manifest: pd.DataFrame
+    lesions: pd.DataFrame
+    days: pd.DataFrame
+
+
+def render_patient_to_folder(job: PatientJob, renderer: Renderer, out: Path) -> PatientResult:
+    """Render one patient's photos into ``out`` (skipping finished files) and return its tables."""
+    out = Path(out)
+    ext = renderer.extension
+    images = job.images.copy()
+    images["image"] = images["image"] + ext
+    job = PatientJob(job.protocol, job.patient_id, job.patient_index, job.days, images)
+    day_rows = job.days.set_index("day")
+    man_rows, lesion_frames = [], []
+
+    def wanted(image: str) -> bool:
+        return not (out / image).exists()
+
+    for meta, rendered in zip(images.itertuples(index=False), renderer.render_patient(job, wanted)):
+        if rendered.image != meta.image:
+            raise RuntimeError(f"renderer returned {rendered.image} for {meta.image}")
+        if rendered.data is not None:
+            atomic_write_bytes(out / rendered.image, rendered.data)
+        d = day_rows.loc[meta.day]
+        man_rows.append({
+            "image": meta.image, "patient_id": job.patient_id, "day": int(meta.day),
+            "treatment": d["treatment"], "timestamp": meta.timestamp, "block": int(d["block"]),
+            "period": int(d["period"]), "photo": int(meta.photo),
+            "severity_latent": float(d["severity_latent"]),
+            "severity_noisefree": float(d["severity_noisefree"]),
+            "severity_grade": int(d["severity_grade"]), "lesion_count": int(rendered.lesion_count),
+            "seed": int(meta.seed),
+        })
+        if len(rendered.lesions):
+            lesion_frames.append(rendered.lesions[LESION_COLUMNS])
+    if hasattr(renderer, "finish_patient"):
+        renderer.finish_patient(job, out)
+    manifest = pd.DataFrame(man_rows, columns=MANIFEST_COLUMNS)
+    lesions = (pd.concat(lesion_frames, ignore_index=True) if lesion_frames
+               else pd.DataFrame(columns=LESION_COLUMNS))
+    return PatientResult(job.patient_id, manifest, lesions, job.days)
+
+
+# one renderer per worker process, built on first use
+_WORKER_RENDERER: dict = {}
+
+
+def _worker_render(args) -> PatientResult:
+    job, renderer_name, options, out = args
+    key = (renderer_name, repr(sorted(options.items())), job.protocol.model_dump_json())
+    if key not in _WORKER_RENDERER:
+        _WORKER_RENDERER.clear()
+        _WORKER_RENDERER[key] = make_renderer(job.protocol, renderer_name, **options)
+    return render_patient_to_folder(job, _WORKER_RENDERER[key], out)
+
+
+@dataclass
+class SimulationResult:
+    out: Path
+    manifest: pd.DataFrame
+    lesions: pd.DataFrame
+    days: pd.DataFrame
+
+
+def _progress(iterable, total: int, desc: str, enabled: bool):
+    if not enabled:
+        return iterable
+    from tqdm.auto import tqdm
+    return tqdm(iterable, total=total, desc=desc, unit="patient")
+
+
+def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, workers: int = 1,
+             overwrite: bool = False, resume: bool = False, progress: bool = False,
+             renderer_options: dict | None = None, jobs: list[PatientJob] | None = None,
+             protocol_yaml: str | None = None, scheduler: str | None = None) -> SimulationResult:
+    """Simulate ``protocol`` and write its dataset folder to ``out``.
+
+    ``renderer`` overrides ``protocol.rendering.renderer``; ``workers`` > 1 renders
+    patients in separate processes (same bytes as one worker); ``scheduler`` is the
+    address of a Dask distributed scheduler to render patients on instead.
+    ``jobs`` replaces the simulated truth (used by ``--from-csv``).
+    """
+    out = Path(out)
+    name = renderer or protocol.rendering.renderer
+    if renderer and renderer != protocol.rendering.renderer:
+        protocol = protocol.model_copy(update={"rendering": protocol.rendering.model_copy(
+            update={"renderer": renderer})})
+    options = dict(renderer_options or {})
+    prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
+    if jobs is None:
+        jobs = simulate_truth(protocol)
+    else:
+        jobs = [PatientJob(protocol, j.patient_id, j.patient_index, j.days, j.images) for j in jobs]
+    args = [(job, name, options, out) for job in jobs]
+    if scheduler:
+        from .scaleout import map_on_cluster
+        results = map_on_cluster(_worker_render, args, scheduler, progress=progress, desc="render")
+    elif workers > 1 and len(jobs) > 1:
+        with ProcessPoolExecutor(max_workers=workers) as pool:
+            results = list(_progress(pool.map(_worker_render, args), len(args), "render", progress))
+    else:
+        r = make_renderer(protocol, name, **options)
+        results = [render_patient_to_folder(a[0], r, out)
+                   for a in _progress(args, len(args), "render", progress)]
+    manifest = pd.concat([r.manifest for r in results], ignore_index=True)
+    nonempty = [r.lesions for r in results if len(r.lesions)]
+    lesions = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame(columns=LESION_COLUMNS)
+    days = pd.concat([r.days for r in results], ignore_index=True)
+    write_tables(out, manifest, lesions, days)
+    return SimulationResult(out, manifest, lesions, days)
