@@ -1,0 +1,192 @@
+"""The only door in: read a dataset folder (DESIGN.md, Contract 1), simulated or real photos.
+
+:func:`load_dataset` reads ``manifest.csv`` (and ``protocol.yaml`` when present)
+into a :class:`TrialData`; :func:`load_images` decodes the photos to a square
+uint8 array at the analysis size. Photos may have any size and aspect (resized
+on the short side, centre-cropped), any EXIF orientation (applied), RGB, RGBA or
+greyscale; several photos a day are fine. Nothing here imports ``trialsim``.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from .errors import AnalysisInputError
+
+MANIFEST = "manifest.csv"
+PROTOCOL = "protocol.yaml"
+BASELINE_LABEL = "Baseline"
+REQUIRED_COLUMNS = ("image", "patient_id", "day", "treatment")
+TRUTH_COLUMNS = ("severity_latent", "severity_noisefree")
+
+
+@dataclass
+class TrialData:
+    """One trial's table of photos.
+
+    ``manifest``: one row per image with at least ``image, patient_id (str), day (int),
+    treatment (str)``, sorted by patient, day, image. ``treatments``: the contrasted
+    treatment labels in protocol order (Baseline excluded). ``nominal_effects``:
+    label -> protocol effect (severity units), when a protocol.yaml is present.
+    """
+
+    root: Path
+    manifest: pd.DataFrame
+    treatments: list[str]
+    protocol: dict | None = None
+    nominal_effects: dict[str, float] = field(default_factory=dict)
+    skipped_images: list[str] = field(default_factory=list)
+
+    @property
+    def has_truth(self) -> bool:
+        return "severity_latent" in self.manifest.columns and self.manifest["severity_latent"].notna().all()
+
+    @property
+    def has_noisefree(self) -> bool:
+        return ("severity_noisefree" in self.manifest.columns
+                and self.manifest["severity_noisefree"].notna().all())
+
+    def subset(self, keep: np.ndarray) -> "TrialData":
+        return TrialData(self.root, self.manifest[keep].reset_index(drop=True), self.treatments,
+                         self.protocol, self.nominal_effects, list(self.skipped_images))
+
+
+def _read_protocol(path: Path) -> dict | None:
+    if not path.exists():
+        return None
+    import yaml
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise AnalysisInputError(f"cannot read the protocol ({e.__class__.__name__})", file=str(path)) from None
+    if not isinstance(data, dict):
+        raise AnalysisInputError("the protocol must be a YAML mapping", file=str(path))
+    return data
+
+
+def _days_from_timestamps(df: pd.DataFrame, path: Path) -> pd.Series:
+    ts = pd.to_datetime(df["timestamp"], errors="coerce", format="ISO8601")
+    bad = ts.isna()
+    if bad.any():
+        raise AnalysisInputError(f"unreadable timestamp {df.loc[bad, 'timestamp'].iloc[0]!r} "
+                                 f"(row {int(np.flatnonzero(bad)[0]) + 2})", file=str(path),
+                                 field="timestamp", allowed="ISO 8601 date or date-time")
+    date = ts.dt.normalize()
+    first = date.groupby(df["patient_id"]).transform("min")
+    return ((date - first).dt.days + 1).astype(int)
+
+
+def load_dataset(folder: str | Path) -> TrialData:
+    """Read ``folder/manifest.csv`` (and ``protocol.yaml``); validate the required columns."""
+    root = Path(folder)
+    path = root / MANIFEST
+    if not root.is_dir():
+        raise AnalysisInputError("not a dataset folder (expected a folder holding manifest.csv)", file=str(root))
+    if not path.exists():
+        raise AnalysisInputError("manifest.csv is missing", file=str(path),
+                                 allowed="a CSV with columns image, patient_id, day, treatment")
+    try:
+        df = pd.read_csv(path, dtype={"patient_id": str, "treatment": str, "image": str})
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
+        raise AnalysisInputError(f"unreadable CSV ({e.__class__.__name__}: {e})", file=str(path)) from None
+    if "day" not in df.columns and "timestamp" in df.columns and "patient_id" in df.columns:
+        df["day"] = _days_from_timestamps(df, path)
+    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    if missing:
+        raise AnalysisInputError(f"missing column(s) {missing}", file=str(path), field=missing[0],
+                                 allowed="columns image, patient_id, day (or timestamp), treatment")
+    if len(df) == 0:
+        raise AnalysisInputError("the manifest has no rows", file=str(path))
+    for col in ("image", "patient_id", "treatment"):
+        if df[col].isna().any():
+            row = int(np.flatnonzero(df[col].isna())[0]) + 2
+            raise AnalysisInputError(f"empty value in row {row}", file=str(path), field=col)
+    day = pd.to_numeric(df["day"], errors="coerce")
+    if day.isna().any() or (day != np.round(day)).any() or (day < 1).any():
+        row = int(np.flatnonzero(day.isna() | (day != np.round(day)) | (day < 1))[0]) + 2
+        raise AnalysisInputError(f"bad day {df['day'].iloc[row - 2]!r} in row {row}", file=str(path),
+                                 field="day", allowed="integers ≥ 1 (study day, 1-based)")
+    df["day"] = day.astype(int)
+    df["patient_id"] = df["patient_id"].astype(str)
+    df["treatment"] = df["treatment"].astype(str)
+    df = df.sort_values(["patient_id", "day", "image"], kind="stable").reset_index(drop=True)
+
+    protocol = _read_protocol(root / PROTOCOL)
+    present = set(df["treatment"]) - {BASELINE_LABEL}
+    labels, nominal = [], {}
+    if protocol and isinstance(protocol.get("treatments"), list):
+        for t in protocol["treatments"]:
+            if isinstance(t, dict) and "label" in t:
+                lab = str(t["label"])
+                if lab in present:
+                    labels.append(lab)
+                    if t.get("effect") is not None:
+                        nominal[lab] = float(t["effect"])
+    # labels not in the protocol: in order of first appearance (earliest day, then name)
+    first_day = df[df["treatment"] != BASELINE_LABEL].groupby("treatment")["day"].min()
+    labels += sorted(present - set(labels), key=lambda l: (first_day[l], l))
+    if len(labels) < 2:
+        raise AnalysisInputError(f"need at least two treatments to contrast, found {sorted(present) or 'none'}",
+                                 file=str(path), field="treatment",
+                                 allowed=f"two or more labels besides '{BASELINE_LABEL}'")
+    return TrialData(root, df, labels, protocol, nominal)
+
+
+def _open_image(path: Path, size: int) -> np.ndarray:
+    from PIL import Image, ImageOps
+    with Image.open(path) as im:
+        im.load()
+        im = ImageOps.exif_transpose(im)
+        if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
+            rgba = im.convert("RGBA")
+            bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
+            im = Image.alpha_composite(bg, rgba)
+        im = im.convert("RGB")
+        w, h = im.size
+        s = size / min(w, h)
+        nw, nh = max(size, round(w * s)), max(size, round(h * s))
+        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=2.0)
+        left, top = (nw - size) // 2, (nh - size) // 2
+        im = im.crop((left, top, left + size, top + size))
+        return np.asarray(im, dtype=np.uint8)
+
+
+def load_images(data: TrialData, size: int, skip_bad: bool = False, progress: bool = False
+                ) -> tuple[TrialData, np.ndarray]:
+    """Decode every photo to ``(N, 3, size, size)`` uint8 (short side resized, centre crop).
+
+    A missing or unreadable photo raises :class:`AnalysisInputError` naming it, or
+    with ``skip_bad`` is dropped (its path recorded in ``skipped_images``).
+    Returns the (possibly reduced) data and the array, row-aligned.
+    """
+    from PIL import UnidentifiedImageError
+    out = np.zeros((len(data.manifest), size, size, 3), dtype=np.uint8)
+    keep = np.ones(len(data.manifest), dtype=bool)
+    skipped = []
+    it = enumerate(data.manifest["image"])
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, total=len(data.manifest), desc="load images", unit="img")
+    for i, rel in it:
+        path = data.root / rel
+        try:
+            out[i] = _open_image(path, size)
+        except FileNotFoundError:
+            reason = "image file not found"
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+            reason = f"unreadable image ({e.__class__.__name__})"
+        else:
+            continue
+        if not skip_bad:
+            raise AnalysisInputError(f"{reason} (pass --skip-bad to drop such images)", file=str(path),
+                                     field="image")
+        keep[i] = False
+        skipped.append(str(rel))
+    kept = data.subset(keep)
+    kept.skipped_images = list(data.skipped_images) + skipped
+    if kept.manifest["patient_id"].nunique() < 1 or len(kept.manifest) == 0:
+        raise AnalysisInputError("no readable images left", file=str(data.root / MANIFEST), field="image")
+    return kept, np.ascontiguousarray(out[keep].transpose(0, 3, 1, 2))
