@@ -1,0 +1,95 @@
+"""Power studies: identical results on 1 or 2 workers and on a Dask cluster; resume after a kill."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+
+import pandas as pd
+import pytest
+import yaml
+
+from trialsim.power import PowerStudy, apply_grid_point, parse_grid, replicate_seed, run_power
+
+from conftest import small_protocol_dict
+
+
+def _protocol_file(tmp_path):
+    d = small_protocol_dict()
+    d["patients"]["n"] = 4
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump(d))
+    return f
+
+
+def _study(f, replicates=3, grid=("effect=0,1.0",)):
+    return PowerStudy.from_cli(f, replicates=replicates, grid=list(grid), methods="oracle", seed=5)
+
+
+def test_grid_changes_the_protocol_and_seeds_do_not_depend_on_order(tmp_path):
+    base = small_protocol_dict()
+    d = apply_grid_point(base, {"effect": 0.5, "patients": 7, "blocks": 3})
+    assert d["treatments"][1]["effect"] == pytest.approx(base["treatments"][0]["effect"] + 0.5)
+    assert d["patients"]["n"] == 7 and d["schedule"]["blocks"] == 3
+    assert parse_grid(["effect=0,0.25", "blocks=2,4"]) == {"effect": [0, 0.25], "blocks": [2, 4]}
+    assert replicate_seed(1, {"a": 1, "b": 2}, 3) == replicate_seed(1, {"b": 2, "a": 1}, 3)
+    assert replicate_seed(1, {"a": 1}, 3) != replicate_seed(1, {"a": 1}, 4)
+
+
+def test_workers_and_dask_cluster_give_identical_replicates(tmp_path):
+    f = _protocol_file(tmp_path)
+    run_power(_study(f), tmp_path / "w1", workers=1, progress=False)
+    run_power(_study(f), tmp_path / "w2", workers=2, progress=False)
+    one = (tmp_path / "w1" / "replicates.csv").read_bytes()
+    assert one == (tmp_path / "w2" / "replicates.csv").read_bytes()
+    from distributed import Client, LocalCluster
+    with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
+        run_power(_study(f), tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
+    assert one == (tmp_path / "dask" / "replicates.csv").read_bytes()
+    rep = pd.read_csv(tmp_path / "w1" / "replicates.csv")
+    lmm = rep[rep["test"] == "lmm"]
+    assert len(lmm) == 2 * 3 and lmm["error"].isna().all()
+    assert set(rep["effect"]) == {0, 1.0}
+    summary = pd.read_csv(tmp_path / "w1" / "summary.csv")
+    s = summary[summary["test"] == "lmm"].set_index("effect")
+    assert s.loc[1.0, "power"] > s.loc[0, "type1_error"] or s.loc[1.0, "power"] == 1.0
+    assert (tmp_path / "w1" / "power.html").read_text().count("<table") == 1
+
+
+def test_failed_replicates_are_counted_not_dropped(tmp_path):
+    f = _protocol_file(tmp_path)
+    # one patient cannot identify a population effect: every replicate fails clearly
+    study = PowerStudy.from_cli(f, replicates=2, grid=["patients=1,4"], methods="oracle", seed=1)
+    summary = run_power(study, tmp_path / "out", workers=1, progress=False)
+    lmm = summary[summary["test"] == "lmm"].set_index("patients")
+    assert lmm.loc[1, "failed"] == 2 and lmm.loc[1, "replicates"] == 2
+    assert lmm.loc[4, "failed"] == 0
+    rep = pd.read_csv(tmp_path / "out" / "replicates.csv")
+    assert rep.loc[rep["patients"] == 1, "error"].str.contains("patient").all()
+
+
+def test_killed_study_resumes_to_the_same_results(tmp_path):
+    f = _protocol_file(tmp_path)
+    args = [sys.executable, "-m", "trialsim", "power", str(f), "--replicates", "6", "--grid", "effect=0,1.0",
+            "--method", "oracle", "--seed", "5", "--quiet"]
+    full = subprocess.run(args + ["--out", str(tmp_path / "full")], capture_output=True, text=True)
+    assert full.returncode == 0, full.stderr
+    part = tmp_path / "part"
+    proc = subprocess.Popen(args + ["--out", str(part)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    rep = part / "replicates.csv"
+    deadline = time.time() + 120
+    while time.time() < deadline:
+        if rep.exists() and rep.read_text().count("\n") >= 4:
+            break
+        time.sleep(0.05)
+    os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait()
+    lines = rep.read_text().count("\n")
+    full_lines = (tmp_path / "full" / "replicates.csv").read_text().count("\n")
+    assert 1 < lines < full_lines  # killed part-way
+    again = subprocess.run(args + ["--out", str(part)], capture_output=True, text=True)
+    assert again.returncode == 0, again.stderr
+    assert rep.read_bytes() == (tmp_path / "full" / "replicates.csv").read_bytes()

@@ -1,0 +1,85 @@
+"""Running independent tasks on local processes or on a Dask distributed cluster.
+
+Both paths yield ``(index, result)`` pairs as tasks finish, so callers can record
+results as they arrive; results never depend on which worker ran what.
+"""
+from __future__ import annotations
+
+import os
+from concurrent.futures import ProcessPoolExecutor, as_completed
+from typing import Callable, Iterable, Iterator
+
+from .errors import BadInput
+
+
+def _single_thread_worker() -> None:
+    # one task per core: keep each process's math libraries to one thread
+    os.environ.setdefault("OMP_NUM_THREADS", "1")
+    try:
+        import torch
+        torch.set_num_threads(1)
+    except ImportError:  # pragma: no cover
+        pass
+    try:
+        import cv2
+        cv2.setNumThreads(1)
+    except ImportError:  # pragma: no cover
+        pass
+
+
+def run_local(fn: Callable, args: list, workers: int) -> Iterator[tuple[int, object]]:
+    """Yield ``(i, fn(args[i]))`` as tasks finish, on ``workers`` processes (in-process for 1)."""
+    if workers <= 1:
+        for i, a in enumerate(args):
+            yield i, fn(a)
+        return
+    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker) as pool:
+        futures = {pool.submit(fn, a): i for i, a in enumerate(args)}
+        for fut in as_completed(futures):
+            yield futures[fut], fut.result()
+
+
+def connect(address: str):
+    """A Dask client for ``address`` (tcp://HOST:PORT), or BadInput saying what failed."""
+    try:
+        from distributed import Client
+    except ImportError:  # pragma: no cover
+        raise BadInput("the dask[distributed] package is needed for --scheduler", field="--scheduler") from None
+    try:
+        return Client(address, timeout="10s", set_as_default=False)
+    except (OSError, TimeoutError, ValueError) as e:
+        raise BadInput(f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}: {e})",
+                       field="--scheduler", allowed="the address a running `dask scheduler` prints, "
+                       "e.g. tcp://10.0.0.5:8786") from None
+
+
+def run_on_cluster(fn: Callable, args: list, address_or_client, retries: int = 2
+                   ) -> Iterator[tuple[int, object]]:
+    """Yield ``(i, fn(args[i]))`` as tasks finish on a Dask cluster.
+
+    A task whose worker is lost is rerun by the scheduler (``retries`` times), so a
+    lost worker costs only its unfinished tasks.
+    """
+    from distributed import as_completed as dask_as_completed
+    own = isinstance(address_or_client, str)
+    client = connect(address_or_client) if own else address_or_client
+    try:
+        futures = client.map(fn, args, pure=False, retries=retries)
+        index = {f.key: i for i, f in enumerate(futures)}
+        for fut in dask_as_completed(futures):
+            yield index[fut.key], fut.result()
+    finally:
+        if own:
+            client.close()
+
+
+def map_on_cluster(fn: Callable, args: list, address, progress: bool = False, desc: str = "") -> list:
+    """``[fn(a) for a in args]`` computed on a Dask cluster, in input order."""
+    out: list = [None] * len(args)
+    it: Iterable = run_on_cluster(fn, args, address)
+    if progress:
+        from tqdm.auto import tqdm
+        it = tqdm(it, total=len(args), desc=desc)
+    for i, r in it:
+        out[i] = r
+    return out
