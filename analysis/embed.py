@@ -19,7 +19,7 @@ import numpy as np
 PRESETS = {
     # small and fast on a laptop CPU; see bench/bench_analyze.py
     "default": dict(image_size=128, code_size=32, channels=(16, 32, 64, 64), code_activation="none",
-                    epochs=20, lr=2e-3, batch_size=32, augment=False),
+                    epochs=15, lr=2e-3, batch_size=64, augment=False),
     # Schneider, Gärtner, Konigorski 2023 (HIAlab/multimodal_nof1_unsupervised)
     "schneider2023": dict(image_size=256, code_size=64, channels=(32, 64, 128, 128), code_activation="sigmoid",
                           epochs=30, lr=5e-5, batch_size=16, augment=True),
@@ -133,7 +133,7 @@ class AutoencoderEmbedder:
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()
-                total += float(loss) * len(xb)
+                total += float(loss.detach()) * len(xb)
             self.loss_history_.append(total / len(data))
             bar.set_postfix(mse=f"{self.loss_history_[-1]:.5f}")
         self.encoder_.eval()

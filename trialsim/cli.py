@@ -14,6 +14,8 @@ from pathlib import Path
 
 import click
 
+from analysis.errors import AnalysisInputError
+
 from .errors import BadInput
 
 
@@ -29,6 +31,8 @@ def handle_errors(fn):
         try:
             return fn(*args, **kwargs)
         except BadInput as err:
+            _fail_bad_input(err)
+        except AnalysisInputError as err:  # the analysis's own bad-input error: same exit-2 path
             _fail_bad_input(err)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
@@ -184,6 +188,32 @@ def demo(out, workers, quiet):
     paths = run_demo(out, workers=workers, progress=not quiet, echo=click.echo)
     for k, v in paths.items():
         click.echo(f"{k:>9}: {v}")
+
+
+
+@main.command()
+@click.option("--out", default="docs/skin_grid.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
+@click.option("--fitzpatrick", default="2,4,6", show_default=True, help="comma list of skin types 1..6, one row each")
+@click.option("--image-size", type=click.IntRange(min=32, max=2048), default=256, show_default=True)
+@click.option("--aspect", type=click.FloatRange(min=0.2, max=5.0), default=1.0, show_default=True,
+              help="height / width (4/3 ≈ 1.333 for a 3:4 portrait frame)")
+@click.option("--view", type=click.Choice(["cheek", "face"]), default="cheek", show_default=True)
+@click.option("--nuisance", type=click.FloatRange(min=0, max=4), default=1.0, show_default=True)
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@handle_errors
+def gallery(out, fitzpatrick, image_size, aspect, view, nuisance, seed):
+    """A PNG grid of patients of different skin types (rows) at ACNE04 grades 0-3 (columns)."""
+    from .gallery import write_skin_grid
+    try:
+        types = tuple(int(t) for t in fitzpatrick.split(","))
+    except ValueError:
+        types = ()
+    if not types or not all(1 <= t <= 6 for t in types):
+        raise BadInput(f"expected a comma list of skin types, got {fitzpatrick!r}", field="--fitzpatrick",
+                       allowed="integers 1 to 6, e.g. 2,4,6")
+    path = write_skin_grid(out, fitzpatrick=types, image_size=image_size, aspect=aspect, view=view,
+                           nuisance=nuisance, seed=seed)
+    click.echo(f"skin grid → {path}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,80 @@
+"""Known versus recovered effects (simulated data; functions that need truth say so).
+
+Known effects of a contrast ``b − a`` (DESIGN.md):
+
+- nominal: the protocol's effect difference (``protocol.yaml``);
+- realised: on each patient's noise-free trajectory (manifest ``severity_noisefree``),
+  averaged over the observation days of each arm, per patient, then over patients;
+- latent model: the population model fitted to ``severity_latent``.
+
+Recovered effects are on PC1, whose sign is arbitrary: where truth exists it is
+aligned so that PC1 rises with severity (recorded as ``sign_aligned``). PC1 has
+no unit, so the recovered effect is compared standardised (÷ the model's
+residual SD) with the standardised known effect (latent model ÷ its residual
+SD), and in severity units through an "oracle calibration" (the within-patient
+regression of severity_latent on PC1; it reads the truth, so it is labelled).
+"""
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+
+def centre_by(x: np.ndarray, groups) -> np.ndarray:
+    s = pd.Series(np.asarray(x, dtype=float))
+    return (s - s.groupby(np.asarray(groups)).transform("mean")).to_numpy()
+
+
+def within_spearman(x, y, groups) -> float:
+    """Spearman correlation of ``x`` and ``y``, both centred per patient."""
+    xc, yc = centre_by(x, groups), centre_by(y, groups)
+    if np.std(xc) == 0 or np.std(yc) == 0:
+        return float("nan")
+    return float(stats.spearmanr(xc, yc).statistic)
+
+
+def align_sign(pc1: np.ndarray, manifest: pd.DataFrame) -> tuple[np.ndarray, bool]:
+    """Flip PC1 so that it rises with severity_latent within patients (truth needed).
+
+    Returns the (possibly flipped) scores and whether alignment with truth was done.
+    """
+    if "severity_latent" not in manifest.columns or manifest["severity_latent"].isna().any():
+        return pc1, False
+    rho = within_spearman(pc1, manifest["severity_latent"], manifest["patient_id"])
+    return (-pc1 if np.isfinite(rho) and rho < 0 else pc1), True
+
+
+def realised_by_patient(df: pd.DataFrame, a: str, b: str, column: str = "severity_noisefree") -> pd.Series:
+    """Per patient: mean of ``column`` over arm b's observation days minus arm a's (truth needed)."""
+    daily = df.groupby(["patient_id", "day", "treatment"], as_index=False)[column].mean()
+    arm = daily[daily["treatment"].isin([a, b])].groupby(["patient_id", "treatment"])[column].mean().unstack()
+    if a not in arm.columns or b not in arm.columns:
+        return pd.Series(dtype=float)
+    return (arm[b] - arm[a]).dropna()
+
+
+def realised_effect(df: pd.DataFrame, a: str, b: str, column: str = "severity_noisefree") -> float:
+    """The realised effect of ``b − a``: per-patient noise-free contrast averaged over patients."""
+    per = realised_by_patient(df, a, b, column)
+    return float(per.mean()) if len(per) else float("nan")
+
+
+def oracle_calibration(pc1: np.ndarray, manifest: pd.DataFrame) -> float:
+    """Severity units per PC1 unit: within-patient OLS slope of severity_latent on PC1 (truth needed)."""
+    g = manifest["patient_id"].to_numpy()
+    x = centre_by(pc1, g)
+    y = centre_by(manifest["severity_latent"].to_numpy(float), g)
+    sxx = float(x @ x)
+    return float(x @ y / sxx) if sxx > 0 else float("nan")
+
+
+def standardise(fit: dict) -> dict:
+    """Estimate and CI of a population fit divided by its residual SD."""
+    sd = fit["resid_sd"]
+    return {k + "_std": (fit[k] / sd if sd > 0 else float("nan")) for k in ("estimate", "ci_low", "ci_high")}
+
+
+def detected(entry: dict, alpha: float = 0.05) -> bool:
+    p = entry.get("p_value")
+    return bool(p is not None and np.isfinite(p) and p < alpha)

@@ -1,0 +1,267 @@
+"""SDXL img2img throughput: the seed project's way vs trialsim's SDXL renderer, in one process.
+
+Both run the seed project's settings (1024 px, 30 UniPC steps × strength 0.1, CFG 12,
+per-grade LoRAs) on a random-weight, full-size SDXL built from SDXL base 1.0's configs
+(speed does not depend on the weight values; nothing is downloaded):
+
+* ``seed``: batch 1, PIL in / PIL out, the pipeline reloaded from disk for each grade
+  (``from_pretrained`` + ``load_lora_weights``), the VAE upcast to fp32 as SDXL's config says;
+* ``trialsim``: :class:`trialsim.render.sdxl.SDXLRenderer` — one pipeline with all four
+  LoRAs, the severity blended between two adapters, batches, tensor in/out, an fp16 VAE
+  without upcast (what an fp16-fix VAE allows), channels-last and ``torch.compile``.
+
+Prints one JSON object: seconds per image for each way, the reload cost, one CFG UNet
+step, compile time (reported separately) and the speed-up ratios. ``--tiny`` builds the
+tiny test model instead (runs anywhere, in a minute on a CPU, to check the script works).
+
+    python bench/bench_sdxl.py                  # on a GPU: the real measurement
+    python bench/bench_sdxl.py --tiny           # CPU smoke run
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import platform
+import statistics
+import sys
+import tempfile
+import time
+import warnings
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parent.parent
+sys.path.insert(0, str(ROOT / "tests"))
+sys.path.insert(0, str(ROOT))
+import tiny_sdxl  # noqa: E402
+
+# SDXL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0) component configs
+SDXL_UNET = dict(
+    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64,
+    addition_time_embed_dim=256, attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280],
+    center_input_sample=False, cross_attention_dim=2048,
+    down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
+    downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2,
+    mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, out_channels=4,
+    projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=[1, 2, 10],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True,
+)
+SDXL_VAE = dict(
+    act_fn="silu", block_out_channels=[128, 256, 512, 512], in_channels=3, out_channels=3, latent_channels=4,
+    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
+    layers_per_block=2, norm_num_groups=32, sample_size=1024, scaling_factor=0.13025, force_upcast=True,
+)
+SDXL_TEXT = dict(  # CLIP ViT-L/14 text tower
+    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
+    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, bos_token_id=0, eos_token_id=2,
+    pad_token_id=1,
+)
+SDXL_TEXT_2 = dict(  # OpenCLIP ViT-bigG/14 text tower
+    vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
+    max_position_embeddings=77, hidden_act="gelu", projection_dim=1280, bos_token_id=0, eos_token_id=2,
+    pad_token_id=1,
+)
+PROMPT = "photo of a person with acne{grade}, portrait, close-up, cheek, detailed, HQ, photo, 4k"
+
+
+def sync(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize()
+
+
+def build_model(folder: Path, tiny: bool, device: torch.device, dtype: torch.dtype) -> Path:
+    """Save a random-weight SDXL pipeline folder and four per-grade LoRA folders under ``folder``."""
+    if tiny:
+        comps = tiny_sdxl.build_components(tokenizer_dir=folder / "tok")
+    else:
+        with torch.device(device):  # initialising 3.5 B parameters on the CPU takes minutes
+            comps = tiny_sdxl.build_components(SDXL_UNET, SDXL_VAE, SDXL_TEXT, SDXL_TEXT_2,
+                                               tokenizer_dir=folder / "tok")
+    for k in ("unet", "vae", "text_encoder", "text_encoder_2"):
+        comps[k].to(dtype=dtype)
+    base = tiny_sdxl.save_tiny_sdxl(folder / "base", components=comps)
+    for g in range(4):
+        tiny_sdxl.save_lora(comps["unet"], folder / "loras" / f"acne{g}", seed=100 + g, rank=4, scale=0.01)
+    del comps
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+    return base
+
+
+def seed_way(base: Path, loras: Path, size: int, n_per_grade: int, steps: int, strength: float, guidance: float,
+             device: torch.device, dtype: torch.dtype) -> dict:
+    """Batch 1, PIL in/out, pipeline reloaded per grade (as the seed project's notebook does)."""
+    from diffusers import StableDiffusionXLImg2ImgPipeline, UniPCMultistepScheduler
+    from PIL import Image
+
+    rng = np.random.default_rng(0)
+    photo = Image.fromarray(rng.integers(0, 256, (size, size, 3), dtype=np.uint8))
+    loads, per_image, first = [], [], None
+    t_all = time.perf_counter()
+    for g in range(4):
+        sync(device)
+        t0 = time.perf_counter()
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(base), torch_dtype=dtype,
+                                                                    add_watermarker=False)
+            pipe.load_lora_weights(str(loras / f"acne{g}"), weight_name="pytorch_lora_weights.safetensors")
+        pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
+        pipe.to(device)
+        pipe.set_progress_bar_config(disable=True)
+        sync(device)
+        loads.append(time.perf_counter() - t0)
+        for i in range(n_per_grade + (1 if g == 0 else 0)):
+            sync(device)
+            t0 = time.perf_counter()
+            pipe(prompt=PROMPT.format(grade=g), image=photo, strength=strength, guidance_scale=guidance,
+                 num_inference_steps=steps, generator=torch.Generator("cpu").manual_seed(i),
+                 output_type="pil").images[0]
+            sync(device)
+            dt = time.perf_counter() - t0
+            if g == 0 and i == 0:
+                first = dt  # warm-up (CUDA context, kernels, allocator)
+            else:
+                per_image.append(dt)
+        del pipe
+        if device.type == "cuda":
+            torch.cuda.empty_cache()
+    total = time.perf_counter() - t_all
+    n = 4 * n_per_grade
+    return {"s_per_image": statistics.mean(per_image), "s_per_image_median": statistics.median(per_image),
+            "reload_s_per_grade": statistics.mean(loads), "first_image_s": first,
+            "s_per_image_incl_reloads": (total - first) / n, "images": n}
+
+
+def unet_step_ms(pipe, size: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
+    """One UNet call with classifier-free guidance (batch 2) at ``size`` px."""
+    unet = pipe.unet
+    lat = size // pipe.vae_scale_factor
+    x = torch.randn(2, 4, lat, lat, device=device, dtype=dtype)
+    ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
+    pooled = torch.randn(2, unet.config.projection_class_embeddings_input_dim
+                         - 6 * unet.config.addition_time_embed_dim, device=device, dtype=dtype)
+    ids = torch.tensor([[size, size, 0, 0, size, size]] * 2, device=device, dtype=dtype)
+    t = torch.tensor([500, 500], device=device)
+    with torch.inference_mode():
+        for _ in range(2):
+            unet(x, t, ctx, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids})
+        sync(device)
+        t0 = time.perf_counter()
+        for _ in range(repeats):
+            unet(x, t, ctx, added_cond_kwargs={"text_embeds": pooled, "time_ids": ids})
+        sync(device)
+    return (time.perf_counter() - t0) / repeats * 1000
+
+
+def trialsim_way(base: Path, loras: Path, size: int, batches: list[int], repeats: int, steps: int,
+                 strength: float, guidance: float, device: torch.device, dtype_name: str, compile_unet: bool,
+                 channels_last: bool) -> dict:
+    """:class:`SDXLRenderer`: one pipeline, all LoRAs, severity 1.5 (two adapters blended), batches."""
+    from trialsim.protocol import protocol_from_dict
+    from trialsim.render.sdxl import SDXLRenderer
+
+    proto = protocol_from_dict({"treatments": [{"label": "A"}],
+                                "rendering": {"renderer": "sdxl", "image_size": size}})
+    out: dict = {}
+    t0 = time.perf_counter()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        r = SDXLRenderer(proto, base_model=str(base), lora=[f"{g}={loras / f'acne{g}'}" for g in range(4)],
+                         mode="anchor", steps=steps, strength=strength, guidance=guidance, dtype=dtype_name,
+                         device=str(device), vae_upcast=False, channels_last=channels_last,
+                         compile=compile_unet, batch_size=max(batches))
+    sync(device)
+    out["load_s"] = time.perf_counter() - t0
+    rng = np.random.default_rng(0)
+    for b in batches:
+        pixels = rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8)
+        seeds = list(range(b))
+        sync(device)
+        t0 = time.perf_counter()
+        r.render_batch(pixels, 1.5, seeds)  # first call: compile / warm-up
+        sync(device)
+        warm = time.perf_counter() - t0
+        times = []
+        for _ in range(repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            r.render_batch(pixels, 1.5, seeds)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        out[f"batch_{b}"] = {"s_per_image": statistics.mean(times) / b, "s_per_batch": statistics.mean(times),
+                             "first_call_s (compile + warm-up)": warm}
+    out["adapter_weights"] = r.adapter_weights(1.5)
+    out["unet_cfg_step_ms"] = unet_step_ms(r.pipe, size, device, r.dtype, repeats=max(3, repeats))
+    del r
+    return out
+
+
+def main(argv=None) -> dict:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--tiny", action="store_true", help="tiny random SDXL at 64 px (CPU smoke run)")
+    ap.add_argument("--size", type=int, help="image size in px (default 1024, 64 with --tiny)")
+    ap.add_argument("--steps", type=int, default=30)
+    ap.add_argument("--strength", type=float, default=0.1)
+    ap.add_argument("--guidance", type=float, default=12.0)
+    ap.add_argument("--seed-images-per-grade", type=int, default=None, help="default 4 (1 with --tiny)")
+    ap.add_argument("--batches", default=None, help="comma list of batch sizes (default 1,8; 1,2 with --tiny)")
+    ap.add_argument("--repeats", type=int, default=None, help="timed calls per batch size (default 5, 1 --tiny)")
+    ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (default: compile on CUDA)")
+    ap.add_argument("--workdir", help="where to save the random model (default: a temporary folder)")
+    args = ap.parse_args(argv)
+
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+    for lib in (dlog, tlog):  # JSON on stdout; keep stderr to real problems
+        lib.set_verbosity_error()
+        lib.disable_progress_bar()
+
+    device = torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    dtype = torch.float16 if device.type == "cuda" else torch.float32
+    size = args.size or (64 if args.tiny else 1024)
+    per_grade = args.seed_images_per_grade or (1 if args.tiny else 4)
+    batches = [int(b) for b in (args.batches or ("1,2" if args.tiny else "1,8")).split(",")]
+    repeats = args.repeats or (1 if args.tiny else 5)
+    compile_unet = device.type == "cuda" and not args.no_compile
+    if device.type == "cpu" and not args.tiny:
+        print("bench_sdxl: no GPU; a full-size SDXL on the CPU takes hours. Use --tiny.", file=sys.stderr)
+
+    tmp = tempfile.TemporaryDirectory(prefix="bench_sdxl_") if not args.workdir else None
+    work = Path(args.workdir or tmp.name)
+    t0 = time.perf_counter()
+    base = build_model(work, args.tiny, device, dtype)
+    build_s = time.perf_counter() - t0
+
+    seed = seed_way(base, work / "loras", size, per_grade, args.steps, args.strength, args.guidance, device, dtype)
+    ours = trialsim_way(base, work / "loras", size, batches, repeats, args.steps, args.strength, args.guidance,
+                        device, "fp16" if dtype == torch.float16 else "fp32", compile_unet,
+                        channels_last=device.type == "cuda")
+    best_b = max(batches)
+    result = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
+        "model": "tiny random SDXL" if args.tiny else "random-weight full-size SDXL (base 1.0 configs)",
+        "settings": {"size_px": size, "steps": args.steps, "strength": args.strength, "guidance": args.guidance,
+                     "scheduler": "UniPC", "dtype": str(dtype).replace("torch.", ""), "loras": 4,
+                     "compile": compile_unet, "channels_last": device.type == "cuda"},
+        "build_model_s": build_s,
+        "seed_project": seed,
+        "trialsim": ours,
+        "speedup_vs_seed_batch1": {f"batch_{b}": seed["s_per_image"] / ours[f"batch_{b}"]["s_per_image"]
+                                   for b in batches},
+        "speedup_vs_seed_incl_reloads": {f"batch_{b}": seed["s_per_image_incl_reloads"]
+                                         / ours[f"batch_{b}"]["s_per_image"] for b in batches},
+        "goal": "trialsim >= 4x the seed project's batch-1 throughput (<= 0.15 s/image on an H100)",
+        "goal_met": seed["s_per_image"] / ours[f"batch_{best_b}"]["s_per_image"] >= 4.0,
+    }
+    print(json.dumps(result, indent=2, default=float))
+    if tmp is not None:
+        tmp.cleanup()
+    return result
+
+
+if __name__ == "__main__":
+    main()

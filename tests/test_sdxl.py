@@ -1,0 +1,322 @@
+"""The SDXL renderer on a tiny random SDXL pipeline (CPU, no downloads).
+
+``tests/tiny_sdxl.py`` saves a real diffusers SDXL folder (UNet, VAE, two CLIP text
+encoders, tokenizers with a vocabulary written here) and four LoRAs in the seed
+project's layout (``acne{g}/pytorch_lora_weights.safetensors``); the tests run the
+real loading path, through ``trialsim simulate --renderer sdxl`` where it matters.
+"""
+from __future__ import annotations
+
+import io
+import sys
+import warnings
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+import pytest
+import yaml
+from click.testing import CliRunner
+from PIL import Image
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import tiny_sdxl  # noqa: E402
+
+from trialsim.cli import main  # noqa: E402
+from trialsim.errors import BadInput  # noqa: E402
+from trialsim.protocol import protocol_from_dict  # noqa: E402
+from trialsim.render.sdxl import (SDXLRenderer, grade_blend, parse_lora_specs,  # noqa: E402
+                                  quantise_severity)
+from trialsim.simulate import simulate_truth  # noqa: E402
+
+SIZE = 64
+
+
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory) -> dict:
+    """A saved tiny SDXL folder and four per-grade LoRA folders."""
+    root = tmp_path_factory.mktemp("tiny_sdxl")
+    base = tiny_sdxl.save_tiny_sdxl(root / "base", components=tiny_sdxl.build_components(
+        tokenizer_dir=root / "tok"))
+    loras = tiny_sdxl.save_lora_folders(base, root / "loras")
+    return {"base": base, "loras": loras, "root": root}
+
+
+def _protocol_dict() -> dict:
+    """2 patients × 3 days at 64 px."""
+    return {
+        "name": "sdxl-tiny", "seed": 5,
+        "patients": {"n": 2, "baseline_severity": {"mean": 2.4, "sd": 0.2}},
+        "treatments": [{"label": "A", "effect": -1.5, "onset_days": 1, "washout_days": 1}],
+        "schedule": {"design": "fixed", "sequence": "A", "blocks": 1, "period_days": 2, "run_in_days": 1},
+        "dynamics": {"ar1_rho": 0.5, "ar1_sd": 0.1},
+        "rendering": {"renderer": "sdxl", "image_size": SIZE, "nuisance": 1.0},
+    }
+
+
+def _lora_args(tiny) -> list[str]:
+    return [f"--lora={g}={p}" for g, p in tiny["loras"].items()]
+
+
+def _simulate(args: list[str], env: dict | None = None):
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the "no GPU, slow" warning
+        return CliRunner().invoke(main, ["simulate", *args, "--quiet"], env=env)
+
+
+# ---------------------------------------------------------------- continuous severity
+
+def test_grade_blend_of_severity_1_5_is_half_grade_1_half_grade_2():
+    assert grade_blend(1.5, [0, 1, 2, 3]) == {1: 0.5, 2: 0.5}
+    assert grade_blend(2.0, [0, 1, 2, 3]) == {2: 1.0}
+    w = grade_blend(0.25, [0, 1, 2, 3])
+    assert w[0] == pytest.approx(0.75, abs=1e-9) and w[1] == pytest.approx(0.25, abs=1e-9)
+    assert grade_blend(3.4, [0, 1, 2, 3]) == {3: 1.0}
+    # missing grades: blend the nearest available ones
+    assert grade_blend(1.5, [0, 3]) == {0: 0.5, 3: 0.5}
+
+
+def test_quantised_severity_steps_of_0_05_and_clips_to_0_3():
+    assert quantise_severity(1.512, 0.05) == 1.5
+    assert quantise_severity(1.526, 0.05) == 1.55
+    assert quantise_severity(-0.2, 0.05) == 0.0
+    assert quantise_severity(3.7, 0.05) == 3.0
+    assert quantise_severity(1.234567, 0) == 1.234567
+
+
+def test_lora_specs_accept_grade_paths_or_one_path_and_reject_mixtures():
+    assert parse_lora_specs(["0=a", "acne3=b"]) == [(0, "a"), (3, "b")]
+    assert parse_lora_specs(["only/one"]) == [(None, "only/one")]
+    for bad in (["5=a"], ["1=a", "1=b"], ["a", "1=b"]):
+        with pytest.raises(BadInput):
+            parse_lora_specs(bad)
+
+
+def test_adapter_weights_used_for_severity_1_5_are_half_grade_1_half_grade_2(tiny, tmp_path):
+    proto = protocol_from_dict(_protocol_dict())
+    job = simulate_truth(proto)[0]
+    job.days = job.days.copy()
+    job.days["severity_latent"] = [0.0, 1.5, 3.0][:len(job.days)]
+    job.images = job.images.iloc[[1]].assign(image=lambda d: d["image"] + ".jpg").reset_index(drop=True)
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    Image.fromarray(np.full((80, 80, 3), 180, np.uint8)).save(photos / "face.png")
+    with pytest.warns(RuntimeWarning, match="slow"):
+        r = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
+                         mode="anchor", base_photos=str(photos))
+    set_calls = []
+    original = r.pipe.set_adapters
+
+    def spy(names, adapter_weights=None):
+        set_calls.append(dict(zip(names, adapter_weights)))
+        return original(names, adapter_weights=adapter_weights)
+
+    r.pipe.set_adapters = spy
+    out = list(r.render_patient(job))
+    assert len(out) == 1 and out[0].data is not None
+    assert r.adapter_weights_[out[0].image] == {"acne1": 0.5, "acne2": 0.5}
+    assert set_calls == [{"acne1": 0.5, "acne2": 0.5}]
+    # the UNet's LoRA layers carry exactly those weights (peft scaling = weight × alpha / rank, alpha = rank)
+    layer = next(m for m in r.pipe.unet.modules() if hasattr(m, "scaling") and "acne1" in getattr(m, "scaling", {}))
+    assert layer.scaling["acne1"] == pytest.approx(0.5, abs=1e-9)
+    assert layer.scaling["acne2"] == pytest.approx(0.5, abs=1e-9)
+    assert sorted(layer.active_adapters) == ["acne1", "acne2"]
+
+
+# ---------------------------------------------------------------- end to end through the CLI
+
+@pytest.mark.parametrize("mode", ["anchor", "refine"])
+def test_simulate_renderer_sdxl_writes_a_complete_dataset(tiny, tmp_path, mode):
+    proto_path = tmp_path / "p.yaml"
+    proto_path.write_text(yaml.safe_dump(_protocol_dict()))
+    out = tmp_path / "out"
+    res = _simulate([str(proto_path), "--out", str(out), "--renderer", "sdxl", "--sdxl-mode", mode,
+                     "--base-model", str(tiny["base"]), *_lora_args(tiny)])
+    assert res.exit_code == 0, res.output
+    man = pd.read_csv(out / "manifest.csv")
+    assert len(man) == 6 and man["patient_id"].nunique() == 2 and sorted(man["day"].unique()) == [1, 2, 3]
+    for rel in man["image"]:
+        with Image.open(out / rel) as im:
+            assert im.size == (SIZE, SIZE) and im.mode == "RGB"
+    lesions = pd.read_csv(out / "lesions.csv")
+    proto = protocol_from_dict(_protocol_dict())
+    jobs = simulate_truth(proto)
+    if mode == "anchor":
+        # SDXL places lesions itself: no per-lesion truth, the count is the simulator's target
+        assert len(lesions) == 0
+        target = pd.concat([j.days.assign(patient_id=j.patient_id) for j in jobs])[
+            ["patient_id", "day", "lesion_target"]]
+        m = man.astype({"patient_id": str}).merge(target, on=["patient_id", "day"])
+        assert (m["lesion_count"] == m["lesion_target"]).all()
+    else:
+        # refine keeps the procedural lesions exactly: same truth as the procedural renderer's
+        from trialsim.render.procedural import ProceduralRenderer
+        pr = ProceduralRenderer(proto)
+        want, counts = [], {}
+        for j in jobs:
+            j.images = j.images.assign(image=j.images["image"] + ".jpg")
+            for c in pr.clean_images(j):
+                want.append(c.lesions)
+                counts[c.image] = c.lesion_count
+        want = pd.concat(want, ignore_index=True)
+        assert len(lesions) == len(want) > 0
+        assert (lesions["image"].to_numpy() == want["image"].to_numpy()).all()
+        assert (lesions["lesion_id"].to_numpy() == want["lesion_id"].to_numpy()).all()
+        assert np.allclose(lesions[["x", "y", "radius"]].to_numpy(float),
+                           want[["x", "y", "radius"]].to_numpy(float), atol=1e-3)
+        assert man.set_index("image")["lesion_count"].to_dict() == counts
+    assert (out / "contact_sheets").is_dir()
+
+
+@pytest.mark.slow
+def test_resume_rerenders_only_the_missing_image(tiny, tmp_path):
+    proto_path = tmp_path / "p.yaml"
+    proto_path.write_text(yaml.safe_dump(_protocol_dict()))
+    out = tmp_path / "out"
+    args = [str(proto_path), "--out", str(out), "--renderer", "sdxl", "--sdxl-mode", "refine",
+            "--base-model", str(tiny["base"]), *_lora_args(tiny)]
+    assert _simulate(args).exit_code == 0
+    man = pd.read_csv(out / "manifest.csv")
+    keep = out / man["image"][0]
+    gone = out / man["image"][3]
+    keep_bytes, keep_mtime = keep.read_bytes(), keep.stat().st_mtime_ns
+    gone.unlink()
+    (out / "manifest.csv").unlink()
+    res = _simulate(args + ["--resume"])
+    assert res.exit_code == 0, res.output
+    assert gone.exists() and keep.read_bytes() == keep_bytes and keep.stat().st_mtime_ns == keep_mtime
+    assert pd.read_csv(out / "manifest.csv").equals(man)
+
+
+@pytest.mark.slow
+def test_same_seed_gives_the_same_pixels_whatever_the_batch_size(tiny, tmp_path):
+    proto = protocol_from_dict(dict(_protocol_dict(), rendering={"renderer": "sdxl", "image_size": SIZE,
+                                                                  "nuisance": 0.0}))
+    job = simulate_truth(proto)[0]
+    job.images = job.images.assign(image=job.images["image"] + ".jpg")
+    job.days = job.days.assign(severity_latent=1.0)  # one severity: one batch of 3 vs 3 batches of 1
+    px = {}
+    for bs in (1, 3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=[f"1={tiny['loras'][1]}"],
+                             mode="refine", batch_size=bs, steps=10)
+        px[bs] = [np.asarray(Image.open(io.BytesIO(x.data)), dtype=float) for x in r.render_patient(job)]
+    for a, b in zip(px[1], px[3]):
+        assert np.abs(a - b).mean() < 1.0  # JPEG of float-level differences: under one grey level
+
+
+@pytest.mark.slow
+def test_inpaint_refine_changes_pixels_only_near_lesions(tiny):
+    proto = protocol_from_dict(dict(_protocol_dict(), rendering={"renderer": "sdxl", "image_size": SIZE,
+                                                                  "nuisance": 0.0}))
+    job = simulate_truth(proto)[0]
+    job.images = job.images.assign(image=job.images["image"] + ".jpg")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
+                         mode="refine", refine_method="inpaint", strength=0.5, steps=10, mask_dilation_px=2)
+    clean = [c for c in r._procedural().clean_images(job) if np.asarray(c.lesion_mask).any()][:1]
+    assert clean, "the test protocol should put lesions on some day"
+    for c in clean:
+        pixels = np.asarray(c.pixels)
+        out = r.render_batch(pixels[None], 1.0, [0], masks=r._dilate(np.asarray(c.lesion_mask))[None])[0]
+        near = r._dilate(np.asarray(c.lesion_mask))
+        far = ~r._dilate(r._dilate(r._dilate(np.asarray(c.lesion_mask))))
+        assert out.shape == pixels.shape
+        # away from lesions the pixels are the procedural ones (within 1 grey level of feathering)
+        assert np.abs(out[far].astype(float) - pixels[far]).max() <= 1.0
+        if near.any():  # inside the masks SDXL (random weights here) changed them
+            assert np.abs(out[near].astype(float) - pixels[near]).mean() > 5.0
+
+
+# ---------------------------------------------------------------- bad input → exit 2
+
+def _bad(tiny, tmp_path, extra: list[str], env: dict | None = None):
+    import tempfile
+    proto_path = tmp_path / "p.yaml"
+    proto_path.write_text(yaml.safe_dump(_protocol_dict()))
+    out = tempfile.mkdtemp(dir=tmp_path, prefix="out")
+    return _simulate([str(proto_path), "--out", out, "--renderer", "sdxl", *extra], env=env)
+
+
+def test_missing_base_model_folder_exits_2_naming_the_path(tiny, tmp_path):
+    missing = tmp_path / "no" / "such" / "sdxl"
+    res = _bad(tiny, tmp_path, ["--base-model", str(missing), *_lora_args(tiny)])
+    assert res.exit_code == 2
+    assert str(missing) in res.output and "--base-model" in res.output and "Traceback" not in res.output
+
+
+def test_no_base_model_exits_2(tiny, tmp_path):
+    res = _bad(tiny, tmp_path, [])
+    assert res.exit_code == 2 and "--base-model" in res.output
+
+
+def test_lora_folder_without_the_seed_layout_file_exits_2_naming_the_file_looked_for(tiny, tmp_path):
+    wrong = tmp_path / "acne2"
+    wrong.mkdir()
+    (wrong / "adapter_model.safetensors").write_bytes(b"")
+    res = _bad(tiny, tmp_path, ["--base-model", str(tiny["base"]), f"--lora=2={wrong}"])
+    assert res.exit_code == 2
+    assert "pytorch_lora_weights.safetensors" in res.output and str(wrong) in res.output
+    assert "adapter_model.safetensors" in res.output  # says what it found instead
+
+
+def test_lora_with_weights_for_another_model_exits_2(tiny, tmp_path):
+    import torch
+    from safetensors.torch import save_file
+    wrong = tmp_path / "sd15"
+    wrong.mkdir()
+    save_file({"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 320),
+               "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(320, 4)},
+              str(wrong / "pytorch_lora_weights.safetensors"))
+    res = _bad(tiny, tmp_path, ["--base-model", str(tiny["base"]), f"--lora={wrong}"])
+    assert res.exit_code == 2, res.output
+    assert "wrong LoRA layout" in res.output and str(wrong) in res.output
+
+
+def test_missing_lora_path_and_bad_grade_exit_2(tiny, tmp_path):
+    res = _bad(tiny, tmp_path, ["--base-model", str(tiny["base"]), f"--lora=1={tmp_path / 'nope'}"])
+    assert res.exit_code == 2 and str(tmp_path / "nope") in res.output
+    res = _bad(tiny, tmp_path, ["--base-model", str(tiny["base"]), f"--lora=7={tiny['loras'][0]}"])
+    assert res.exit_code == 2 and "0, 1, 2 or 3" in res.output
+
+
+def test_hub_ids_without_network_exit_2_naming_the_cache(tiny, tmp_path):
+    env = {"HF_HUB_OFFLINE": "1"}
+    res = _bad(tiny, tmp_path, ["--base-model", "nobody-here/sdxl-missing", *_lora_args(tiny)], env=env)
+    assert res.exit_code == 2, res.output
+    assert "nobody-here/sdxl-missing" in res.output and "cache" in res.output
+    res = _bad(tiny, tmp_path, ["--base-model", str(tiny["base"]), "--lora=1=nobody-here/acne1-lora"], env=env)
+    assert res.exit_code == 2, res.output
+    assert "nobody-here/acne1-lora" in res.output and "pytorch_lora_weights.safetensors" in res.output
+    # without HF_HUB_OFFLINE: fails fast too (no network here; with network the repo does not exist)
+    import time
+    t0 = time.perf_counter()
+    res = _bad(tiny, tmp_path, ["--base-model", "nobody-here/sdxl-missing", *_lora_args(tiny)],
+               env={"HF_HUB_OFFLINE": None})
+    assert res.exit_code == 2, res.output
+    assert "nobody-here/sdxl-missing" in res.output and time.perf_counter() - t0 < 60
+
+
+def test_without_gpu_warns_that_it_will_be_slow(tiny):
+    proto = protocol_from_dict(_protocol_dict())
+    with pytest.warns(RuntimeWarning, match="slow"):
+        r = SDXLRenderer(proto, base_model=str(tiny["base"]))
+    assert r.device.type == "cpu"
+
+
+@pytest.mark.slow
+def test_bench_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
+    import importlib.util
+    spec = importlib.util.spec_from_file_location("bench_sdxl", Path(__file__).resolve().parent.parent
+                                                  / "bench" / "bench_sdxl.py")
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bench.main(["--tiny", "--steps", "10", "--workdir", str(tmp_path)])
+    assert result["trialsim"]["adapter_weights"] == {"acne1": 0.5, "acne2": 0.5}
+    assert result["seed_project"]["images"] == 4 and result["seed_project"]["s_per_image"] > 0
+    assert set(result["speedup_vs_seed_batch1"]) == {"batch_1", "batch_2"}
+    assert '"goal_met"' in capsys.readouterr().out

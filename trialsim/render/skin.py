@@ -1,0 +1,321 @@
+"""A patient's skin: a two-chromophore colour model and the textures that make an identity.
+
+Colour: linear reflectance per channel ``R_c = B_c · exp(-m·Em_c - h·Eh_c)`` with ``m``
+the melanin and ``h`` the haemoglobin content (arbitrary units). Melanin darkens all
+channels and blue most (Fitzpatrick I ≈ 0.1 … VI ≈ 2.4); haemoglobin absorbs green
+and blue, so more of it (flush, erythema around a papule) reads as red on light skin
+and as a darker, violaceous brown on dark skin, as it does in clinic photos.
+
+Texture, fixed per patient (drawn from the patient's ``identity`` stream): low- and
+mid-frequency pigment and redness variation, freckles and moles that stay put, pores
+on a jittered grid (fine dark dots ~5 px apart at 512 px), skin-line micro-relief lit
+from one side, the broad curvature of the cheek, an oily specular sheen and the odd
+hair. The ``face`` view draws a frontal face (features from
+:data:`trialsim.lesions.FACE`) with the same skin.
+
+:func:`build_skin` returns the clean base (uint8 sRGB) in the canonical frame plus
+the numbers lesion sprites need (melanin level, light direction).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..lesions import FACE
+
+# absorption spectra over (R, G, B) in this model's units
+MELANIN_ABS = np.array([1.00, 1.28, 1.52], np.float32)
+HAEMOGLOBIN_ABS = np.array([0.04, 0.42, 0.38], np.float32)
+BASE_REFLECTANCE = np.array([0.98, 0.86, 0.70], np.float32)
+# mean melanin per Fitzpatrick type I–VI
+FITZPATRICK_MELANIN = {1: 0.10, 2: 0.24, 3: 0.50, 4: 0.95, 5: 1.45, 6: 2.10}
+
+
+def srgb_from_linear(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.0031308, 12.92 * x, 1.055 * np.power(x, 1 / 2.4) - 0.055)
+
+
+_SRGB_LUT_SIZE = 16384
+_SRGB_LUT = np.rint(srgb_from_linear(np.linspace(0, 1, _SRGB_LUT_SIZE)) * 255).astype(np.uint8)
+
+
+def srgb8_from_linear(x: np.ndarray) -> np.ndarray:
+    """Linear [0, 1] → sRGB uint8 through a 14-bit table (fast; at most one grey level off)."""
+    idx = np.clip(x * (_SRGB_LUT_SIZE - 1) + 0.5, 0, _SRGB_LUT_SIZE - 1).astype(np.int32)
+    return _SRGB_LUT[idx]
+
+
+def linear_from_srgb(x: np.ndarray) -> np.ndarray:
+    x = np.clip(x, 0.0, 1.0)
+    return np.where(x <= 0.04045, x / 12.92, np.power((x + 0.055) / 1.055, 2.4))
+
+
+def reflectance(melanin, haemoglobin) -> np.ndarray:
+    """Linear RGB reflectance for melanin and haemoglobin maps (…, 3)."""
+    m = np.asarray(melanin, np.float32)[..., None]
+    h = np.asarray(haemoglobin, np.float32)[..., None]
+    return BASE_REFLECTANCE * np.exp(-m * MELANIN_ABS - h * HAEMOGLOBIN_ABS)
+
+
+def noise_field(rng: np.random.Generator, h: int, w: int, cell: float) -> np.ndarray:
+    """Smooth noise with features about ``cell`` px across, zero mean and unit SD (float32)."""
+    gh, gw = max(2, int(np.ceil(h / cell)) + 2), max(2, int(np.ceil(w / cell)) + 2)
+    g = rng.standard_normal((gh, gw)).astype(np.float32)
+    f = cv2.resize(g, (int(gw * cell), int(gh * cell)), interpolation=cv2.INTER_CUBIC)
+    oy, ox = (f.shape[0] - h) // 2, (f.shape[1] - w) // 2
+    f = f[oy:oy + h, ox:ox + w]
+    return (f - f.mean()) / (f.std() + 1e-6)
+
+
+def _spots(h: int, w: int, xy: np.ndarray, amp: np.ndarray, sigma: float) -> np.ndarray:
+    """Sum of Gaussian spots of one width: impulses then one blur."""
+    img = np.zeros((h, w), np.float32)
+    if len(xy):
+        xi = np.clip(np.rint(xy[:, 0]).astype(int), 0, w - 1)
+        yi = np.clip(np.rint(xy[:, 1]).astype(int), 0, h - 1)
+        np.add.at(img, (yi, xi), amp.astype(np.float32))
+    k = int(2 * np.ceil(3 * sigma) + 1)
+    return cv2.GaussianBlur(img, (k, k), sigma) * (2 * np.pi * sigma ** 2)
+
+
+@dataclass
+class SkinIdentity:
+    """What makes one patient look like themselves (all drawn once per patient)."""
+
+    fitzpatrick: int
+    melanin: float
+    haemoglobin: float
+    seed: int             # for the patient's texture maps
+    light_angle: float    # radians, direction the key light comes from in the canonical frame
+
+
+def draw_identity(rng: np.random.Generator, fitzpatrick: int) -> SkinIdentity:
+    u = rng.random(4)
+    return SkinIdentity(
+        fitzpatrick=int(fitzpatrick),
+        melanin=float(FITZPATRICK_MELANIN[int(fitzpatrick)] * (0.88 + 0.24 * u[0])),
+        haemoglobin=float(0.35 + 0.4 * u[1]),
+        seed=int(rng.integers(0, 2 ** 31 - 1)),
+        light_angle=float(np.deg2rad(200 + 60 * u[2])),  # from the upper left, varying by patient
+    )
+
+
+def default_fitzpatrick(seed: int, patient_index: int) -> int:
+    """Fitzpatrick type I–VI of a patient without an override: consecutive patients cycle
+    through all six types (offset by the study seed), so any six patients cover them all."""
+    return 1 + (int(seed) + int(patient_index)) % 6
+
+
+@dataclass
+class SkinBase:
+    """A patient's clean skin in the canonical frame, before lesions and photo conditions."""
+
+    pixels: np.ndarray        # uint8 H×W×3 sRGB
+    identity: SkinIdentity
+    light: tuple[float, float]  # unit vector pointing from the skin toward the key light (x, y)
+    skin_mask: np.ndarray     # bool H×W: skin (all True in the cheek view)
+
+
+def _skin_maps(rng, h, w, ident: SkinIdentity, px: float):
+    """Melanin map, haemoglobin map, relief height and sheen for a skin patch (px = pixels per 512-unit)."""
+    m0, h0 = ident.melanin, ident.haemoglobin
+    low = noise_field(rng, h, w, 140 * px)
+    mid = noise_field(rng, h, w, 28 * px)
+    fine = noise_field(rng, h, w, 5 * px)
+    melanin = m0 * np.exp(0.035 * low + 0.03 * mid + 0.02 * fine)
+    hb_low = noise_field(rng, h, w, 90 * px)
+    hb_mid = noise_field(rng, h, w, 14 * px)
+    # a flush over the cheek's apex, placed per patient
+    cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    flush = np.exp(-(((yy - cy) / (0.45 * h)) ** 2 + ((xx - cx) / (0.45 * w)) ** 2))
+    haem = h0 * (1 + 0.12 * hb_low + 0.06 * hb_mid + 0.3 * rng.uniform(0.2, 1.0) * flush)
+
+    # freckles: many on light skin for some patients, few on dark skin; clustered by a mask
+    f_rate = {1: 1.0, 2: 0.8, 3: 0.4, 4: 0.15, 5: 0.08, 6: 0.05}[ident.fitzpatrick]
+    n_freck = int(rng.uniform(0, 1) ** 1.5 * 260 * f_rate * (h * w) / (512 * 512))
+    fxy = rng.random((n_freck, 2)) * [w, h]
+    keep = low[np.clip(fxy[:, 1].astype(int), 0, h - 1), np.clip(fxy[:, 0].astype(int), 0, w - 1)] > -0.3
+    fxy = fxy[keep]
+    famp = rng.uniform(0.25, 0.9, len(fxy)) * (0.25 + 0.5 * max(m0, 0.3))
+    melanin = melanin + _spots(h, w, fxy, famp, max(0.7, 1.6 * px))
+    # moles: 0–3, dark, round, a few px across, slightly raised
+    n_mole = int(rng.integers(0, 4))
+    mxy = rng.random((n_mole, 2)) * [w * 0.85, h * 0.85] + [w * 0.075, h * 0.075]
+    mole_r = rng.uniform(2.0, 4.5, n_mole) * px
+    mole = np.zeros((h, w), np.float32)
+    for (mx, my), r in zip(mxy, mole_r):
+        y0, y1 = max(0, int(my - 3 * r - 3)), min(h, int(my + 3 * r + 4))
+        x0, x1 = max(0, int(mx - 3 * r - 3)), min(w, int(mx + 3 * r + 4))
+        d = np.sqrt((xx[y0:y1, x0:x1] - mx) ** 2 + (yy[y0:y1, x0:x1] - my) ** 2)
+        edge = 1.0 / (1.0 + np.exp(np.clip((d - r) / max(0.35, 0.4 * px), -30, 30)))
+        mole[y0:y1, x0:x1] = np.maximum(mole[y0:y1, x0:x1], edge)
+    melanin = melanin + mole * (1.6 + 0.4 * m0)
+
+    # pores: a jittered grid of small pits, deeper and denser at the cheek's centre
+    spacing = max(1.6, 5.2 * px)
+    gy, gx = np.mgrid[0:h + spacing:spacing, 0:w + spacing:spacing]
+    pxy = np.stack([gx.ravel(), gy.ravel()], 1) + rng.uniform(-0.45, 0.45, (gx.size, 2)) * spacing
+    pamp = rng.uniform(0.3, 1.0, len(pxy))
+    pores = _spots(h, w, pxy, pamp, max(0.55, 0.9 * px))
+    pores = pores * (0.75 + 0.25 * np.clip(mid, -2, 2)) / max(pores.max(), 1e-6)
+    # skin lines: two crossing families of fine furrows (the skin's diamond pattern)
+    lines = np.zeros((h, w), np.float32)
+    for ang in rng.uniform(0, np.pi, 2):
+        n = rng.standard_normal((h, w)).astype(np.float32)
+        L = int(max(5, 13 * px)) | 1
+        k = np.zeros((L, L), np.float32)
+        c = L // 2
+        cv2.line(k, (int(c - c * np.cos(ang)), int(c - c * np.sin(ang))),
+                 (int(c + c * np.cos(ang)), int(c + c * np.sin(ang))), 1.0, 1)
+        k /= k.sum()
+        lines += cv2.filter2D(n, -1, k)
+    lines = cv2.GaussianBlur(lines, (0, 0), max(0.5, 0.6 * px))
+    lines = (lines - lines.mean()) / (lines.std() + 1e-6)
+    relief = -0.6 * pores + 0.10 * lines + 0.16 * fine + 0.6 * mole
+    # sheen: specular reflection of an oily film, strongest where the cheek faces the light
+    sheen = np.clip(0.75 + 0.2 * low + 0.05 * mid, 0, None) * (1.0 - 0.6 * np.clip(pores, 0, 1))
+    return melanin, haem, relief, sheen, xx, yy, pores
+
+
+def _hairs(rng, h, w, px, n) -> np.ndarray:
+    mask = np.zeros((h, w), np.uint8)
+    for _ in range(n):
+        x0, y0 = rng.random() * w, rng.random() * h
+        ang = rng.uniform(0, 2 * np.pi)
+        length = rng.uniform(25, 70) * px
+        bend = rng.uniform(-0.6, 0.6)
+        t = np.linspace(0, 1, 20)
+        a = ang + bend * t
+        pts = np.stack([x0 + np.cumsum(np.cos(a)) * length / 20, y0 + np.cumsum(np.sin(a)) * length / 20], 1)
+        cv2.polylines(mask, [np.rint(pts * 16).astype(np.int32)], False, 255, 1, cv2.LINE_AA, shift=4)
+    return mask.astype(np.float32) / 255.0
+
+
+def _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores):
+    """Linear RGB: reflectance × shading + specular."""
+    gy, gx = np.gradient(relief)
+    shade = 1.0 + 0.16 * (gx * light[0] + gy * light[1]) + 0.04 * relief - 0.42 * np.clip(pores, 0, 1)
+    shade = shade * curvature
+    lin = reflectance(melanin, haem) * shade[..., None] + (spec_amp * sheen * curvature ** 6)[..., None]
+    return lin
+
+
+def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek") -> SkinBase:
+    """Render a patient's clean skin (no lesions, no photo conditions) in the canonical frame."""
+    rng = np.random.default_rng(ident.seed)
+    h, w = int(height), int(width)
+    px = h / 512.0
+    light = (float(np.cos(ident.light_angle)), float(np.sin(ident.light_angle)))
+    if view == "face":
+        px_face = px * 0.5  # the whole face in frame: pores and lines are finer per pixel
+        melanin, haem, relief, sheen, xx, yy, pores = _skin_maps(rng, h, w, ident, px_face)
+        return _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, h, w)
+    melanin, haem, relief, sheen, xx, yy, pores = _skin_maps(rng, h, w, ident, px)
+    n_hair = int(rng.choice([0, 0, 1, 1, 2, 3]))
+    hair = _hairs(rng, h, w, px, n_hair)
+    melanin = melanin * (1 - 0.7 * hair) + hair * 0.7 * (2.8 + 0.3 * ident.melanin) if n_hair else melanin
+    # the cheek's curvature: brightest toward a per-patient apex, falling off to the edges
+    ay, ax = rng.uniform(0.25, 0.65) * h, rng.uniform(0.25, 0.75) * w
+    r2 = ((yy - ay) / (0.9 * h)) ** 2 + ((xx - ax) / (0.9 * w)) ** 2
+    curvature = np.clip(1.04 - 0.38 * r2, 0.55, 1.1).astype(np.float32)
+    spec_amp = rng.uniform(0.015, 0.045)
+    lin = _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores)
+    pixels = srgb8_from_linear(lin)
+    return SkinBase(pixels=pixels, identity=ident, light=light, skin_mask=np.ones((h, w), bool))
+
+
+# --- the frontal face view --------------------------------------------------------------------
+_HAIR_COLOURS = [(0.55, 0.40, 0.22), (0.30, 0.18, 0.09), (0.12, 0.07, 0.04), (0.05, 0.04, 0.035)]
+_IRIS_COLOURS = [(0.20, 0.35, 0.55), (0.30, 0.40, 0.25), (0.35, 0.20, 0.08), (0.15, 0.08, 0.04)]
+
+
+def _ellipse_field(xx, yy, cx, cy, ax, ay):
+    return ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
+
+
+def _soft(field, edge):
+    """1 inside an ellipse field (<1), 0 outside, with a soft edge of ``edge`` (field units)."""
+    return np.clip((1.0 - field) / edge, 0.0, 1.0).astype(np.float32)
+
+
+def _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, h, w) -> SkinBase:
+    H = float(h)
+    cu = w / 2.0
+
+    def E(e):
+        du, v, au, av = e
+        return (cu + du * H, v * H, au * H, av * H)
+
+    fx, fy, fax, fay = E(FACE["face"])
+    face_f = _ellipse_field(xx, yy, fx, fy, fax, fay)
+    # narrow the jaw toward the chin
+    taper = 1.0 + 0.35 * np.clip((yy - fy) / fay, 0, 1) ** 2
+    face_f = ((xx - fx) / (fax / taper)) ** 2 + ((yy - fy) / fay) ** 2
+    face = _soft(face_f, 0.04)
+    neck = ((np.abs(xx - fx) < 0.14 * H) & (yy > fy)).astype(np.float32)
+    neck = cv2.GaussianBlur(neck, (0, 0), 1.5)
+    skin = np.clip(face + neck, 0, 1)
+    # shading: the face is a rounded surface; the neck sits in the jaw's shadow
+    curv = np.clip(1.06 - 0.5 * np.clip(face_f, 0, 1.2) ** 2, 0.5, 1.1)
+    below = np.clip((yy - (fy + fay * 0.80)) / (0.08 * H), 0, 1) * (face < 0.5)
+    neck_shade = 0.55 + 0.2 * np.clip((yy - (fy + fay)) / (0.15 * H), 0, 1)
+    curv = (curv * (1 - below) + neck_shade * below).astype(np.float32)
+    # nose: a side shadow and two nostrils
+    nx, ny, nax, nay = E(FACE["nose"])
+    side = np.exp(-(((xx - (nx - light[0] * 0.03 * H)) / (0.018 * H)) ** 2 + ((yy - ny) / (0.08 * H)) ** 2))
+    curv = curv * (1 - 0.18 * side)
+    for s in (-1, 1):
+        nos = np.exp(-(((xx - (nx + s * 0.022 * H)) / (0.012 * H)) ** 2 + ((yy - (ny + 0.07 * H)) / (0.007 * H)) ** 2))
+        curv = curv * (1 - 0.55 * nos)
+    lin = _lit(melanin, haem, relief, sheen, light, curv, rng.uniform(0.015, 0.035), pores)
+
+    # lips: more haemoglobin and a dark line between them
+    lx, ly, lax, lay = E(FACE["lips"])
+    lips = _soft(_ellipse_field(xx, yy, lx, ly, lax, lay), 0.25)
+    lip_col = reflectance(melanin * 1.15, haem + 1.6) * curv[..., None] * 0.9
+    lin = lin * (1 - lips[..., None]) + lip_col * lips[..., None]
+    line = np.exp(-((yy - ly) / (0.004 * H)) ** 2) * _soft(_ellipse_field(xx, yy, lx, ly, lax, lay * 3), 0.3)
+    lin = lin * (1 - 0.6 * line[..., None])
+
+    hair_col = np.array(_HAIR_COLOURS[min(3, (ident.fitzpatrick - 1) // 2 + int(rng.integers(0, 2)))], np.float32)
+    iris_col = np.array(_IRIS_COLOURS[min(3, (ident.fitzpatrick - 1) // 2 + int(rng.integers(0, 2)))], np.float32)
+    hair_tex = 0.75 + 0.25 * noise_field(rng, h, w, 3).clip(-2, 2) / 2
+    # eyes: sclera, iris, pupil, a catch-light and the upper lid line; brows above
+    for e, b in zip(FACE["eyes"], FACE["brows"]):
+        ex, ey, eax, eay = E(e)
+        eye = _soft(_ellipse_field(xx, yy, ex, ey, eax, eay), 0.2)
+        sclera = np.array([0.62, 0.58, 0.55], np.float32) * (0.85 if ident.fitzpatrick >= 5 else 1.0)
+        iris = _soft(_ellipse_field(xx, yy, ex, ey, eay * 0.95, eay * 0.95), 0.3) * eye
+        pupil = _soft(_ellipse_field(xx, yy, ex, ey, eay * 0.42, eay * 0.42), 0.4) * eye
+        glint = _soft(_ellipse_field(xx, yy, ex + light[0] * eay * 0.35, ey + light[1] * eay * 0.35,
+                                     eay * 0.15, eay * 0.15), 0.6) * eye
+        col = sclera * (1 - iris[..., None]) + iris_col * iris[..., None]
+        col = col * (1 - pupil[..., None]) + 0.02 * pupil[..., None]
+        col = col + 0.6 * glint[..., None]
+        lin = lin * (1 - eye[..., None]) + col * eye[..., None]
+        lid = np.exp(-((_ellipse_field(xx, yy, ex, ey + eay * 0.2, eax * 1.02, eay * 1.25) - 1) / 0.08) ** 2)
+        lid = lid * (yy < ey)
+        lin = lin * (1 - 0.65 * lid[..., None])
+        bx, by, bax, bay = E(b)
+        brow_f = ((xx - bx) / bax) ** 2 + ((yy - by + 0.3 * bay * (1 - ((xx - bx) / bax) ** 2)) / bay) ** 2
+        brow = _soft(brow_f, 0.35) * hair_tex
+        lin = lin * (1 - brow[..., None]) + hair_col * hair_tex[..., None] * brow[..., None]
+
+    # back to front: wall, hair behind the head, skin, hair over the forehead
+    wall = np.array([0.55, 0.56, 0.58], np.float32) * (0.8 + 0.2 * (1 - yy / H))[..., None]
+    hairline = FACE["hairline_v"] * H + 0.02 * H * noise_field(rng, h, w, 20).clip(-2, 2)
+    head = _soft(_ellipse_field(xx, yy, fx, fy - 0.04 * H, fax * 1.12, fay * 1.1), 0.05)
+    behind = head * np.clip((fy + 0.12 * H - yy) / (0.04 * H), 0, 1)
+    front = head * np.clip((hairline - yy) / (0.01 * H) + 1, 0, 1)
+    hair_shade = np.clip(1.0 - 0.35 * np.clip(_ellipse_field(xx, yy, fx, fy - 0.04 * H, fax * 1.12, fay * 1.1), 0, 1), 0.5, 1)
+    hair_lin = hair_col * (hair_tex * hair_shade)[..., None]
+    out = wall * (1 - behind[..., None]) + hair_lin * 0.8 * behind[..., None]
+    out = out * (1 - skin[..., None]) + lin * skin[..., None]
+    lin = out * (1 - front[..., None]) + hair_lin * front[..., None]
+    hair = np.maximum(front, behind * (1 - skin))
+    pixels = srgb8_from_linear(lin)
+    return SkinBase(pixels=pixels, identity=ident, light=light, skin_mask=(skin > 0.5) & (hair < 0.5))
