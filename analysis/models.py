@@ -76,7 +76,7 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
     ``df`` needs ``patient_id``, ``treatment``, ``day`` and ``outcome``. Returns a dict:
     ``estimate`` (LMM), ``se`` (max of ``se_lmm`` and ``se_summary``), ``ci_low, ci_high,
     p_value, df`` (t with patients − 1 df),
-    ``resid_sd`` (residual SD, for standardising), ``model`` ("random slope" or
+    ``resid_sd`` (residual SD on the contrasted arms, for standardising; ``resid_sd_all`` over all photos), ``model`` ("random slope" or
     "random intercept"), ``warnings`` (list of str), ``formulas``.
     """
     from statsmodels.regression.mixed_linear_model import MixedLM
@@ -138,9 +138,16 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
     se = float(np.nanmax([se_lmm, se_summary]))
     dof = n_patients - 1
     lo, hi, p = _t_inference(est, se, dof)
+    # residual SD on the two contrasted arms only: the unit of the standardised effect. A
+    # run-in at another severity can have a different residual spread (an image measure
+    # need not be linear in severity over the whole 0–3 range), and the contrast is about
+    # these two arms.
+    in_arms = d["treatment"].isin([a, b]).to_numpy()
+    resid = np.asarray(fit.resid, dtype=float)[in_arms]
+    resid_sd = float(np.sqrt(np.mean((resid - resid.mean()) ** 2))) if len(resid) > 1 else float("nan")
     return {"estimate": est, "se": se, "se_lmm": se_lmm, "se_summary": se_summary,
             "ci_low": lo, "ci_high": hi, "p_value": p, "df": dof,
-            "resid_sd": float(np.sqrt(fit.scale)), "model": model, "warnings": notes,
+            "resid_sd": resid_sd, "resid_sd_all": float(np.sqrt(fit.scale)), "model": model, "warnings": notes,
             "formulas": dict(f, re_formula=f["re_formula"] if model == "random slope" else "~1"),
             "n_patients": n_patients, "n_obs": int(len(d))}
 

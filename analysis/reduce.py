@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 
 REDUCTIONS = ("within", "global", "per-patient")
-NORMALIZATIONS = ("none", "grey-world", "retinex")
+NORMALIZATIONS = ("none", "grey-world", "retinex", "redness")
 
 
 def normalize_photometric(images: np.ndarray, method: str = "grey-world") -> np.ndarray:
@@ -36,6 +36,8 @@ def normalize_photometric(images: np.ndarray, method: str = "grey-world") -> np.
         return images
     if method == "retinex":
         return retinex(images)
+    if method == "redness":
+        return redness(images)
     if method != "grey-world":
         raise ValueError(f"unknown normalisation {method!r}; known: {NORMALIZATIONS}")
     out = np.empty_like(images)
@@ -68,6 +70,29 @@ def retinex(images: np.ndarray, sigma_frac: float = 1 / 32, gain: float = 160.0)
         blur = cv2.GaussianBlur(x, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
         r = 128.0 + gain * (x - blur)
         out[i] = np.clip(r, 0, 255).round().astype(np.uint8).transpose(2, 0, 1)
+    return out
+
+
+def redness(images: np.ndarray, sigma_frac: float = 0.03, gain: float = 8.0) -> np.ndarray:
+    """Local redness contrast: where a photo is redder than the skin around it.
+
+    Per photo, log R − log G minus its Gaussian blur (SD ``sigma_frac`` of the side),
+    positive part × ``gain``, as a grey image (the same map in all three channels).
+    Exposure, white balance, vignetting and broad lighting are multiplicative and
+    smooth, so the log-chromaticity high-pass removes them; inflamed lesions and
+    their halos remain. Uses the pixels of each photo only, never the truth.
+    uint8 ``(N, 3, H, W)`` in and out.
+    """
+    import cv2
+    n, c, h, w = images.shape
+    sigma = max(1.0, sigma_frac * max(h, w))
+    out = np.empty_like(images)
+    for i in range(n):
+        x = images[i].astype(np.float32)
+        rg = np.log(x[0] + 1.0) - np.log(x[1] + 1.0)
+        hp = rg - cv2.GaussianBlur(rg, (0, 0), sigmaX=sigma, borderType=cv2.BORDER_REFLECT)
+        r = np.clip(hp * (gain * 255.0), 0, 255).round().astype(np.uint8)
+        out[i] = r[None]
     return out
 
 

@@ -129,15 +129,19 @@ def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_
 @click.option("--epochs", type=click.IntRange(min=1), help="autoencoder epochs")
 @click.option("--reduction", type=click.Choice(["within", "global", "per-patient"]), default=None,
               help="PC1 of within-patient variation (default), over all images, or per patient")
+@click.option("--normalize", type=click.Choice(["redness", "grey-world", "retinex", "none"]), default=None,
+              help="photometric normalisation before embedding (default redness: local redness contrast)")
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing or unreadable images (and say how many)")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, time_terms, skip_bad, quiet):
+def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, skip_bad,
+            quiet):
     """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
     from analysis.pipeline import AnalysisConfig, analyze as run
     cfg = AnalysisConfig(method=method, seed=seed, preset=preset, image_size=image_size, epochs=epochs,
-                         reduction=reduction, time_terms=time_terms, skip_bad=skip_bad, progress=not quiet)
+                         reduction=reduction, normalize=normalize, time_terms=time_terms, skip_bad=skip_bad,
+                         progress=not quiet)
     results = run(dataset, out, cfg)
     for pop in results["population"]:
         click.echo(f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "

@@ -146,7 +146,7 @@ class PowerStudy:
 
 
 def _rows_from_results(res: dict, task: dict, methods: list[str]) -> list[dict]:
-    truth = {t["contrast"]: t for t in res.get("truth", {}).get("contrasts", [])}
+    truth = {t["contrast"]: t for t in (res.get("truth") or [])}
     rows = []
     for pop in res["population"]:
         tr = truth.get(pop["contrast"], {})

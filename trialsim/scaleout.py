@@ -46,7 +46,7 @@ def connect(address: str):
     except ImportError:  # pragma: no cover
         raise BadInput("the dask[distributed] package is needed for --scheduler", field="--scheduler") from None
     try:
-        return Client(address, timeout="10s", set_as_default=False)
+        return Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as e:
         raise BadInput(f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}: {e})",
                        field="--scheduler", allowed="the address a running `dask scheduler` prints, "

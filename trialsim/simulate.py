@@ -183,6 +183,9 @@ def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, w
         protocol = protocol.model_copy(update={"rendering": protocol.rendering.model_copy(
             update={"renderer": renderer})})
     options = dict(renderer_options or {})
+    # build the renderer before touching the folder: bad renderer input (a missing model,
+    # a wrong LoRA) must leave nothing behind
+    local_renderer = make_renderer(protocol, name, **options)
     prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
     if jobs is None:
         jobs = simulate_truth(protocol)
@@ -196,7 +199,7 @@ def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, w
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(_progress(pool.map(_worker_render, args), len(args), "render", progress))
     else:
-        r = make_renderer(protocol, name, **options)
+        r = local_renderer
         results = [render_patient_to_folder(a[0], r, out)
                    for a in _progress(args, len(args), "render", progress)]
     manifest = pd.concat([r.manifest for r in results], ignore_index=True)
