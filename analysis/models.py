@@ -143,7 +143,14 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
     # need not be linear in severity over the whole 0–3 range), and the contrast is about
     # these two arms.
     in_arms = d["treatment"].isin([a, b]).to_numpy()
-    resid = np.asarray(fit.resid, dtype=float)[in_arms]
+    try:
+        resid_all = np.asarray(fit.resid, dtype=float)
+    except (ValueError, np.linalg.LinAlgError):
+        # random effects cannot be predicted from a singular covariance: take the
+        # fixed-effect residuals minus each patient's mean residual (its intercept)
+        r0 = d["y"].to_numpy() - np.asarray(fit.predict(), dtype=float)
+        resid_all = r0 - pd.Series(r0).groupby(d["patient_id"].to_numpy()).transform("mean").to_numpy()
+    resid = resid_all[in_arms]
     resid_sd = float(np.sqrt(np.mean((resid - resid.mean()) ** 2))) if len(resid) > 1 else float("nan")
     return {"estimate": est, "se": se, "se_lmm": se_lmm, "se_summary": se_summary,
             "ci_low": lo, "ci_high": hi, "p_value": p, "df": dof,

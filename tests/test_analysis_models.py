@@ -100,10 +100,6 @@ def test_within_spearman_ignores_patient_offsets():
     assert within_spearman(-x, y, g) == pytest.approx(-1.0)
 
 
-@pytest.mark.slow
-@pytest.mark.xfail(strict=True, reason="null_effect.yaml is not null in realised terms: Antibiotics always "
-                   "follows the run-in, so its onset ramp makes the realised Cream − Antibiotics ≈ −0.13 at "
-                   "seed 2024, which the test detects (p ≈ 0.023); needs a protocol fix (randomised order)")
 def test_null_effect_protocol_oracle_population_test_not_significant_at_fixed_seed():
     days = _days(load_protocol(ROOT / "protocols" / "null_effect.yaml"))
     fit = fit_population(days, "severity_latent", "Antibiotics", "Cream")
