@@ -20,6 +20,10 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT))
 
+# one thread per process in both runs, so that 2 workers are compared with 1 core, not 2 threads
+for _var in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ[_var] = "1"
+
 from trialsim.power import PowerStudy, run_power  # noqa: E402
 
 
@@ -28,6 +32,8 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=8)
     ap.add_argument("--method", default="pixel-pca")
     args = ap.parse_args()
+    import torch
+    torch.set_num_threads(1)
     out = {"design": "protocols/hia_pilot.yaml", "method": args.method, "cpus": os.cpu_count()}
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:

@@ -129,8 +129,9 @@ def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_
 @click.option("--epochs", type=click.IntRange(min=1), help="autoencoder epochs")
 @click.option("--reduction", type=click.Choice(["within", "global", "per-patient"]), default=None,
               help="PC1 of within-patient variation (default), over all images, or per patient")
-@click.option("--normalize", type=click.Choice(["redness", "grey-world", "retinex", "none"]), default=None,
-              help="photometric normalisation before embedding (default redness: local redness contrast)")
+@click.option("--normalize", type=click.Choice(["spots", "redness", "grey-world", "retinex", "none"]), default=None,
+              help="what the embedder sees: spots (default: a map of red spots, one dot each), redness "
+                   "(local redness contrast), grey-world or retinex (photometric normalisation), none")
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing or unreadable images (and say how many)")
 @click.option("--quiet", is_flag=True)

@@ -61,12 +61,16 @@ def write_power_report(out: Path, summary: pd.DataFrame, replicates: pd.DataFram
     import yaml
     summary = summary.copy()
     summary.attrs["grid"] = list(spec.get("grid", {}))
+    curve = _curve_png(summary)
+    if curve is not None:
+        from .dataset import atomic_write_bytes
+        atomic_write_bytes(Path(out) / "power_curve.png", base64.b64decode(curve))
     fmt = summary.copy()
     for c in fmt.columns:
         if fmt[c].dtype.kind == "f":
             fmt[c] = fmt[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
     html = _TEMPLATE.render(name=spec["base"].get("name", "study"), replicates=spec["replicates"],
-                            methods=spec["methods"], seed=spec["seed"], curve=_curve_png(summary),
+                            methods=spec["methods"], seed=spec["seed"], curve=curve,
                             table=fmt.to_html(index=False, border=0),
                             spec=yaml.safe_dump({k: spec[k] for k in ("grid", "methods", "replicates", "seed")}))
     path = Path(out) / "power.html"
