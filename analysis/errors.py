@@ -23,7 +23,8 @@ class AnalysisInputError(ValueError):
         if self.field:
             parts.append(f"field '{self.field}'")
         where = (" ".join(parts) + ": ") if parts else ""
-        text = f"{where}{self.reason}"
+        reason = self.reason.rstrip()
+        text = f"{where}{reason}" + ("" if reason.endswith((".", "!", "?")) else ".")
         if self.allowed:
             text += f" Allowed: {self.allowed}."
         return text

@@ -10,7 +10,7 @@ from hypothesis import HealthCheck, given, settings, strategies as st
 
 from trialsim.cli import main
 
-from conftest import PROTOCOLS, small_protocol_dict
+from conftest import small_protocol_dict
 
 
 def run(args):

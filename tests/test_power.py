@@ -44,7 +44,7 @@ def test_workers_and_dask_cluster_give_identical_replicates(tmp_path):
     run_power(_study(f), tmp_path / "w2", workers=2, progress=False)
     one = (tmp_path / "w1" / "replicates.csv").read_bytes()
     assert one == (tmp_path / "w2" / "replicates.csv").read_bytes()
-    from distributed import Client, LocalCluster
+    from distributed import LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         run_power(_study(f), tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
     assert one == (tmp_path / "dask" / "replicates.csv").read_bytes()

@@ -19,7 +19,7 @@ from analysis.errors import AnalysisInputError
 from .errors import BadInput
 
 
-def _fail_bad_input(err: BadInput) -> None:
+def _fail_bad_input(err: AnalysisInputError) -> None:
     click.echo(f"trialsim: bad input: {err}", err=True)
     sys.exit(2)
 
@@ -30,9 +30,7 @@ def handle_errors(fn):
     def wrapper(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except BadInput as err:
-            _fail_bad_input(err)
-        except AnalysisInputError as err:  # the analysis's own bad-input error: same exit-2 path
+        except AnalysisInputError as err:  # BadInput (simulator) is one too
             _fail_bad_input(err)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
@@ -49,16 +47,6 @@ def handle_errors(fn):
 @click.version_option(package_name="trialsim")
 def main():
     """Simulate N-of-1 trials with photo outcomes and check that an image analysis recovers the effect."""
-
-
-def _parse_kv(values: tuple[str, ...], option: str) -> dict[str, str]:
-    out = {}
-    for v in values:
-        if "=" not in v:
-            raise BadInput(f"expected KEY=VALUE, got {v!r}", field=option)
-        k, val = v.split("=", 1)
-        out[k.strip()] = val.strip()
-    return out
 
 
 @main.command()

@@ -1,30 +1,13 @@
 """Errors that carry enough context for a one-paragraph message to the user."""
 from __future__ import annotations
 
+from analysis.errors import AnalysisInputError
 
-class BadInput(ValueError):
+
+class BadInput(AnalysisInputError):
     """Input the user can fix: names the file, the field and what is allowed.
 
-    The command line turns it into a message on stderr and exit code 2.
+    The simulator's side of the one bad-input error (the analysis never imports
+    trialsim, so the class lives there); the command line turns either into a
+    message on stderr and exit code 2.
     """
-
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None,
-                 allowed: str | None = None):
-        self.file = file
-        self.field = field
-        self.allowed = allowed
-        self.reason = message
-        super().__init__(self.render())
-
-    def render(self) -> str:
-        parts = []
-        if self.file:
-            parts.append(f"in {self.file}")
-        if self.field:
-            parts.append(f"field '{self.field}'")
-        where = (" ".join(parts) + ": ") if parts else ""
-        reason = self.reason.rstrip()
-        text = f"{where}{reason}" + ("" if reason.endswith((".", "!", "?")) else ".")
-        if self.allowed:
-            text += f" Allowed: {self.allowed}."
-        return text

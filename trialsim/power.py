@@ -21,7 +21,7 @@ import pandas as pd
 import yaml
 
 from .errors import BadInput
-from .protocol import Protocol, load_protocol, protocol_from_dict
+from .protocol import load_protocol, protocol_from_dict
 
 REPLICATE_COLUMNS = ["grid_point", "replicate", "seed", "method", "test", "contrast", "estimate", "ci_low",
                      "ci_high", "p_value", "known", "estimate_raw", "known_raw", "error"]
