@@ -47,7 +47,18 @@ def test_workers_and_dask_cluster_give_identical_replicates(tmp_path):
     from distributed import LocalCluster
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         run_power(_study(f), tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
+        # `trialsim simulate --scheduler` renders patients on the same cluster, byte for byte
+        from trialsim.protocol import protocol_from_dict
+        from trialsim.simulate import simulate
+        d = small_protocol_dict()
+        d["rendering"] = {"renderer": "procedural", "image_size": 64}
+        proto = protocol_from_dict(d)
+        simulate(proto, tmp_path / "sim_local", workers=1)
+        simulate(proto, tmp_path / "sim_dask", scheduler=cluster.scheduler_address)
     assert one == (tmp_path / "dask" / "replicates.csv").read_bytes()
+    local = {p.relative_to(tmp_path / "sim_local"): p.read_bytes() for p in (tmp_path / "sim_local").rglob("*") if p.is_file()}
+    remote = {p.relative_to(tmp_path / "sim_dask"): p.read_bytes() for p in (tmp_path / "sim_dask").rglob("*") if p.is_file()}
+    assert any(str(k).endswith(".jpg") for k in local) and local == remote
     rep = pd.read_csv(tmp_path / "w1" / "replicates.csv")
     lmm = rep[rep["test"] == "lmm"]
     assert len(lmm) == 2 * 3 and lmm["error"].isna().all()

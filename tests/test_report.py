@@ -35,13 +35,13 @@ VERDICTS_WITHOUT_TRUTH = {"detected", "not detected", "not estimable"}
 
 @pytest.fixture(scope="session")
 def demo_analysis(tmp_path_factory) -> Path:
-    """protocols/demo.yaml, procedural renderer; a tiny autoencoder so the reconstructions section shows."""
+    """protocols/demo.yaml, procedural renderer, the demo's own analysis settings (as `trialsim demo`)."""
     from trialsim.protocol import load_protocol
     from trialsim.simulate import simulate
     root = tmp_path_factory.mktemp("demo")
     simulate(load_protocol(PROTOCOLS / "demo.yaml"), root / "dataset", renderer="procedural", workers=2)
     analyze(root / "dataset", root / "analysis",
-            AnalysisConfig(method="ae,pixel-pca,oracle", epochs=1, image_size=32, n_perm=200))
+            AnalysisConfig(method="ae,pixel-pca,oracle", n_perm=200))
     return root / "analysis"
 
 
