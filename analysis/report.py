@@ -820,7 +820,7 @@ def build_context(inputs: ReportInputs) -> dict:
         "treatment_colors": colors, "contrasts": contrasts, "headline": headline, "truth_rows": truth_rows,
         "summaries": _summaries(headline, contrasts, has_truth), "figs": figs, "forests": forests,
         "strips": strips, "strip_note": strip_note, "recon": recon,
-        "recon_loss": recon_loss, "variance": variance, "tests_summary": _test_summary(prows, headline, methods),
+        "recon_loss": recon_loss, "normalize": cfg.get("normalize"), "variance": variance, "tests_summary": _test_summary(prows, headline, methods),
         "patient_table": patient_table, "contrast_formulas": contrast_formulas,
         "per_patient_formulas": per_patient_formulas, "warnings": warnings,
         "versions": res.get("versions") or {}, "seed": res.get("seed", cfg.get("seed")),
