@@ -10,8 +10,8 @@ Known effects of a contrast ``b − a`` (DESIGN.md):
 Recovered effects are on PC1, whose sign is arbitrary: where truth exists it is
 aligned so that PC1 rises with severity (recorded as ``sign_aligned``). PC1 has
 no unit, so the recovered effect is compared standardised (÷ the model's
-residual SD) with the standardised known effect (latent model ÷ its residual
-SD), and in severity units through an "oracle calibration" (the within-patient
+residual SD on the two contrasted arms) with the standardised known effect
+(realised effect ÷ the latent model's residual SD, computed the same way), and in severity units through an "oracle calibration" (the within-patient
 regression of severity_latent on PC1; it reads the truth, so it is labelled).
 """
 from __future__ import annotations
