@@ -104,3 +104,16 @@ def test_killed_study_resumes_to_the_same_results(tmp_path):
     again = subprocess.run(args + ["--out", str(part)], capture_output=True, text=True)
     assert again.returncode == 0, again.stderr
     assert rep.read_bytes() == (tmp_path / "full" / "replicates.csv").read_bytes()
+
+
+def test_bad_grid_exits_2_and_writes_nothing(tmp_path):
+    from click.testing import CliRunner
+
+    from trialsim.cli import main
+    f = _protocol_file(tmp_path)
+    for grid in ["effect=abc", "nosuch.field=3", "patients=0"]:
+        r = CliRunner().invoke(main, ["power", str(f), "--replicates", "2", "--grid", grid, "--method", "oracle",
+                                      "--out", str(tmp_path / "study"), "--quiet"])
+        assert r.exit_code == 2, (grid, r.output)
+        assert "--grid" in r.output or "patients.n" in r.output
+        assert not (tmp_path / "study").exists()

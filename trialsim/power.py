@@ -124,8 +124,20 @@ class PowerStudy:
 
     def __post_init__(self):
         self.points = grid_points(self.grid)
+        for k, values in self.grid.items():
+            bad = [v for v in values if k == "effect" and not isinstance(v, (int, float))]
+            if bad:
+                raise BadInput(f"non-numeric value(s) {bad}", field=f"--grid {k}",
+                               allowed="numbers (severity units, last − first treatment)")
         for p in self.points:  # every grid point must be a valid protocol
-            protocol_from_dict(apply_grid_point(self.base, p), source=f"{self.source} with --grid {point_key(p)}")
+            source = f"{self.source} with --grid {point_key(p)}"
+            try:
+                d = apply_grid_point(self.base, p)
+            except (KeyError, IndexError, ValueError, TypeError) as e:
+                raise BadInput(f"cannot apply the grid point ({e.__class__.__name__}: {e})", file=source,
+                               field="--grid", allowed="effect, " + ", ".join(GRID_ALIASES)
+                               + " or a dotted protocol field such as treatments.1.effect_sd") from None
+            protocol_from_dict(d, source=source)
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise BadInput(f"unknown method(s) {bad}", field="--method", allowed=", ".join(METHODS))
@@ -281,6 +293,11 @@ def run_power(study: PowerStudy, out: str | Path, workers: int = 1, scheduler: s
     from .scaleout import run_local, run_on_cluster
 
     out = Path(out)
+    # reach the cluster before writing anything, so a wrong address leaves no folder behind
+    client = None
+    if scheduler:
+        from .scaleout import connect
+        client = connect(scheduler)
     out.mkdir(parents=True, exist_ok=True)
     spec = {"base": study.base, "grid": study.grid, "replicates": study.replicates, "methods": study.methods,
             "seed": study.seed}
@@ -307,7 +324,7 @@ def run_power(study: PowerStudy, out: str | Path, workers: int = 1, scheduler: s
     args = [(study.base, t, study.methods, keep_dir) for t in todo]
     todo_points = {(t["key"], t["replicate"]): t["point"] for t in todo}
 
-    it = run_on_cluster(run_replicate, args, scheduler) if scheduler else run_local(run_replicate, args, workers)
+    it = run_on_cluster(run_replicate, args, client) if client else run_local(run_replicate, args, workers)
     bar = None
     if progress and args:
         from tqdm.auto import tqdm
@@ -320,6 +337,8 @@ def run_power(study: PowerStudy, out: str | Path, workers: int = 1, scheduler: s
     if bar is not None:
         bar.close()
 
+    if client is not None:
+        client.close()
     rep = _read_done(rep_path)
     order = {t["key"]: i for i, t in enumerate(study.tasks())}
     rep = rep.assign(_o=rep["grid_point"].map(order)).sort_values(

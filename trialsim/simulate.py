@@ -186,15 +186,22 @@ def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, w
     # build the renderer before touching the folder: bad renderer input (a missing model,
     # a wrong LoRA) must leave nothing behind
     local_renderer = make_renderer(protocol, name, **options)
+    client = None
+    if scheduler:  # likewise a cluster that cannot be reached
+        from .scaleout import connect
+        client = connect(scheduler)
     prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
     if jobs is None:
         jobs = simulate_truth(protocol)
     else:
         jobs = [PatientJob(protocol, j.patient_id, j.patient_index, j.days, j.images) for j in jobs]
     args = [(job, name, options, out) for job in jobs]
-    if scheduler:
+    if client is not None:
         from .scaleout import map_on_cluster
-        results = map_on_cluster(_worker_render, args, scheduler, progress=progress, desc="render")
+        try:
+            results = map_on_cluster(_worker_render, args, client, progress=progress, desc="render")
+        finally:
+            client.close()
     elif workers > 1 and len(jobs) > 1:
         with ProcessPoolExecutor(max_workers=workers) as pool:
             results = list(_progress(pool.map(_worker_render, args), len(args), "render", progress))
