@@ -253,7 +253,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
     """Power, type-I error, bias, RMSE and coverage per grid point, method and test, with MC SEs."""
     out = []
     for (gp, method, test), g in rep.groupby(["grid_point", "method", "test"], sort=False):
-        failed = g["error"].fillna("").astype(str).str.len() > 0
+        failed = g["error"].notna() & (g["error"].astype(str).str.len() > 0)
         ok = g[~failed & g["p_value"].notna()]
         n = len(ok)
         point = dict(kv.split("=", 1) for kv in gp.split(";")) if gp != "base" else {}
