@@ -129,7 +129,8 @@ def render_patient_to_folder(job: PatientJob, renderer: Renderer, out: Path) -> 
             "seed": int(meta.seed),
         })
         if len(rendered.lesions):
-            lesion_frames.append(rendered.lesions[LESION_COLUMNS])
+            les = rendered.lesions
+            lesion_frames.append(les if list(les.columns) == LESION_COLUMNS else les[LESION_COLUMNS])
     if hasattr(renderer, "finish_patient"):
         renderer.finish_patient(job, out)
     manifest = pd.DataFrame(man_rows, columns=MANIFEST_COLUMNS)

@@ -56,6 +56,29 @@ def _noise_bank(sd_levels: float, n: int = 1 << 21) -> np.ndarray:
     return np.rint(z * sd_levels).astype(np.int16)
 
 
+@functools.lru_cache(maxsize=4)
+def _noise_bank_parts(sd_levels: float) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`_noise_bank` split into its positive and negative parts (uint8 each).
+
+    ``saturate(a + n)`` equals ``saturate(saturate(a + max(n, 0)) - max(-n, 0))`` for
+    uint8 ``a``, and two uint8 saturating ops are several times faster in OpenCV than
+    one mixed uint8 + int16 add.
+    """
+    bank = _noise_bank(sd_levels)
+    return (np.clip(bank, 0, 255).astype(np.uint8), np.clip(-bank, 0, 255).astype(np.uint8))
+
+
+@functools.lru_cache(maxsize=8)
+def _light_grid(gh: int, gw: int) -> tuple[np.ndarray, np.ndarray]:
+    """The light field's coarse grid (y, x in [-1, 1], float32 gh×gw), built once per shape."""
+    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
+    yy = yy / (gh - 1) * 2 - 1
+    xx = xx / (gw - 1) * 2 - 1
+    yy.flags.writeable = False
+    xx.flags.writeable = False
+    return yy, xx
+
+
 def white_balance_gains(kelvin: float) -> np.ndarray:
     """Per-channel (R, G, B) gains of a camera balanced for 5500 K shooting under ``kelvin``."""
     mired = 1e6 / kelvin - 1e6 / WHITE_BALANCE_MEAN_K
@@ -100,9 +123,7 @@ def _light_field(c: dict, h: int, w: int, auto_exposure: float = 1.0) -> tuple[n
     peak of 255 so that 8 bits hold it to 0.4 % (finer than the sensor noise).
     """
     gh, gw = 16, max(2, int(round(16 * w / h)))
-    yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
-    yy = yy / (gh - 1) * 2 - 1
-    xx = xx / (gw - 1) * 2 - 1
+    yy, xx = _light_grid(gh, gw)
     g, ang = c["gradient"]
     field = 1.0 + g * (np.cos(ang) * xx + np.sin(ang) * yy) * 0.7
     field *= 1.0 - c["vignette"] * (xx ** 2 + yy ** 2) / 2.0
@@ -139,13 +160,14 @@ def photograph_bgra(scene: np.ndarray, c: dict) -> np.ndarray:
         k = 2 * int(np.ceil(2.5 * c["blur_sigma"])) + 1  # the kernel to ±2.5 σ (99 % of its weight)
         out = cv2.GaussianBlur(out, (k, k), c["blur_sigma"])
     n = h * w * 4
-    bank = _noise_bank(round(float(c["noise_sd"]) * 255.0, 6))
-    if len(bank) > n:
-        off = c["noise_offset"] % (len(bank) - n)
-        noise = bank[off:off + n].reshape(h, w, 4)
+    pos, neg = _noise_bank_parts(round(float(c["noise_sd"]) * 255.0, 6))
+    if len(pos) > n:
+        off = c["noise_offset"] % (len(pos) - n)
+        pos, neg = pos[off:off + n].reshape(h, w, 4), neg[off:off + n].reshape(h, w, 4)
     else:
-        noise = np.resize(bank, n).reshape(h, w, 4)
-    out = cv2.add(out, noise, dtype=cv2.CV_8U)
+        pos, neg = np.resize(pos, n).reshape(h, w, 4), np.resize(neg, n).reshape(h, w, 4)
+    # + the noise bank's window, saturated: its positive part added, its negative part subtracted
+    out = cv2.subtract(cv2.add(out, pos), neg)
     return cv2.cvtColor(out, cv2.COLOR_BGRA2BGR)
 
 

@@ -14,6 +14,7 @@ refines, so both renderers share lesion truth and identity.
 """
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Iterator
@@ -22,7 +23,7 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from ..lesions import MARK, active_count, canonical_size, lesion_truth, truth_rows
+from ..lesions import MARK, active_count, canonical_size, image_truth, lesion_truth
 from ..protocol import Protocol
 from ..seeding import patient_rng
 from .base import PatientJob, RenderedImage, Renderer
@@ -55,6 +56,17 @@ _LOOK = {
 }
 
 
+@functools.lru_cache(maxsize=256)
+def _sprite_grid(ext: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel offsets ``yy``, ``xx`` from a patch's centre and ``d2`` = their squared distance
+    (float32, (2·ext+1)² each, read-only), shared by every sprite of that extent."""
+    yy, xx = np.mgrid[-ext:ext + 1, -ext:ext + 1].astype(np.float32)
+    d2 = xx ** 2 + yy ** 2
+    for a in (yy, xx, d2):
+        a.flags.writeable = False
+    return yy, xx, d2
+
+
 def lesion_sprite(kind: str, radius: float, intensity: float, melanin: float,
                   light: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A lesion as ``out = skin · F + A`` on a square patch centred on the lesion.
@@ -68,8 +80,7 @@ def lesion_sprite(kind: str, radius: float, intensity: float, melanin: float,
     look = _LOOK.get(kind)
     halo = (look["halo"] if look else 1.0) * r
     ext = int(np.ceil(max(3.0 * halo, 1.6 * r) + 1))
-    yy, xx = np.mgrid[-ext:ext + 1, -ext:ext + 1].astype(np.float32)
-    d2 = xx ** 2 + yy ** 2
+    yy, xx, d2 = _sprite_grid(ext)
     I = float(intensity)
     if kind == MARK:
         g = np.exp(-d2 / (2 * (0.85 * r) ** 2))
@@ -112,12 +123,13 @@ def lesion_sprite(kind: str, radius: float, intensity: float, melanin: float,
 class _PatientState:
     """What the renderer computes once per patient."""
 
-    def __init__(self, skin: SkinBase, by_day: dict[int, pd.DataFrame]):
+    def __init__(self, skin: SkinBase, by_day: dict[int, dict[str, np.ndarray]], with_mask: bool):
         self.skin = skin
         # inside: uint8 BGRA scenes (OpenCV's channel order; four channels for its fast paths)
         self.base = cv2.cvtColor(skin.pixels, cv2.COLOR_RGB2BGRA)
         self.by_day = by_day
-        self.sprites: dict[tuple, tuple[np.ndarray, np.ndarray, np.ndarray]] = {}
+        self.sprites: dict[tuple, tuple[np.ndarray, np.ndarray | None, np.ndarray, int]] = {}
+        self.with_mask = with_mask  # only clean_images needs the lesion mask; it costs a third of the drawing
         self.day_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
 
@@ -162,11 +174,19 @@ class ProceduralRenderer(Renderer):
         return self.skin(patient_index, patient_id).pixels.copy()
 
     # --- lesions ------------------------------------------------------------------------------
-    def _state(self, job: PatientJob) -> _PatientState:
+    def _state(self, job: PatientJob, with_mask: bool = False) -> _PatientState:
         skin = self.skin(job.patient_index, job.patient_id)
         rng = patient_rng(self.protocol.seed, job.patient_index, "lesions")
         _, by_day = lesion_truth(job, self.height, self.width, rng, self.view, self.aspect)
-        return _PatientState(skin, by_day)
+        return _PatientState(skin, by_day, with_mask)
+
+    @staticmethod
+    def _image_rows(st: _PatientState, job: PatientJob) -> tuple[list, list, list[pd.DataFrame], dict]:
+        """``job.images`` as lists (image, day), each image's truth frame, and active lesions per day."""
+        images = job.images["image"].tolist()
+        days = [int(d) for d in job.images["day"].tolist()]
+        counts = {d: active_count(st.by_day.get(d)) for d in set(days)}
+        return images, days, image_truth(st.by_day, images, days), counts
 
     def _sprite(self, st: _PatientState, key: tuple):
         sp = st.sprites.get(key)
@@ -175,7 +195,7 @@ class ProceduralRenderer(Renderer):
             F4 = np.concatenate([F[..., ::-1], np.ones_like(F[..., :1])], axis=2)
             A4 = np.concatenate([A[..., ::-1], np.zeros_like(A[..., :1])], axis=2)
             A8 = np.ascontiguousarray(np.rint(A4).clip(0, 255), np.uint8)
-            sp = (np.ascontiguousarray(F4, np.float32), A8 if A8.any() else None, W > 0.15)
+            sp = (np.ascontiguousarray(F4, np.float32), A8 if A8.any() else None, W > 0.15, F.shape[0] // 2)
             st.sprites[key] = sp
         return sp
 
@@ -199,47 +219,58 @@ class ProceduralRenderer(Renderer):
         iq = (np.round(rows["intensity"][order].astype(float) * 10) / 10).tolist()
         cxs = np.rint(rows["x"][order].astype(float)).astype(int).tolist()
         cys = np.rint(rows["y"][order].astype(float)).astype(int).tolist()
+        sprites, with_mask = st.sprites, st.with_mask
         for kind, r, inten, cx, cy in zip(kinds, rq, iq, cxs, cys):
             if inten < 0.15:
                 continue  # a mark faded below what a photo shows (under 1 % change in colour)
-            F, A, M = self._sprite(st, (kind, r, inten))
-            k = F.shape[0] // 2
+            sp = sprites.get((kind, r, inten)) or self._sprite(st, (kind, r, inten))
+            F, A, M, k = sp
             x0, y0, x1, y1 = cx - k, cy - k, cx + k + 1, cy + k + 1
+            if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:  # the usual case: the patch lies inside
+                roi = img[y0:y1, x0:x1]
+                # out = skin · F + A, rounded and saturated by OpenCV, written in place
+                if A is None:
+                    cv2.multiply(roi, F, dst=roi, dtype=cv2.CV_8U)
+                else:
+                    cv2.add(cv2.multiply(roi, F, dtype=cv2.CV_8U), A, dst=roi)
+                if with_mask:
+                    mask[y0:y1, x0:x1] |= M
+                continue
             sx0, sy0 = max(0, -x0), max(0, -y0)
             sx1, sy1 = F.shape[1] - max(0, x1 - w), F.shape[0] - max(0, y1 - h)
             x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
             if x0 >= x1 or y0 >= y1:
                 continue
-            # out = skin · F + A, rounded and saturated by OpenCV
             shaded = cv2.multiply(img[y0:y1, x0:x1], F[sy0:sy1, sx0:sx1], dtype=cv2.CV_8U)
             img[y0:y1, x0:x1] = shaded if A is None else cv2.add(shaded, A[sy0:sy1, sx0:sx1])
-            mask[y0:y1, x0:x1] |= M[sy0:sy1, sx0:sx1]
+            if with_mask:
+                mask[y0:y1, x0:x1] |= M[sy0:sy1, sx0:sx1]
         st.day_cache = (day, img, mask)
         return img, mask
 
     def clean_images(self, job: PatientJob) -> Iterator[CleanImage]:
         """One :class:`CleanImage` per row of ``job.images``: lesions on the patient's skin, no nuisance."""
-        st = self._state(job)
-        for row in job.images.itertuples(index=False):
-            day = int(row.day)
+        st = self._state(job, with_mask=True)
+        images, days, truth, counts = self._image_rows(st, job)
+        for image, day, lesions in zip(images, days, truth):
             scene, mask = self._draw_day(st, day)
             pixels = cv2.cvtColor(scene, cv2.COLOR_BGRA2RGB)
-            yield CleanImage(image=row.image, pixels=pixels,
-                             lesions=truth_rows(st.by_day.get(day), row.image),
-                             lesion_count=active_count(st.by_day.get(day)), lesion_mask=mask.copy())
+            yield CleanImage(image=image, pixels=pixels, lesions=lesions,
+                             lesion_count=counts[day], lesion_mask=mask.copy())
 
     # --- the renderer interface ---------------------------------------------------------------
     def render_patient(self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
                        ) -> Iterator[RenderedImage]:
         st = self._state(job)
-        for row in job.images.itertuples(index=False):
-            day = int(row.day)
+        images, days, truth, counts = self._image_rows(st, job)
+        seeds = [int(v) for v in job.images["seed"].tolist()]
+        hours = [float(v) for v in job.images["hour"].tolist()]
+        for image, day, seed, hour, lesions in zip(images, days, seeds, hours, truth):
             data = None
-            if wanted(row.image):
+            if wanted(image):
                 scene, _ = self._draw_day(st, day)
-                data = apply_nuisance_scene(scene, int(row.seed), self.strength, float(row.hour), self.quality_range)
-            yield RenderedImage(image=row.image, data=data, lesions=truth_rows(st.by_day.get(day), row.image),
-                                lesion_count=active_count(st.by_day.get(day)))
+                data = apply_nuisance_scene(scene, seed, self.strength, hour, self.quality_range)
+            yield RenderedImage(image=image, data=data, lesions=lesions, lesion_count=counts[day])
 
     def finish_patient(self, job: PatientJob, out: Path) -> None:
         """Write the patient's contact sheet into ``out/contact_sheets/``."""
