@@ -253,7 +253,7 @@ def analyze(dataset, out, cfg: AnalysisConfig | None = None) -> dict:
         "treatments": data.treatments, "baseline_label": BASELINE_LABEL,
         "n_images": int(len(m)), "n_patients": int(m["patient_id"].nunique()),
         "skipped_images": len(data.skipped_images), "skipped_image_paths": data.skipped_images,
-        "dataset": str(Path(dataset)),
+        "dataset": str(Path(dataset).resolve()),
     }
     out.mkdir(parents=True, exist_ok=True)
     _atomic_text(out / "embeddings.csv", pd.concat(emb_frames, ignore_index=True).to_csv(index=False))
