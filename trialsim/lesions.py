@@ -87,35 +87,43 @@ def feature_mask(x, y, aspect: float, features=("eyes", "brows", "lips")) -> np.
 
 
 def sample_positions(rng: np.random.Generator, n: int, view: str, aspect: float,
-                     hotspots: np.ndarray, occupied: list[tuple[float, float, float]],
+                     hotspots: np.ndarray, occupied: np.ndarray | list[tuple[float, float, float]],
                      radius: float) -> tuple[float, float]:
     """One free position (normalised x, y) for a lesion of ``radius`` (height units).
 
     Half the births fall near the patient's ``hotspots`` (acne clusters), the rest
     anywhere allowed; candidates closer than the two radii (plus a gap) to an
-    ``occupied`` lesion (x, y, radius) are rejected. ``n`` candidates are drawn at
-    once (a fixed number, so the stream of draws does not depend on the outcome).
+    ``occupied`` lesion (x, y, radius: rows of an array, or tuples) are rejected. ``n``
+    candidates are drawn at once (a fixed number, so the stream of draws does not depend
+    on the outcome).
     """
     near = rng.random(n) < 0.5
     which = rng.integers(0, len(hotspots), n)
     cand = np.where(near[:, None], hotspots[which] + rng.normal(0, 0.13, (n, 2)), rng.random((n, 2)))
-    ok = allowed_region(cand[:, 0], cand[:, 1], view, aspect)
-    if occupied:
+    if view == "cheek":  # allowed_region's cheek test on both columns at once (the same comparisons)
+        allowed = ((cand > 0.03) & (cand < 1 - 0.03)).all(axis=1)
+    else:
+        allowed = allowed_region(cand[:, 0], cand[:, 1], view, aspect)
+    ok = allowed
+    if len(occupied):
         occ = np.asarray(occupied)
-        du = (cand[:, None, 0] - occ[None, :, 0]) / aspect
-        dv = cand[:, None, 1] - occ[None, :, 1]
-        gap = 1.15 * (radius + occ[None, :, 2]) + 0.004
-        ok &= ((du ** 2 + dv ** 2) >= gap ** 2).all(axis=1)
+        du = cand[:, 0, None] - occ[:, 0]
+        if aspect != 1.0:  # dividing by 1.0 changes no bit
+            du = du / aspect
+        dv = cand[:, 1, None] - occ[:, 1]
+        gap = 1.15 * (radius + occ[:, 2]) + 0.004
+        d2 = du ** 2 + dv ** 2
+        ok = allowed & (d2 >= gap ** 2).all(axis=1)
     idx = np.flatnonzero(ok)
     if len(idx):
         return float(cand[idx[0], 0]), float(cand[idx[0], 1])
     # crowded skin: accept the allowed candidate farthest from its neighbours
-    allowed = np.flatnonzero(allowed_region(cand[:, 0], cand[:, 1], view, aspect))
+    allowed = np.flatnonzero(allowed)
     if not len(allowed):
         return 0.5, 0.5 if view == "cheek" else FACE["face"][1] + 0.15
-    if not occupied:
+    if not len(occupied):
         return float(cand[allowed[0], 0]), float(cand[allowed[0], 1])
-    d = ((du ** 2 + dv ** 2).min(axis=1))[allowed]
+    d = d2.min(axis=1)[allowed]
     j = allowed[int(np.argmax(d))]
     return float(cand[j, 0]), float(cand[j, 1])
 
@@ -154,7 +162,7 @@ def _cum_type_weights(severity: float) -> np.ndarray:
 def _new_lesion(rng, n, day, severity, view, aspect, hotspots, occupied, scale) -> _Lesion:
     # a fixed block of draws per birth, whatever the type
     u = rng.random(8).tolist()  # Python floats: the same arithmetic as numpy's, less overhead
-    t = ACTIVE_TYPES[int(np.searchsorted(_cum_type_weights(float(severity)), u[0], side="right").clip(0, 4))]
+    t = ACTIVE_TYPES[min(int(np.searchsorted(_cum_type_weights(float(severity)), u[0], side="right")), 4)]
     spec = _TYPE_SPEC[t]
     le = _Lesion()
     le.n, le.type, le.birth = n, t, day
@@ -204,55 +212,118 @@ def lesion_population(days: pd.DataFrame, rng: np.random.Generator, view: str = 
     hotspots = _hotspots(rng, view, aspect)
     lesions: list[_Lesion] = []
     active: list[_Lesion] = []
-    rows: list[tuple] = []
     day_list = days["day"].to_numpy(int)
     targets = days["lesion_target"].to_numpy(int)
     sev = (days["severity_latent"].to_numpy(float) if "severity_latent" in days
            else np.full(len(days), 1.5))
-    prev_day = None
-    visible: list[_Lesion] = []  # lesions shown on the previous day, in order of birth
-    n_seen = 0
+    born_by = np.zeros(len(day_list), np.int64)  # lesions born up to and including each day
+    marks: list[_Lesion] = []  # ended lesions whose mark may still show, in order of ending
     for i, (day, target) in enumerate(zip(day_list, targets)):
-        if prev_day is None:
+        if i == 0:
             # the patient arrives with acne already under way: lesions at random ages
-            for _ in range(target):
-                le = _new_lesion(rng, len(lesions), day, sev[i], view, aspect, hotspots,
-                                 [(o.x, o.y, o.radius) for o in active], scale)
+            occupied = np.empty((target, 3))  # (x, y, radius) rows, filled as lesions are born
+            for m in range(target):
+                le = _new_lesion(rng, len(lesions), day, sev[i], view, aspect, hotspots, occupied[:m], scale)
                 le.birth = day - int(rng.integers(0, le.grow + le.peak + le.resolve))
                 lesions.append(le)
                 active.append(le)
+                occupied[m] = le.x, le.y, le.radius
         else:
             # lesions keep living on unobserved days: those whose course ended by today stop
             # on the day it ended
             for le in active:
                 if le.active_end() <= day:
                     le.end = le.active_end()
+                    if le.leaves_mark:
+                        marks.append(le)
             active = [le for le in active if le.end is None]
         # fewer lesions asked for: those closest to their natural end resolve now
         if len(active) > target:
             order = sorted(active, key=lambda le: (le.active_end(), le.n))
             for le in order[: len(active) - target]:
                 le.end = day
+                if le.leaves_mark:
+                    marks.append(le)
             active = [le for le in active if le.end is None]
-        while len(active) < target:
-            occupied = [(o.x, o.y, o.radius) for o in active]
-            occupied += [(o.x, o.y, o.radius) for o in visible
-                         if o.end is not None and o.leaves_mark and day - o.end < o.mark_days]
-            le = _new_lesion(rng, len(lesions), day, sev[i], view, aspect, hotspots, occupied, scale)
-            lesions.append(le)
-            active.append(le)
-        still = []
-        for le in visible + lesions[n_seen:]:
-            st = _state(le, day)
-            if st is None:
-                continue  # gone for good: resolved without a mark, or the mark has faded
-            still.append(le)
-            stage, inten, rad = st
-            rows.append((int(day), le.n, MARK if stage == MARK else le.type, le.x, le.y, rad, stage,
-                         round(float(inten), 4)))
-        visible, n_seen = still, len(lesions)
-        prev_day = day
-    return pd.DataFrame(rows, columns=["day", "lesion_n", "type", "x", "y", "radius", "stage", "intensity"])
+        if len(active) < target:
+            # the skin taken: active lesions and the marks still showing. The order of the
+            # rows does not matter to sample_positions (it only takes all() and min() over them)
+            marks = [o for o in marks if day - o.end < o.mark_days]
+            taken = active + marks
+            m = len(taken)
+            occupied = np.empty((m + target - len(active), 3))  # room for today's births
+            if m:
+                occupied[:m] = [(o.x, o.y, o.radius) for o in taken]
+            while len(active) < target:
+                le = _new_lesion(rng, len(lesions), day, sev[i], view, aspect, hotspots, occupied[:m], scale)
+                lesions.append(le)
+                active.append(le)
+                occupied[m] = le.x, le.y, le.radius
+                m += 1
+        born_by[i] = len(lesions)
+    return _population_rows(lesions, day_list, born_by)
+
+
+def _population_rows(lesions: list[_Lesion], day_list: np.ndarray, born_by: np.ndarray) -> pd.DataFrame:
+    """The rows of :func:`lesion_population`: :func:`_state` of every lesion born by each day,
+    in order of day then lesion, skipping those gone (None).
+
+    Vectorised over (day, lesion) pairs with the same float64 operations, in the same
+    order, as :func:`_state`, so every value is bit-identical; intensities are rounded
+    as Python's ``round(v, 4)`` does (:func:`_round4`). A lesion's final
+    ``end`` gives its state on every earlier day too: ``end`` is only ever set to a day
+    after the last day the lesion was seen active.
+    """
+    cols = ["day", "lesion_n", "type", "x", "y", "radius", "stage", "intensity"]
+    if not lesions:
+        return pd.DataFrame([], columns=cols)
+    L = {f: np.array([getattr(le, f) for le in lesions]) for f in
+         ("birth", "grow", "peak", "resolve", "mark_days", "strength", "radius", "x", "y", "leaves_mark")}
+    end = np.array([np.iinfo(np.int64).max if le.end is None else le.end for le in lesions], np.int64)
+    n_les = len(lesions)
+    d = day_list.astype(np.int64)[:, None]  # (days, 1) against (lesions,)
+    a = d - L["birth"]
+    live = d < end
+    in_mark = ~live & L["leaves_mark"] & (d - end < L["mark_days"])
+    exists = np.arange(n_les)[None, :] < born_by[:, None]
+    di, li = np.nonzero(exists & (live | in_mark))  # row-major: by day, then by lesion
+    if not len(di):
+        return pd.DataFrame([], columns=cols)  # as the row-by-row build made it (object columns)
+    a, e = a[di, li], end[li]
+    grow, peak, resolve, strength, radius = (L[f][li]
+                                             for f in ("grow", "peak", "resolve", "strength", "radius"))
+    is_mark = ~live[di, li]
+    is_grow = ~is_mark & (a < grow)
+    is_peak = ~is_mark & ~is_grow & (a < grow + peak)
+    is_res = ~is_mark & ~is_grow & ~is_peak
+    with np.errstate(divide="ignore", invalid="ignore"):  # only the selected branch's values are kept
+        f_grow = 0.35 + 0.65 * (a + 1) / grow
+        f_res = 1.0 - 0.65 * (a - grow - peak + 1) / (resolve + 1)
+        am = d[di, 0] - e
+        inten_mark = 0.6 * strength * (1.0 - am / L["mark_days"][li])
+    f = np.where(is_grow, f_grow, f_res)
+    inten = np.where(is_mark, inten_mark, np.where(is_peak, strength, f * strength))
+    rad = np.where(is_mark, radius * 0.9, np.where(is_peak, radius, radius * (0.55 + 0.45 * f)))
+    stage = np.select([is_grow, is_peak, is_res], ["grow", "peak", "resolve"], MARK).astype(object)
+    types = np.array([le.type for le in lesions], dtype=object)[li]
+    types[is_mark] = MARK
+    return pd.DataFrame({
+        "day": d[di, 0], "lesion_n": li.astype(np.int64), "type": types, "x": L["x"][li].astype(float),
+        "y": L["y"][li].astype(float), "radius": rad, "stage": stage,
+        "intensity": _round4(inten)}, columns=cols)
+
+
+def _round4(x: np.ndarray) -> np.ndarray:
+    """``round(v, 4)`` (Python's, correctly rounded, ties to even) of every value, vectorised.
+
+    ``rint(x·10⁴) / 10⁴`` gives the same double unless x·10⁴ lies within its rounding
+    error (about 1e-12 here) of a half: those few values go through Python's ``round``.
+    """
+    p = x * 1e4
+    out = np.rint(p) / 1e4
+    for i in np.flatnonzero(np.abs(p - np.floor(p) - 0.5) < 1e-6).tolist():
+        out[i] = round(float(x[i]), 4)
+    return out
 
 
 def canonical_size(image_size: int, aspect: float) -> tuple[int, int]:

@@ -69,14 +69,16 @@ def _noise_bank_parts(sd_levels: float) -> tuple[np.ndarray, np.ndarray]:
 
 
 @functools.lru_cache(maxsize=8)
-def _light_grid(gh: int, gw: int) -> tuple[np.ndarray, np.ndarray]:
-    """The light field's coarse grid (y, x in [-1, 1], float32 gh×gw), built once per shape."""
+def _light_grid(gh: int, gw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The light field's coarse grid (y, x in [-1, 1], float32 gh×gw) and x² + y² (for the
+    vignette), built once per shape."""
     yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
     yy = yy / (gh - 1) * 2 - 1
     xx = xx / (gw - 1) * 2 - 1
-    yy.flags.writeable = False
-    xx.flags.writeable = False
-    return yy, xx
+    r2 = xx ** 2 + yy ** 2
+    for a in (yy, xx, r2):
+        a.flags.writeable = False
+    return yy, xx, r2
 
 
 def white_balance_gains(kelvin: float) -> np.ndarray:
@@ -123,10 +125,10 @@ def _light_field(c: dict, h: int, w: int, auto_exposure: float = 1.0) -> tuple[n
     peak of 255 so that 8 bits hold it to 0.4 % (finer than the sensor noise).
     """
     gh, gw = 16, max(2, int(round(16 * w / h)))
-    yy, xx = _light_grid(gh, gw)
+    yy, xx, r2 = _light_grid(gh, gw)
     g, ang = c["gradient"]
     field = 1.0 + g * (np.cos(ang) * xx + np.sin(ang) * yy) * 0.7
-    field *= 1.0 - c["vignette"] * (xx ** 2 + yy ** 2) / 2.0
+    field *= 1.0 - c["vignette"] * r2 / 2.0
     field *= 2.0 ** c["exposure_ev"]
     gains = np.append(white_balance_gains(c["kelvin"])[::-1], 1.0)  # BGR + alpha
     # light multiplies linear intensities; the scene is sRGB-encoded (≈ a 1/2.2 power)

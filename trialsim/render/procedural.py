@@ -57,78 +57,172 @@ _LOOK = {
 
 
 @functools.lru_cache(maxsize=256)
-def _sprite_grid(ext: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel offsets ``yy``, ``xx`` from a patch's centre and ``d2`` = their squared distance
-    (float32, (2·ext+1)² each, read-only), shared by every sprite of that extent."""
+def _sprite_grid(ext: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Pixel offsets ``yy``, ``xx`` from a patch's centre (float32, (2·ext+1)² each), the
+    distinct squared distances ``d2u`` (float32, ascending) and ``inv``, per pixel (flat)
+    the index of its squared distance in ``d2u``; read-only, shared by every sprite of
+    that extent. Radially symmetric parts of a sprite are computed on ``d2u`` (several
+    times fewer values than pixels) and spread over the patch with ``inv``; each pixel
+    gets the value computed from its own d2, so the bits are those of a per-pixel pass.
+    """
     yy, xx = np.mgrid[-ext:ext + 1, -ext:ext + 1].astype(np.float32)
     d2 = xx ** 2 + yy ** 2
-    for a in (yy, xx, d2):
+    d2u, inv = np.unique(d2.ravel(), return_inverse=True)
+    for a in (yy, xx, d2u, inv):
         a.flags.writeable = False
-    return yy, xx, d2
+    return yy, xx, d2u, inv
+
+
+def _sprite_shape(kind: str, r: float, light: tuple[float, float]) -> dict[str, np.ndarray]:
+    """The parts of a sprite that depend on its type and radius but not on its intensity.
+
+    ``r`` is the radius in px (already at least 0.6), ``light`` the unit vector toward the
+    light. Returns float32 arrays: over the distinct squared distances of the sprite's
+    (2·ext+1)² patch (see :func:`_sprite_grid`; ``inv`` and ``k`` = 2·ext+1 included to
+    spread them), ``g`` (a mark's Gaussian), or ``gh`` (halo), ``gc`` (core), ``hsum``
+    (halo + core redness, before the intensity), ``dome`` and ``head_den`` (the head's
+    logistic denominator); over the patch, ``tilt`` (clipped to ±2) and ``hl``
+    (highlight). A patient's sprites of one type and radius come in about ten
+    intensities, so these are computed once per (type, radius) and reused (same
+    operations, same order, so the same bits).
+    """
+    look = _LOOK.get(kind)
+    halo = (look["halo"] if look else 1.0) * r
+    ext = int(np.ceil(max(3.0 * halo, 1.6 * r) + 1))
+    yy, xx, d2, inv = _sprite_grid(ext)
+    sh = {"inv": inv, "k": 2 * ext + 1}
+    if kind == MARK:
+        sh["g"] = np.exp(-d2 / (2 * (0.85 * r) ** 2))
+        return sh
+    gh = np.exp(-d2 / (2 * halo ** 2))
+    # the inflamed core: a dome with a defined edge, inside a diffuse erythema halo
+    gc = np.clip(1.0 - d2 / (1.1 * r) ** 2, 0.0, 1.0) ** 0.8
+    sh.update(gh=gh, gc=gc, hsum=look["halo_h"] * gh + look["core_h"] * gc,
+              dome=np.exp(-d2 / (2 * (0.9 * r) ** 2)))
+    lx, ly = light
+    sh["tilt"] = np.clip((xx * lx + yy * ly) / r, -2, 2)
+    if look["head"] is not None:
+        rad = max(look["head"][1] * r, 0.55)
+        sh["head_den"] = 1.0 + np.exp(np.clip((np.sqrt(d2) - rad) / max(0.25 * rad, 0.35), -30, 30))
+    if look["hl"] > 0:
+        hs = max(0.4 * r, 0.7)
+        hx, hy = 0.35 * r * lx, 0.35 * r * ly
+        sh["hl"] = np.exp(-((xx - hx) ** 2 + (yy - hy) ** 2) / (2 * hs ** 2))
+    return sh
 
 
 def lesion_sprite(kind: str, radius: float, intensity: float, melanin: float,
-                  light: tuple[float, float]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                  light: tuple[float, float], shapes: dict | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A lesion as ``out = skin · F + A`` on a square patch centred on the lesion.
 
     Returns ``F`` (k×k×3 multiplicative, sRGB domain), ``A`` (k×k×3 additive, 0–255)
     and ``W`` (k×k, 0–1, how much the patch is lesion; thresholded for the mask).
     ``radius`` in px, ``intensity`` 0–1, ``melanin`` the patient's level (marks are
     brown on dark skin, pink on light skin), ``light`` the unit vector toward the light.
+    ``shapes``: an optional dict, kept by the caller for one patient (one ``light``),
+    that caches :func:`_sprite_shape` per (type, radius).
+    """
+    return lesion_sprites(kind, radius, [intensity], melanin, light, shapes)[0]
+
+
+def lesion_sprites(kind: str, radius: float, intensities: list[float], melanin: float,
+                   light: tuple[float, float], shapes: dict | None = None
+                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+    """:func:`lesion_sprite` for several intensities of one type and radius: one (F, A, W)
+    per intensity (see :func:`_sprite_stack`)."""
+    F, A, W = _sprite_stack(kind, radius, intensities, melanin, light, shapes)
+    return [(F[j], A[j], W[j]) for j in range(len(F))]
+
+
+def _sprite_stack(kind: str, radius: float, intensities: list[float], melanin: float,
+                  light: tuple[float, float], shapes: dict | None = None
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`lesion_sprite` for several intensities of one type and radius, computed together.
+
+    Returns stacks ``F`` (n×k×k×3), ``A`` (n×k×k×3) and ``W`` (n×k×k), float32, one
+    sprite per intensity, each bit-identical to a sprite computed alone:
+    every scalar factor is formed in float64 as before and rounded to float32 where it
+    meets the float32 patch (what numpy does with a Python float), then the same float32
+    operations run in the same order over a stack of patches (n × k × k). A patient needs
+    about ten intensities per (type, radius); stacking them cuts the numpy calls tenfold.
+    Radially symmetric terms (everything but the dome's tilt and the highlight) are
+    computed once per distinct distance and spread over the patch (see :func:`_sprite_grid`).
     """
     r = max(float(radius), 0.6)
     look = _LOOK.get(kind)
-    halo = (look["halo"] if look else 1.0) * r
-    ext = int(np.ceil(max(3.0 * halo, 1.6 * r) + 1))
-    yy, xx, d2 = _sprite_grid(ext)
-    I = float(intensity)
+    if shapes is None:
+        sh = _sprite_shape(kind, r, light)
+    else:
+        sh = shapes.get((kind, r))
+        if sh is None:
+            sh = shapes[(kind, r)] = _sprite_shape(kind, r, light)
+    Is = [float(i) for i in intensities]
+
+    def f32(values) -> np.ndarray:
+        """Per-sprite scalars (float64 arithmetic done) as float32, shaped to broadcast over n×k×k."""
+        return np.array(values, np.float32)[:, None, None]
+
+    I = f32(Is)[:, :, 0]  # n×1: per-sprite scalars against the radial values (n × distinct d2)
+    n, k, inv = len(Is), sh["k"], sh["inv"]
+
+    def spread(radial: np.ndarray) -> np.ndarray:
+        """n × distinct d2 (× c) → n × k × k (× c), each pixel taking its own distance's value."""
+        # np.take: the same gather as radial[:, inv], a few times faster with a channel axis
+        return np.take(radial, inv, axis=1).reshape((n, k, k) + radial.shape[2:])
+
     if kind == MARK:
-        g = np.exp(-d2 / (2 * (0.85 * r) ** 2))
+        g = sh["g"]
         dh = I * g * 0.55 / (1.0 + melanin)
         dm = I * g * (0.3 * melanin + 0.05)
         F = np.exp(-(dm[..., None] * MELANIN_ABS + dh[..., None] * HAEMOGLOBIN_ABS)) ** (1 / 2.2)
-        return F.astype(np.float32), np.zeros_like(F, np.float32), (g * I).astype(np.float32)
-    gh = np.exp(-d2 / (2 * halo ** 2))
-    # the inflamed core: a dome with a defined edge, inside a diffuse erythema halo
-    gc = np.clip(1.0 - d2 / (1.1 * r) ** 2, 0.0, 1.0) ** 0.8
-    dh = I * (look["halo_h"] * gh + look["core_h"] * gc)
+        F = spread(F.astype(np.float32, copy=False))
+        return F, np.zeros_like(F, np.float32), spread((g * I).astype(np.float32, copy=False))
+    gh, gc = sh["gh"], sh["gc"]
+    dh = I * sh["hsum"]
     if kind == "nodule":  # deep, violaceous
-        dm = I * 0.15 * (0.6 + melanin) * gc
+        dm = f32([i * 0.15 * (0.6 + melanin) for i in Is])[:, :, 0] * gc
     elif kind in ("papule", "pustule"):  # congested blood darkens every channel a little
-        dm = I * 0.12 * gc
+        dm = f32([i * 0.12 for i in Is])[:, :, 0] * gc
     else:
         dm = np.zeros_like(dh)
-    F = np.exp(-(dm[..., None] * MELANIN_ABS + dh[..., None] * HAEMOGLOBIN_ABS)) ** (1 / 2.2)
+    F = spread(np.exp(-(dm[..., None] * MELANIN_ABS + dh[..., None] * HAEMOGLOBIN_ABS)) ** (1 / 2.2))
     A = np.zeros_like(F)
     # a raised dome lit from one side: brighter toward the light, a soft shadow away from it
-    dome = np.exp(-d2 / (2 * (0.9 * r) ** 2))
-    lx, ly = light
-    tilt = (xx * lx + yy * ly) / r
-    F = F * (1.0 + 0.45 * look["dome"] * I * dome * np.clip(tilt, -2, 2))[..., None]
+    dome = spread(f32([0.45 * look["dome"] * i for i in Is])[:, :, 0] * sh["dome"])
+    F = F * (1.0 + dome * sh["tilt"])[..., None]
     if look["head"] is not None:
         col, frac, wgt = look["head"]
-        rad = max(frac * r, 0.55)
-        w = wgt * I / (1.0 + np.exp(np.clip((np.sqrt(d2) - rad) / max(0.25 * rad, 0.35), -30, 30)))
+        w = spread(f32([wgt * i for i in Is])[:, :, 0] / sh["head_den"])
         F = F * (1.0 - w[..., None])
         A = A + w[..., None] * np.array(col, np.float32)
     if look["hl"] > 0:
-        hs = max(0.4 * r, 0.7)
-        hx, hy = 0.35 * r * lx, 0.35 * r * ly
-        hl = np.exp(-((xx - hx) ** 2 + (yy - hy) ** 2) / (2 * hs ** 2))
-        A = A + (255.0 * look["hl"] * I * hl)[..., None]
-    W = np.maximum(gh * min(1.0, look["halo_h"] * 2 * I), gc * I)
-    return F.astype(np.float32), A.astype(np.float32), W.astype(np.float32)
+        A = A + (f32([255.0 * look["hl"] * i for i in Is]) * sh["hl"])[..., None]
+    W = spread(np.maximum(gh * f32([min(1.0, look["halo_h"] * 2 * i) for i in Is])[:, :, 0], gc * I))
+    return (F.astype(np.float32, copy=False), A.astype(np.float32, copy=False),
+            W.astype(np.float32, copy=False))
 
 
 class _PatientState:
     """What the renderer computes once per patient."""
 
-    def __init__(self, skin: SkinBase, by_day: dict[int, dict[str, np.ndarray]], with_mask: bool):
+    def __init__(self, skin: SkinBase, by_day: dict[int, dict[str, np.ndarray]], sprite_keys: list[tuple],
+                 sprite_groups: list[int], stamps: dict[int, tuple[list, list, list]], with_mask: bool):
         self.skin = skin
+        self.sprite_keys = sprite_keys  # (type, radius px, intensity) per sprite number
+        self.group_members: dict[int, list[int]] = {}  # sprite numbers per (type, radius) group
+        for j, g in enumerate(sprite_groups):
+            self.group_members.setdefault(g, []).append(j)
+        self.sprite_groups = sprite_groups  # (type, radius) group per sprite number
+        self.stamps = stamps  # per day: sprite numbers, centres x, centres y, in drawing order
         # inside: uint8 BGRA scenes (OpenCV's channel order; four channels for its fast paths)
         self.base = cv2.cvtColor(skin.pixels, cv2.COLOR_RGB2BGRA)
         self.by_day = by_day
-        self.sprites: dict[tuple, tuple[np.ndarray, np.ndarray | None, np.ndarray, int]] = {}
+        # per sprite number, built on first use: F (BGRA float32), A (BGRA uint8, None when all
+        # zero), mask (bool), half-width
+        self.sprites: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, int] | None] = \
+            [None] * len(sprite_keys)
+        self.shapes: dict[tuple, dict[str, np.ndarray]] = {}  # _sprite_shape per (type, radius)
         self.with_mask = with_mask  # only clean_images needs the lesion mask; it costs a third of the drawing
         self.day_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 
@@ -177,8 +271,53 @@ class ProceduralRenderer(Renderer):
     def _state(self, job: PatientJob, with_mask: bool = False) -> _PatientState:
         skin = self.skin(job.patient_index, job.patient_id)
         rng = patient_rng(self.protocol.seed, job.patient_index, "lesions")
-        _, by_day = lesion_truth(job, self.height, self.width, rng, self.view, self.aspect)
-        return _PatientState(skin, by_day, with_mask)
+        pop, by_day = lesion_truth(job, self.height, self.width, rng, self.view, self.aspect)
+        keys, groups, stamps = self._stamps(pop)
+        return _PatientState(skin, by_day, keys, groups, stamps, with_mask)
+
+    def _stamps(self, pop: pd.DataFrame) -> tuple[list[tuple], list[int], dict[int, tuple[list, list, list]]]:
+        """The sprites the patient needs, and per day where to stamp them.
+
+        ``pop``: the population in pixels from :func:`~trialsim.lesions.lesion_truth` (rows
+        sorted by day). Returns ``keys``, one (type, radius, intensity) per distinct sprite,
+        ``groups``, per sprite the number of its (type, radius) group, and per day three
+        parallel lists: sprite index into ``keys``, centre x, centre y (px).
+        Marks come first (underneath), then active lesions, each group in table order;
+        radii are quantised to ``radius_step`` (1/4 px at 256 px, 1/2 px at 512 px) and
+        intensities to 0.1 so that sprites are shared; marks faded below 0.15 (under 1 %
+        change in colour) are left out; a day with none is absent. Computed for all days
+        at once, with sprites numbered, because per day and per lesion it cost about 25
+        small numpy calls and a key tuple per lesion for every image.
+        """
+        if not len(pop):
+            return [], [], {}
+        days = pop["day"].to_numpy()
+        # by day, then marks before active lesions; lexsort is stable, so table order within
+        order = np.lexsort(((pop["stage"].to_numpy() != MARK).astype(int), days))
+        step = self.radius_step
+        r_steps = np.round(pop["radius"].to_numpy()[order].astype(float) / step)
+        i_tenths = np.round(pop["intensity"].to_numpy()[order].astype(float) * 10)
+        rq, iq = r_steps * step, i_tenths / 10
+        keep = iq >= 0.15
+        if not keep.any():
+            return [], [], {}
+        order, r_steps, i_tenths, rq, iq = order[keep], r_steps[keep], i_tenths[keep], rq[keep], iq[keep]
+        kinds = pop["type"].to_numpy()[order]
+        # one number per (type, radius, intensity): rq and iq are functions of the rounded steps
+        _, kind_code = np.unique(kinds.astype(str), return_inverse=True)
+        code = ((kind_code.astype(np.int64) * 1_000_003 + r_steps.astype(np.int64)) * 1_003
+                + i_tenths.astype(np.int64))
+        ucode, first, sid = np.unique(code, return_index=True, return_inverse=True)
+        keys = list(zip(kinds[first].tolist(), rq[first].tolist(), iq[first].tolist()))
+        sid = sid.ravel().tolist()
+        cxs = np.rint(pop["x"].to_numpy()[order].astype(float)).astype(int).tolist()
+        cys = np.rint(pop["y"].to_numpy()[order].astype(float)).astype(int).tolist()
+        days = days[order]
+        cut = (np.flatnonzero(np.diff(days)) + 1).tolist()  # days stay sorted
+        # sprites of one type and radius (same code but for the intensity) are built together
+        _, group = np.unique(ucode // 1_003, return_inverse=True)
+        return keys, group.ravel().tolist(), {int(days[lo]): (sid[lo:hi], cxs[lo:hi], cys[lo:hi])
+                      for lo, hi in zip([0] + cut, cut + [len(sid)])}
 
     @staticmethod
     def _image_rows(st: _PatientState, job: PatientJob) -> tuple[list, list, list[pd.DataFrame], dict]:
@@ -188,42 +327,44 @@ class ProceduralRenderer(Renderer):
         counts = {d: active_count(st.by_day.get(d)) for d in set(days)}
         return images, days, image_truth(st.by_day, images, days), counts
 
-    def _sprite(self, st: _PatientState, key: tuple):
-        sp = st.sprites.get(key)
-        if sp is None:
-            F, A, W = lesion_sprite(key[0], key[1], key[2], st.skin.identity.melanin, st.skin.light)
-            F4 = np.concatenate([F[..., ::-1], np.ones_like(F[..., :1])], axis=2)
-            A4 = np.concatenate([A[..., ::-1], np.zeros_like(A[..., :1])], axis=2)
-            A8 = np.ascontiguousarray(np.rint(A4).clip(0, 255), np.uint8)
-            sp = (np.ascontiguousarray(F4, np.float32), A8 if A8.any() else None, W > 0.15, F.shape[0] // 2)
-            st.sprites[key] = sp
-        return sp
+    def _sprite(self, st: _PatientState, sid: int):
+        """Sprite ``sid`` of the patient, building it and the rest of its (type, radius)
+        group on first use (:func:`_sprite_stack` computes a group in one pass)."""
+        sp = st.sprites[sid]
+        if sp is not None:
+            return sp
+        members = [j for j in st.group_members[st.sprite_groups[sid]] if st.sprites[j] is None]
+        kind, r, _ = st.sprite_keys[sid]
+        F, A, W = _sprite_stack(kind, r, [st.sprite_keys[j][2] for j in members],
+                                st.skin.identity.melanin, st.skin.light, st.shapes)
+        # BGRA: channels reversed, alpha kept (×1, +0)
+        n, k = F.shape[:2]
+        F4 = np.ones((n, k, k, 4), np.float32)
+        F4[..., :3] = F[..., ::-1]
+        A8 = np.zeros((n, k, k, 4), np.uint8)
+        A8[..., :3] = np.rint(A[..., ::-1]).clip(0, 255)
+        any_a = A8.reshape(n, -1).any(axis=1).tolist()
+        M = W > 0.15
+        for i, j in enumerate(members):
+            st.sprites[j] = (F4[i], A8[i] if any_a[i] else None, M[i], k // 2)
+        return st.sprites[sid]
 
-    def _draw_day(self, st: _PatientState, day: int) -> tuple[np.ndarray, np.ndarray]:
-        """The day's clean scene (uint8 BGRA) and lesion mask."""
+    def _draw_day(self, st: _PatientState, day: int) -> tuple[np.ndarray, np.ndarray | None]:
+        """The day's clean scene (uint8 BGRA) and lesion mask (bool H×W; None unless
+        ``st.with_mask``)."""
         if st.day_cache is not None and st.day_cache[0] == day:
             return st.day_cache[1], st.day_cache[2]
-        rows = st.by_day.get(day)
+        stamps = st.stamps.get(day)
         h, w = st.base.shape[:2]
-        mask = np.zeros((h, w), bool)
-        if rows is None or not len(rows["x"]):
+        with_mask = st.with_mask
+        mask = np.zeros((h, w), bool) if with_mask else None
+        if not stamps:
             st.day_cache = (day, st.base, mask)
             return st.base, mask
         img = st.base.copy()
-        # marks underneath, then active lesions; sprites quantised in radius (1/4 px at 256 px,
-        # 1/2 px at 512 px) and to 0.1 in intensity so that most come from the cache
-        order = np.argsort((rows["stage"] != MARK).astype(int), kind="stable")
-        kinds = rows["type"][order].tolist()
-        step = self.radius_step
-        rq = (np.round(rows["radius"][order].astype(float) / step) * step).tolist()
-        iq = (np.round(rows["intensity"][order].astype(float) * 10) / 10).tolist()
-        cxs = np.rint(rows["x"][order].astype(float)).astype(int).tolist()
-        cys = np.rint(rows["y"][order].astype(float)).astype(int).tolist()
-        sprites, with_mask = st.sprites, st.with_mask
-        for kind, r, inten, cx, cy in zip(kinds, rq, iq, cxs, cys):
-            if inten < 0.15:
-                continue  # a mark faded below what a photo shows (under 1 % change in colour)
-            sp = sprites.get((kind, r, inten)) or self._sprite(st, (kind, r, inten))
+        sprites = st.sprites
+        for sid, cx, cy in zip(*stamps):
+            sp = sprites[sid] or self._sprite(st, sid)
             F, A, M, k = sp
             x0, y0, x1, y1 = cx - k, cy - k, cx + k + 1, cy + k + 1
             if x0 >= 0 and y0 >= 0 and x1 <= w and y1 <= h:  # the usual case: the patch lies inside
