@@ -48,11 +48,6 @@ def srgb8_from_linear(x: np.ndarray) -> np.ndarray:
     return _SRGB_LUT[idx]
 
 
-def linear_from_srgb(x: np.ndarray) -> np.ndarray:
-    x = np.clip(x, 0.0, 1.0)
-    return np.where(x <= 0.04045, x / 12.92, np.power((x + 0.055) / 1.055, 2.4))
-
-
 def reflectance(melanin, haemoglobin) -> np.ndarray:
     """Linear RGB reflectance for melanin and haemoglobin maps (…, 3)."""
     m = np.asarray(melanin, np.float32)[..., None]
