@@ -157,7 +157,7 @@ class PowerStudy:
                 for p in self.points for r in range(self.replicates)]
 
 
-def _rows_from_results(res: dict, task: dict, methods: list[str]) -> list[dict]:
+def _rows_from_results(res: dict, task: dict) -> list[dict]:
     truth = {t["contrast"]: t for t in (res.get("truth") or [])}
     rows = []
     for pop in res["population"]:
@@ -197,7 +197,7 @@ def run_replicate(args) -> list[dict]:
         simulate(protocol, work / "dataset", renderer=renderer, progress=False)
         res = analyze(work / "dataset", work / "analysis",
                       AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False, report=False))
-        rows = _rows_from_results(res, task, methods)
+        rows = _rows_from_results(res, task)
     except Exception as e:  # noqa: BLE001 - a failed replicate is data, not a crash
         rows = [{"grid_point": task["key"], "replicate": task["replicate"], "seed": task["seed"],
                  "method": m, "test": "lmm", "contrast": "", "estimate": np.nan, "ci_low": np.nan,

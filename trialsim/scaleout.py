@@ -53,33 +53,25 @@ def connect(address: str):
                        "e.g. tcp://10.0.0.5:8786") from None
 
 
-def run_on_cluster(fn: Callable, args: list, address_or_client, retries: int = 2
-                   ) -> Iterator[tuple[int, object]]:
-    """Yield ``(i, fn(args[i]))`` as tasks finish on a Dask cluster.
+def run_on_cluster(fn: Callable, args: list, client, retries: int = 2) -> Iterator[tuple[int, object]]:
+    """Yield ``(i, fn(args[i]))`` as tasks finish on the Dask cluster of ``client`` (see :func:`connect`).
 
     A task whose worker is lost is rerun by the scheduler (``retries`` times), so a
     lost worker costs only its unfinished tasks.
     """
     from distributed import as_completed as dask_as_completed
-    own = isinstance(address_or_client, str)
-    client = connect(address_or_client) if own else address_or_client
-    try:
-        futures = client.map(fn, args, pure=False, retries=retries)
-        index = {f.key: i for i, f in enumerate(futures)}
-        for fut in dask_as_completed(futures):
-            yield index[fut.key], fut.result()
-    finally:
-        if own:
-            client.close()
+    futures = client.map(fn, args, pure=False, retries=retries)
+    index = {f.key: i for i, f in enumerate(futures)}
+    for fut in dask_as_completed(futures):
+        yield index[fut.key], fut.result()
 
 
-def map_on_cluster(fn: Callable, args: list, address, progress: bool = False, desc: str = "") -> list:
-    """``[fn(a) for a in args]`` computed on a Dask cluster, in input order."""
-    out: list = [None] * len(args)
-    it: Iterable = run_on_cluster(fn, args, address)
+def map_ordered(tasks: Iterable[tuple[int, object]], n: int, progress: bool = False, desc: str = "") -> list:
+    """Collect ``(i, result)`` pairs arriving in any order into a list in input order."""
+    out: list = [None] * n
     if progress:
         from tqdm.auto import tqdm
-        it = tqdm(it, total=len(args), desc=desc)
-    for i, r in it:
+        tasks = tqdm(tasks, total=n, desc=desc)
+    for i, r in tasks:
         out[i] = r
     return out

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import datetime as _dt
 import re
-from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -197,18 +196,17 @@ def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, w
     else:
         jobs = [PatientJob(protocol, j.patient_id, j.patient_index, j.days, j.images) for j in jobs]
     args = [(job, name, options, out) for job in jobs]
-    if client is not None:
-        from .scaleout import map_on_cluster
+    if client is not None or (workers > 1 and len(jobs) > 1):
+        from .scaleout import map_ordered, run_local, run_on_cluster
         try:
-            results = map_on_cluster(_worker_render, args, client, progress=progress, desc="render")
+            tasks = (run_on_cluster(_worker_render, args, client) if client is not None
+                     else run_local(_worker_render, args, workers))
+            results = map_ordered(tasks, len(args), progress=progress, desc="render")
         finally:
-            client.close()
-    elif workers > 1 and len(jobs) > 1:
-        with ProcessPoolExecutor(max_workers=workers) as pool:
-            results = list(_progress(pool.map(_worker_render, args), len(args), "render", progress))
+            if client is not None:
+                client.close()
     else:
-        r = local_renderer
-        results = [render_patient_to_folder(a[0], r, out)
+        results = [render_patient_to_folder(a[0], local_renderer, out)
                    for a in _progress(args, len(args), "render", progress)]
     manifest = pd.concat([r.manifest for r in results], ignore_index=True)
     nonempty = [r.lesions for r in results if len(r.lesions)]
