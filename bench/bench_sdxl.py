@@ -7,12 +7,18 @@ per-grade LoRAs) on a random-weight, full-size SDXL built from SDXL base 1.0's c
 * ``seed``: batch 1, PIL in / PIL out, the pipeline reloaded from disk for each grade
   (``from_pretrained`` + ``load_lora_weights``), the VAE upcast to fp32 as SDXL's config says;
 * ``trialsim``: :class:`trialsim.render.sdxl.SDXLRenderer` — one pipeline with all four
-  LoRAs, the severity blended between two adapters, batches, tensor in/out, an fp16 VAE
-  without upcast (what an fp16-fix VAE allows), channels-last and ``torch.compile``.
+  LoRAs, severity 1.5 (grades 1 and 2 at weight 0.5), batches, tensor in/out, an fp16 VAE
+  without upcast (what an fp16-fix VAE allows), channels-last on CUDA. Three runs:
+  ``trialsim_eager`` (LoRAs folded into the weights), ``trialsim_peft_layers`` (the same
+  through peft's adapter layers, for comparison) and ``trialsim_compiled`` (folded LoRAs,
+  ``torch.compile`` of the UNet and the VAE's encoder and decoder; skipped on the CPU).
 
 Prints one JSON object: seconds per image for each way, the reload cost, one CFG UNet
-step, compile time (reported separately) and the speed-up ratios. ``--tiny`` builds the
-tiny test model instead (runs anywhere, in a minute on a CPU, to check the script works).
+step, compile time (reported separately as the first call), what a new severity costs
+(and whether it compiled anything new), and the speed-ups over the seed project's batch 1.
+``--out FILE`` rewrites the JSON after every stage, so a run cut short keeps what it
+measured. ``--tiny`` builds the tiny test model instead (a minute on a CPU, to check the
+script works).
 
     python bench/bench_sdxl.py                  # on a GPU: the real measurement
     python bench/bench_sdxl.py --tiny           # CPU smoke run
@@ -157,22 +163,23 @@ def unet_step_ms(pipe, size: int, device: torch.device, dtype: torch.dtype, repe
 
 
 def trialsim_way(base: Path, loras: Path, size: int, batches: list[int], repeats: int, steps: int,
-                 strength: float, guidance: float, device: torch.device, dtype_name: str, compile_unet: bool,
-                 channels_last: bool) -> dict:
+                 strength: float, guidance: float, device: torch.device, dtype_name: str, compile_mode,
+                 channels_last: bool, merge_loras: bool = True, step_ms: bool = False) -> dict:
     """:class:`SDXLRenderer`: one pipeline, all LoRAs, severity 1.5 (two adapters blended), batches."""
     from trialsim.protocol import protocol_from_dict
     from trialsim.render.sdxl import SDXLRenderer
 
     proto = protocol_from_dict({"treatments": [{"label": "A"}],
                                 "rendering": {"renderer": "sdxl", "image_size": size}})
-    out: dict = {}
+    out: dict = {"lora_path": "folded into the weights" if merge_loras else "peft layers (set_adapters)",
+                 "compile": compile_mode or False}
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         r = SDXLRenderer(proto, base_model=str(base), lora=[f"{g}={loras / f'acne{g}'}" for g in range(4)],
                          mode="anchor", steps=steps, strength=strength, guidance=guidance, dtype=dtype_name,
                          device=str(device), vae_upcast=False, channels_last=channels_last,
-                         compile=compile_unet, batch_size=max(batches))
+                         compile=compile_mode or False, batch_size=max(batches), merge_loras=merge_loras)
     sync(device)
     out["load_s"] = time.perf_counter() - t0
     rng = np.random.default_rng(0)
@@ -192,11 +199,33 @@ def trialsim_way(base: Path, loras: Path, size: int, batches: list[int], repeats
             sync(device)
             times.append(time.perf_counter() - t0)
         out[f"batch_{b}"] = {"s_per_image": statistics.mean(times) / b, "s_per_batch": statistics.mean(times),
-                             "first_call_s (compile + warm-up)": warm}
+                             "s_per_batch_min": min(times), "first_call_s (compile + warm-up)": warm}
+    # a new severity: new adapter blend and prompt embedding (with compile: must not recompile)
+    graphs = _compiled_graphs()
+    sync(device)
+    t0 = time.perf_counter()
+    r.render_batch(pixels, 0.7, seeds)
+    sync(device)
+    out["new_severity_batch_s"] = time.perf_counter() - t0
+    out["new_severity_new_graphs"] = _compiled_graphs() - graphs
     out["adapter_weights"] = r.adapter_weights(1.5)
-    out["unet_cfg_step_ms"] = unet_step_ms(r.pipe, size, device, r.dtype, repeats=max(3, repeats))
+    if step_ms:
+        out["unet_cfg_step_ms"] = unet_step_ms(r.pipe, size, device, r.dtype, repeats=max(3, repeats))
+    if device.type == "cuda":
+        out["max_gpu_memory_gb"] = torch.cuda.max_memory_allocated() / 2**30
     del r
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+        torch.cuda.reset_peak_memory_stats()
     return out
+
+
+def _compiled_graphs() -> int:
+    try:
+        from torch._dynamo.utils import counters
+        return int(counters["stats"]["unique_graphs"])
+    except Exception:  # noqa: BLE001 - a counter only
+        return -1
 
 
 def main(argv=None) -> dict:
@@ -210,8 +239,14 @@ def main(argv=None) -> dict:
     ap.add_argument("--batches", default=None, help="comma list of batch sizes (default 1,8; 1,2 with --tiny)")
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per batch size (default 5, 1 --tiny)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (default: compile on CUDA)")
+    ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: torch's default)")
+    ap.add_argument("--budget-s", type=float, default=None,
+                    help="skip the compiled run if less than --compile-reserve-s is left of this budget")
+    ap.add_argument("--compile-reserve-s", type=float, default=240.0)
+    ap.add_argument("--out", help="also write the JSON here (rewritten after each stage)")
     ap.add_argument("--workdir", help="where to save the random model (default: a temporary folder)")
     args = ap.parse_args(argv)
+    t_start = time.perf_counter()
 
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
@@ -225,39 +260,82 @@ def main(argv=None) -> dict:
     per_grade = args.seed_images_per_grade or (1 if args.tiny else 4)
     batches = [int(b) for b in (args.batches or ("1,2" if args.tiny else "1,8")).split(",")]
     repeats = args.repeats or (1 if args.tiny else 5)
-    compile_unet = device.type == "cuda" and not args.no_compile
+    compile_run = device.type == "cuda" and not args.no_compile
+    channels_last = device.type == "cuda"
     if device.type == "cpu" and not args.tiny:
         print("bench_sdxl: no GPU; a full-size SDXL on the CPU takes hours. Use --tiny.", file=sys.stderr)
+
+    result: dict = {
+        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
+        "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
+        "peft": __import__("peft").__version__,
+        "model": "tiny random SDXL" if args.tiny else "random-weight full-size SDXL (base 1.0 configs)",
+        "settings": {"size_px": size, "steps": args.steps, "strength": args.strength, "guidance": args.guidance,
+                     "scheduler": "UniPC", "dtype": str(dtype).replace("torch.", ""), "loras": 4,
+                     "severity": 1.5, "channels_last": channels_last},
+        "goal": "trialsim >= 4x the seed project's batch-1 throughput (<= 0.15 s/image on an H100)",
+    }
+
+    def stage(name: str, fn) -> None:
+        t0 = time.perf_counter()
+        try:
+            result[name] = fn()
+        except Exception as err:  # noqa: BLE001 - a failed stage is reported, the others still run
+            result[name] = {"error": f"{err.__class__.__name__}: {str(err)[:500]}"}
+        result.setdefault("stage_s", {})[name] = time.perf_counter() - t0
+        emit(final=False)
+
+    def emit(final: bool) -> None:
+        text = json.dumps(result, indent=2, default=float)
+        if args.out:
+            tmp_out = Path(args.out).with_suffix(".tmp")
+            tmp_out.write_text(text + "\n")
+            tmp_out.replace(args.out)
+        if final:
+            print(text)
+        else:
+            print(f"bench_sdxl: {list(result.get('stage_s', {}))[-1]} done "
+                  f"({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_sdxl_") if not args.workdir else None
     work = Path(args.workdir or tmp.name)
     t0 = time.perf_counter()
     base = build_model(work, args.tiny, device, dtype)
-    build_s = time.perf_counter() - t0
+    result["build_model_s"] = time.perf_counter() - t0
+    common = dict(size=size, steps=args.steps, strength=args.strength, guidance=args.guidance, device=device,
+                  dtype_name="fp16" if dtype == torch.float16 else "fp32", channels_last=channels_last)
 
-    seed = seed_way(base, work / "loras", size, per_grade, args.steps, args.strength, args.guidance, device, dtype)
-    ours = trialsim_way(base, work / "loras", size, batches, repeats, args.steps, args.strength, args.guidance,
-                        device, "fp16" if dtype == torch.float16 else "fp32", compile_unet,
-                        channels_last=device.type == "cuda")
-    best_b = max(batches)
-    result = {
-        "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
-        "model": "tiny random SDXL" if args.tiny else "random-weight full-size SDXL (base 1.0 configs)",
-        "settings": {"size_px": size, "steps": args.steps, "strength": args.strength, "guidance": args.guidance,
-                     "scheduler": "UniPC", "dtype": str(dtype).replace("torch.", ""), "loras": 4,
-                     "compile": compile_unet, "channels_last": device.type == "cuda"},
-        "build_model_s": build_s,
-        "seed_project": seed,
-        "trialsim": ours,
-        "speedup_vs_seed_batch1": {f"batch_{b}": seed["s_per_image"] / ours[f"batch_{b}"]["s_per_image"]
-                                   for b in batches},
-        "speedup_vs_seed_incl_reloads": {f"batch_{b}": seed["s_per_image_incl_reloads"]
-                                         / ours[f"batch_{b}"]["s_per_image"] for b in batches},
-        "goal": "trialsim >= 4x the seed project's batch-1 throughput (<= 0.15 s/image on an H100)",
-        "goal_met": seed["s_per_image"] / ours[f"batch_{best_b}"]["s_per_image"] >= 4.0,
-    }
-    print(json.dumps(result, indent=2, default=float))
+    stage("seed_project", lambda: seed_way(base, work / "loras", size, per_grade, args.steps, args.strength,
+                                           args.guidance, device, dtype))
+    stage("trialsim_eager", lambda: trialsim_way(base, work / "loras", batches=batches, repeats=repeats,
+                                                 compile_mode=None, step_ms=True, **common))
+    stage("trialsim_peft_layers", lambda: trialsim_way(base, work / "loras", batches=[max(batches)],
+                                                       repeats=repeats, compile_mode=None, merge_loras=False,
+                                                       **common))
+    left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - t_start)
+    if compile_run and (left is None or left >= args.compile_reserve_s):
+        stage("trialsim_compiled", lambda: trialsim_way(base, work / "loras", batches=[max(batches)],
+                                                        repeats=repeats, compile_mode=args.compile_mode or True,
+                                                        **common))
+    elif compile_run:
+        result["trialsim_compiled"] = {"skipped": f"{left:.0f} s left of --budget-s"}
+
+    seed = result["seed_project"]
+    speed: dict = {}
+    if "s_per_image" in seed:
+        for name in ("trialsim_eager", "trialsim_peft_layers", "trialsim_compiled"):
+            for key, v in result.get(name, {}).items():
+                if key.startswith("batch_") and isinstance(v, dict):
+                    speed[f"{name}.{key}"] = seed["s_per_image"] / v["s_per_image"]
+    result["speedup_vs_seed_batch1"] = speed
+    best = min(((v["s_per_image"], f"{n}.{k}") for n in ("trialsim_eager", "trialsim_compiled")
+                for k, v in result.get(n, {}).items() if k.startswith("batch_") and isinstance(v, dict)),
+               default=(None, None))
+    result["best"] = {"config": best[1], "s_per_image": best[0],
+                      "speedup_vs_seed_batch1": speed.get(best[1]) if best[1] else None}
+    result["goal_met"] = bool(best[1] and speed.get(best[1], 0) >= 4.0)
+    result["total_s"] = time.perf_counter() - t_start
+    emit(final=True)
     if tmp is not None:
         tmp.cleanup()
     return result

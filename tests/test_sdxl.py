@@ -8,6 +8,7 @@ real loading path, through ``trialsim simulate --renderer sdxl`` where it matter
 from __future__ import annotations
 
 import io
+import json
 import sys
 import warnings
 from pathlib import Path
@@ -92,35 +93,74 @@ def test_lora_specs_accept_grade_paths_or_one_path_and_reject_mixtures():
             parse_lora_specs(bad)
 
 
-def test_adapter_weights_used_for_severity_1_5_are_half_grade_1_half_grade_2(tiny, tmp_path):
-    proto = protocol_from_dict(_protocol_dict())
+def _one_day_job(proto, severity: float):
+    """The first patient with one photo, on a day whose latent severity is ``severity``."""
     job = simulate_truth(proto)[0]
     job.days = job.days.copy()
-    job.days["severity_latent"] = [0.0, 1.5, 3.0][:len(job.days)]
+    job.days["severity_latent"] = severity
     job.images = job.images.iloc[[1]].assign(image=lambda d: d["image"] + ".jpg").reset_index(drop=True)
+    return job
+
+
+def _anchor_renderer(tiny, tmp_path, **kw) -> SDXLRenderer:
     photos = tmp_path / "photos"
-    photos.mkdir()
+    photos.mkdir(exist_ok=True)
     Image.fromarray(np.full((80, 80, 3), 180, np.uint8)).save(photos / "face.png")
-    with pytest.warns(RuntimeWarning, match="slow"):
-        r = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
-                         mode="anchor", base_photos=str(photos))
-    set_calls = []
-    original = r.pipe.set_adapters
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # the "no GPU, slow" warning
+        return SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]),
+                            lora=[f"{g}={p}" for g, p in tiny["loras"].items()], mode="anchor",
+                            base_photos=str(photos), **kw)
 
-    def spy(names, adapter_weights=None):
-        set_calls.append(dict(zip(names, adapter_weights)))
-        return original(names, adapter_weights=adapter_weights)
 
-    r.pipe.set_adapters = spy
+def test_adapter_weights_used_for_severity_1_5_are_half_grade_1_half_grade_2(tiny, tmp_path):
+    from safetensors.torch import load_file
+
+    proto = protocol_from_dict(_protocol_dict())
+    job = _one_day_job(proto, 1.5)
+    r = _anchor_renderer(tiny, tmp_path)
+    assert r.lora_blend_ is not None and r.lora_blend_.adapters == ["acne0", "acne1", "acne2", "acne3"]
     out = list(r.render_patient(job))
     assert len(out) == 1 and out[0].data is not None
     assert r.adapter_weights_[out[0].image] == {"acne1": 0.5, "acne2": 0.5}
-    assert set_calls == [{"acne1": 0.5, "acne2": 0.5}]
-    # the UNet's LoRA layers carry exactly those weights (peft scaling = weight × alpha / rank, alpha = rank)
-    layer = next(m for m in r.pipe.unet.modules() if hasattr(m, "scaling") and "acne1" in getattr(m, "scaling", {}))
-    assert layer.scaling["acne1"] == pytest.approx(0.5, abs=1e-9)
-    assert layer.scaling["acne2"] == pytest.approx(0.5, abs=1e-9)
-    assert sorted(layer.active_adapters) == ["acne1", "acne2"]
+    assert r.lora_blend_.active == {"acne1": 0.5, "acne2": 0.5}
+
+    # every adapted UNet weight is W0 + 0.5·B1A1 + 0.5·B2A2, computed here from the files alone
+    # (the LoRAs were saved without alphas, so peft's scaling alpha/rank is 1)
+    base = load_file(str(Path(tiny["base"]) / "unet" / "diffusion_pytorch_model.safetensors"))
+    lora = {g: load_file(str(tiny["loras"][g] / "pytorch_lora_weights.safetensors")) for g in (1, 2)}
+    modules = dict(r.pipe.unet.named_modules())
+    keys = [k[len("unet."):-len(".lora_A.weight")] for k in lora[1] if k.endswith(".lora_A.weight")]
+    assert len(keys) >= 8
+    for name in keys:
+        expected = base[name + ".weight"].float()
+        for g in (1, 2):
+            expected = expected + 0.5 * (lora[g][f"unet.{name}.lora_B.weight"].float()
+                                         @ lora[g][f"unet.{name}.lora_A.weight"].float())
+        got = modules[name].weight.detach().float()
+        assert type(modules[name]).__name__ == "Linear"  # peft's wrapper is gone
+        assert np.abs((got - expected).numpy()).max() < 1e-5, name
+
+
+def test_folded_loras_render_what_peft_renders_and_forget_earlier_blends(tiny, tmp_path):
+    seeds = [11, 12]
+    pixels = np.random.default_rng(0).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    folded = _anchor_renderer(tiny, tmp_path)
+    peft = _anchor_renderer(tiny, tmp_path, merge_loras=False)
+    assert peft.lora_blend_ is None
+    first = folded.render_batch(pixels, 1.5, seeds)
+    # the same pixels as peft's unmerged adapters (up to float rounding)
+    diff = np.abs(first.astype(int) - peft.render_batch(pixels, 1.5, seeds).astype(int))
+    assert diff.max() <= 2 and diff.mean() < 0.05
+    # the LoRAs change the picture, so the comparison above is not vacuous
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        plain = SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]), mode="anchor")
+    assert np.abs(plain.render_batch(pixels, 1.5, seeds).astype(int) - first.astype(int)).max() > 10
+    # back to 1.5 after other blends: identical bytes (W0 is kept, nothing accumulates)
+    for sev in (2.75, 0.0, 3.0):
+        folded.render_batch(pixels, sev, seeds)
+    assert np.array_equal(folded.render_batch(pixels, 1.5, seeds), first)
 
 
 # ---------------------------------------------------------------- end to end through the CLI
@@ -315,8 +355,14 @@ def test_bench_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     spec.loader.exec_module(bench)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = bench.main(["--tiny", "--steps", "10", "--workdir", str(tmp_path)])
-    assert result["trialsim"]["adapter_weights"] == {"acne1": 0.5, "acne2": 0.5}
+        result = bench.main(["--tiny", "--steps", "10", "--workdir", str(tmp_path),
+                             "--out", str(tmp_path / "bench.json")])
+    assert result["trialsim_eager"]["adapter_weights"] == {"acne1": 0.5, "acne2": 0.5}
+    assert result["trialsim_eager"]["lora_path"] == "folded into the weights"
+    assert result["trialsim_peft_layers"]["lora_path"].startswith("peft")
     assert result["seed_project"]["images"] == 4 and result["seed_project"]["s_per_image"] > 0
-    assert set(result["speedup_vs_seed_batch1"]) == {"batch_1", "batch_2"}
+    assert set(result["speedup_vs_seed_batch1"]) == {"trialsim_eager.batch_1", "trialsim_eager.batch_2",
+                                                     "trialsim_peft_layers.batch_2"}
+    assert "trialsim_compiled" not in result  # no compile on the CPU
+    assert json.loads((tmp_path / "bench.json").read_text())["best"] == result["best"]
     assert '"goal_met"' in capsys.readouterr().out

@@ -278,6 +278,107 @@ def _quiet_libraries():
             tlog.enable_progress_bar()
 
 
+# ---------------------------------------------------------------- LoRAs folded into the weights
+
+class LoraBlend:
+    """Every loaded LoRA folded into the base weights, one blend of adapters at a time.
+
+    diffusers loads the adapters (its own loading and validation path); this keeps each
+    adapted layer's low-rank factors and its original weight ``W0``, then removes peft's
+    wrappers so the networks run as plain layers. :meth:`apply` writes
+    ``W = W0 + Σ_a w_a · s_a · B_a A_a`` (``s_a`` peft's alpha/rank scaling; fp32 arithmetic,
+    cast to the model's dtype) into each adapted weight, in place:
+
+    * **history-free**: a blend always gives the same weights, whatever was applied before,
+      so pixels do not depend on render order, batching or resume;
+    * **no LoRA work in the forward pass**: two active adapters under peft add four small
+      matrix products to every adapted layer of every UNet call;
+    * **in place**: compiled modules and CUDA graphs see the new weights without recompiling.
+
+    Linear LoRAs and 1×1-convolution LoRAs without bias or DoRA (what diffusers' DreamBooth
+    scripts train) are supported; :meth:`supports` says whether a pipeline's are.
+    """
+
+    COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
+
+    def __init__(self, pipe):
+        import torch
+        self._torch = torch
+        self.layers: list[tuple] = []   # (weight parameter, W0, {adapter: (B, A, scaling)})
+        for _, m in self._lora_layers(pipe):
+            base = m.get_base_layer()
+            factors = {}
+            for a in m.lora_A:
+                A, B = m.lora_A[a].weight.detach(), m.lora_B[a].weight.detach()
+                factors[a] = (B.reshape(B.shape[0], -1).clone(), A.reshape(A.shape[0], -1).clone(),
+                              float(m.scaling[a]))
+            self.layers.append((base.weight, base.weight.detach().clone(), factors))
+        self.adapters = sorted({a for _, _, f in self.layers for a in f})
+        with _quiet_libraries():
+            pipe.unload_lora_weights()
+        if any(True for _ in self._lora_layers(pipe)):
+            raise RuntimeError("LoRA layers remained after unloading")
+        self.active: dict[str, float] | None = None
+
+    @classmethod
+    def _lora_layers(cls, pipe):
+        from peft.tuners.lora import LoraLayer
+        for comp in cls.COMPONENTS:
+            model = getattr(pipe, comp, None)
+            if model is None:
+                continue
+            for name, m in model.named_modules():
+                if isinstance(m, LoraLayer):
+                    yield f"{comp}.{name}", m
+
+    @classmethod
+    def supports(cls, pipe) -> bool:
+        """Whether every LoRA layer of ``pipe`` is one this class can fold in."""
+        import torch
+        found = False
+        for _, m in cls._lora_layers(pipe):
+            found = True
+            base = m.get_base_layer()
+            if getattr(m, "fan_in_fan_out", False) or any(getattr(m, "use_dora", {}).values()):
+                return False
+            for a in m.lora_A:
+                A, B = m.lora_A[a], m.lora_B[a]
+                if getattr(B, "bias", None) is not None:
+                    return False
+                if isinstance(base, torch.nn.Linear) and isinstance(A, torch.nn.Linear):
+                    continue
+                if (isinstance(base, torch.nn.Conv2d) and isinstance(A, torch.nn.Conv2d)
+                        and tuple(A.kernel_size) == (1, 1) and tuple(base.kernel_size) == (1, 1)
+                        and A.groups == 1 and base.groups == 1):
+                    continue
+                return False
+        return found
+
+    def apply(self, weights: dict[str, float]) -> None:
+        """Fold ``weights`` (adapter name → weight; adapters not named get 0) into the layers."""
+        weights = {a: float(w) for a, w in weights.items() if float(w) != 0.0}
+        if weights == self.active:
+            return
+        unknown = set(weights) - set(self.adapters)
+        if unknown:
+            raise KeyError(f"no LoRA loaded as {sorted(unknown)}; loaded: {self.adapters}")
+        torch = self._torch
+        with torch.no_grad():
+            for weight, w0, factors in self.layers:
+                acc = None
+                for a, w in weights.items():
+                    if a not in factors:
+                        continue
+                    B, A, s = factors[a]
+                    d = (B.float() @ A.float()).mul_(s * w)
+                    acc = d if acc is None else acc.add_(d)
+                if acc is None:
+                    weight.copy_(w0)
+                else:
+                    weight.copy_(acc.view(w0.shape).add_(w0.float()).to(weight.dtype))
+        self.active = weights
+
+
 # ---------------------------------------------------------------- the renderer
 
 @dataclass
@@ -306,8 +407,11 @@ class SDXLRenderer(Renderer):
     ``auto`` (fp16 on CUDA, fp32 on CPU) | ``fp16`` | ``bf16`` | ``fp32``. ``vae``: an
     fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix) to replace the
     base model's, which then runs in half precision without the fp32 upcast.
-    ``compile``: ``torch.compile`` the UNet (CUDA; each new adapter-weight pair recompiles,
-    so pair it with a coarse ``severity_step``).
+    ``merge_loras``: fold the blended adapters into the weights (:class:`LoraBlend`; default,
+    where the LoRAs allow it) instead of running them through peft's layers.
+    ``compile``: ``torch.compile`` the UNet and the VAE's encoder and decoder (CUDA); ``True``
+    for the default mode or a mode name such as ``"max-autotune-no-cudagraphs"``. With folded
+    LoRAs a new severity does not recompile; the first new batch size compiles once more.
     """
 
     name = "sdxl"
@@ -318,8 +422,8 @@ class SDXLRenderer(Renderer):
                  guidance: float = 12.0, batch_size: int | None = None, dtype: str = "auto",
                  device: str | None = None, severity_step: float = 0.05, refine_method: str = "img2img",
                  mask_dilation_px: int | None = None, prompt: str = SEED_PROMPT, vae: str | None = None,
-                 vae_upcast: bool | None = None, channels_last: bool | None = None, compile: bool = False,
-                 scheduler: str = "unipc"):
+                 vae_upcast: bool | None = None, channels_last: bool | None = None,
+                 compile: bool | str = False, scheduler: str = "unipc", merge_loras: bool = True):
         super().__init__(protocol)
         if mode not in ("anchor", "refine"):
             raise BadInput(f"unknown SDXL mode {mode!r}", field="--sdxl-mode", allowed="anchor, refine")
@@ -368,11 +472,16 @@ class SDXLRenderer(Renderer):
         self.batch_size = int(batch_size or (8 if self.device.type == "cuda" else 2))
 
         self.pipe = self._load_pipeline(vae, vae_upcast, scheduler)
+        self.lora_blend_ = (LoraBlend(self.pipe) if self.loras and merge_loras and LoraBlend.supports(self.pipe)
+                            else None)
         if channels_last if channels_last is not None else self.device.type == "cuda":
             self.pipe.unet.to(memory_format=torch.channels_last)
             self.pipe.vae.to(memory_format=torch.channels_last)
         if compile:
-            self.pipe.unet.compile(fullgraph=False, dynamic=False)
+            mode = compile if isinstance(compile, str) else None
+            for module in (self.pipe.unet, self.pipe.vae.encoder, self.pipe.vae.decoder):
+                module.compile(mode=mode, fullgraph=False)
+        self._embeds: dict[float, dict] = {}
         self._inpaint = None
         self._procedural_renderer = None
         self._active: tuple | None = None
@@ -468,25 +577,40 @@ class SDXLRenderer(Renderer):
         key = tuple(sorted(weights.items()))
         if not weights or key == self._active:
             return
-        self.pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
+        if self.lora_blend_ is not None:
+            self.lora_blend_.apply(weights)
+        else:
+            self.pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
         self._active = key
 
     def _prompt_embeds(self, severity: float, n: int):
-        """Prompt embeddings blended between the two grades around ``severity``, repeated ``n`` times."""
+        """Prompt embeddings blended between the two grades around ``severity``, repeated ``n`` times.
+
+        Computed once per severity (the adapters for ``severity`` must be set: text-encoder
+        LoRAs act here too).
+        """
+        one = self._embeds.get(severity)
+        if one is None:
+            one = self._embeds[severity] = self._encode_blend(severity)
+            if len(self._embeds) > 128:
+                self._embeds.pop(next(iter(self._embeds)))
+        return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in one.items()}
+
+    def _encode_blend(self, severity: float) -> dict:
         blend = grade_blend(severity, [0, 1, 2, 3])
         grades, weights = list(blend), list(blend.values())
-        pe, npe, pp, npp = self.pipe.encode_prompt(
-            prompt=[self.prompt.format(grade=g) for g in grades], device=self.device,
-            num_images_per_prompt=1, do_classifier_free_guidance=self.guidance > 1)
+        with self._torch.no_grad():
+            pe, npe, pp, npp = self.pipe.encode_prompt(
+                prompt=[self.prompt.format(grade=g) for g in grades], device=self.device,
+                num_images_per_prompt=1, do_classifier_free_guidance=self.guidance > 1)
         w = self._torch.tensor(weights, device=pe.device, dtype=pe.dtype)
 
         def mix(t):
-            return (t * w.view(-1, *([1] * (t.dim() - 1)))).sum(0, keepdim=True).repeat(n, *([1] * (t.dim() - 1)))
+            return (t * w.view(-1, *([1] * (t.dim() - 1)))).sum(0, keepdim=True)
 
         out = dict(prompt_embeds=mix(pe), pooled_prompt_embeds=mix(pp))
         if self.guidance > 1:
-            out.update(negative_prompt_embeds=npe[:1].repeat(n, *([1] * (npe.dim() - 1))),
-                       negative_pooled_prompt_embeds=npp[:1].repeat(n, 1))
+            out.update(negative_prompt_embeds=npe[:1], negative_pooled_prompt_embeds=npp[:1])
         return out
 
     # -- one pipeline call ----------------------------------------------------
