@@ -10,8 +10,10 @@ per-grade LoRAs) on a random-weight, full-size SDXL built from SDXL base 1.0's c
   LoRAs, severity 1.5 (grades 1 and 2 at weight 0.5), batches, tensor in/out, an fp16 VAE
   without upcast (what an fp16-fix VAE allows), channels-last on CUDA. Three runs:
   ``trialsim_eager`` (LoRAs folded into the weights), ``trialsim_peft_layers`` (the same
-  through peft's adapter layers, for comparison) and ``trialsim_compiled`` (folded LoRAs,
-  ``torch.compile`` of the UNet and the VAE's encoder and decoder; skipped on the CPU).
+  through peft's adapter layers and unfused projections, for comparison) and
+  ``trialsim_compiled_b{B}`` (folded LoRAs, ``torch.compile`` of the UNet and the VAE's
+  encoder and decoder, one fresh static compile per batch size; skipped on the CPU).
+  On CUDA the q/k/v projections are fused (one matrix product per attention).
 
 Prints one JSON object: seconds per image for each way, the reload cost, one CFG UNet
 step, compile time (reported separately as the first call), what a new severity costs
@@ -182,6 +184,7 @@ def trialsim_way(base: Path, loras: Path, size: int, batches: list[int], repeats
                          compile=compile_mode or False, batch_size=max(batches), merge_loras=merge_loras)
     sync(device)
     out["load_s"] = time.perf_counter() - t0
+    out["fused_qkv"] = r.fuse_qkv_
     rng = np.random.default_rng(0)
     for b in batches:
         pixels = rng.integers(0, 256, (b, size, size, 3), dtype=np.uint8)
@@ -243,6 +246,8 @@ def main(argv=None) -> dict:
     ap.add_argument("--budget-s", type=float, default=None,
                     help="skip the compiled run if less than --compile-reserve-s is left of this budget")
     ap.add_argument("--compile-reserve-s", type=float, default=240.0)
+    ap.add_argument("--compiled-batches", default="8,16",
+                    help="batch sizes for compiled runs, one fresh compile each (default 8,16)")
     ap.add_argument("--out", help="also write the JSON here (rewritten after each stage)")
     ap.add_argument("--workdir", help="where to save the random model (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -309,27 +314,33 @@ def main(argv=None) -> dict:
                                            args.guidance, device, dtype))
     stage("trialsim_eager", lambda: trialsim_way(base, work / "loras", batches=batches, repeats=repeats,
                                                  compile_mode=None, step_ms=True, **common))
-    stage("trialsim_peft_layers", lambda: trialsim_way(base, work / "loras", batches=[max(batches)],
-                                                       repeats=repeats, compile_mode=None, merge_loras=False,
-                                                       **common))
-    left = None if args.budget_s is None else args.budget_s - (time.perf_counter() - t_start)
-    if compile_run and (left is None or left >= args.compile_reserve_s):
-        stage("trialsim_compiled", lambda: trialsim_way(base, work / "loras", batches=[max(batches)],
-                                                        repeats=repeats, compile_mode=args.compile_mode or True,
-                                                        **common))
-    elif compile_run:
-        result["trialsim_compiled"] = {"skipped": f"{left:.0f} s left of --budget-s"}
+    def left() -> float:
+        return float("inf") if args.budget_s is None else args.budget_s - (time.perf_counter() - t_start)
 
+    if compile_run:
+        for cb in [int(b) for b in args.compiled_batches.split(",")]:
+            name = f"trialsim_compiled_b{cb}"
+            if left() < args.compile_reserve_s:
+                result[name] = {"skipped": f"{left():.0f} s left of --budget-s"}
+                continue
+            torch._dynamo.reset()  # a static compile for this batch size
+            stage(name, lambda cb=cb: trialsim_way(base, work / "loras", batches=[cb], repeats=repeats,
+                                                   compile_mode=args.compile_mode or True, **common))
+    if left() >= 60:
+        stage("trialsim_peft_layers", lambda: trialsim_way(base, work / "loras", batches=[max(batches)],
+                                                           repeats=repeats, compile_mode=None, merge_loras=False,
+                                                           **common))
     seed = result["seed_project"]
     speed: dict = {}
     if "s_per_image" in seed:
-        for name in ("trialsim_eager", "trialsim_peft_layers", "trialsim_compiled"):
+        for name in [k for k in result if k.startswith("trialsim_")]:
             for key, v in result.get(name, {}).items():
                 if key.startswith("batch_") and isinstance(v, dict):
                     speed[f"{name}.{key}"] = seed["s_per_image"] / v["s_per_image"]
     result["speedup_vs_seed_batch1"] = speed
-    best = min(((v["s_per_image"], f"{n}.{k}") for n in ("trialsim_eager", "trialsim_compiled")
-                for k, v in result.get(n, {}).items() if k.startswith("batch_") and isinstance(v, dict)),
+    best = min(((v["s_per_image"], f"{n}.{k}") for n in result
+                if n.startswith("trialsim_") and n != "trialsim_peft_layers"
+                for k, v in result[n].items() if k.startswith("batch_") and isinstance(v, dict)),
                default=(None, None))
     result["best"] = {"config": best[1], "s_per_image": best[0],
                       "speedup_vs_seed_batch1": speed.get(best[1]) if best[1] else None}

@@ -163,6 +163,21 @@ def test_folded_loras_render_what_peft_renders_and_forget_earlier_blends(tiny, t
     assert np.array_equal(folded.render_batch(pixels, 1.5, seeds), first)
 
 
+def test_fused_qkv_projections_carry_the_lora_blend(tiny, tmp_path):
+    seeds = [3, 4]
+    pixels = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
+    fused = _anchor_renderer(tiny, tmp_path, fuse_qkv=True)
+    plain = _anchor_renderer(tiny, tmp_path, fuse_qkv=False)
+    assert fused.fuse_qkv_ and not plain.fuse_qkv_
+    assert any(hasattr(m, "to_qkv") for m in fused.pipe.unet.modules())
+    for sev in (1.5, 0.3, 2.75):  # each new blend must reach the fused weights
+        a, b = fused.render_batch(pixels, sev, seeds), plain.render_batch(pixels, sev, seeds)
+        diff = np.abs(a.astype(int) - b.astype(int))
+        assert diff.max() <= 2 and diff.mean() < 0.05, sev
+    with pytest.raises(BadInput, match="fused"):
+        _anchor_renderer(tiny, tmp_path, fuse_qkv=True, merge_loras=False)
+
+
 # ---------------------------------------------------------------- end to end through the CLI
 
 @pytest.mark.parametrize("mode", ["anchor", "refine"])

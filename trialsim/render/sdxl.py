@@ -354,6 +354,35 @@ class LoraBlend:
                 return False
         return found
 
+    def follow_fused_projections(self, model) -> int:
+        """After ``model.fuse_qkv_projections()``: write the q/k/v blends into the fused weights.
+
+        diffusers copies ``to_q``, ``to_k`` and ``to_v`` into one ``to_qkv`` (``to_kv`` for
+        cross-attention) and computes with that; each adapted projection's target becomes its
+        rows of the fused weight (a view, so :meth:`apply` writes in place). Returns how many
+        targets moved.
+        """
+        from diffusers.models.attention_processor import Attention
+        rows: dict[int, object] = {}
+        for m in model.modules():
+            if not (isinstance(m, Attention) and getattr(m, "fused_projections", False)):
+                continue
+            fused, parts = ((m.to_qkv, (m.to_q, m.to_k, m.to_v)) if hasattr(m, "to_qkv") and not m.is_cross_attention
+                            else (m.to_kv, (m.to_k, m.to_v)))
+            start = 0
+            for part in parts:
+                n = part.weight.shape[0]
+                rows[id(part.weight)] = fused.weight.detach()[start:start + n]
+                start += n
+        moved = 0
+        for i, (weight, w0, factors) in enumerate(self.layers):
+            target = rows.get(id(weight))
+            if target is not None:
+                self.layers[i] = (target, w0, factors)
+                moved += 1
+        self.active = None  # the fused copies hold W0 until the next apply
+        return moved
+
     def apply(self, weights: dict[str, float]) -> None:
         """Fold ``weights`` (adapter name → weight; adapters not named get 0) into the layers."""
         weights = {a: float(w) for a, w in weights.items() if float(w) != 0.0}
@@ -409,6 +438,8 @@ class SDXLRenderer(Renderer):
     base model's, which then runs in half precision without the fp32 upcast.
     ``merge_loras``: fold the blended adapters into the weights (:class:`LoraBlend`; default,
     where the LoRAs allow it) instead of running them through peft's layers.
+    ``fuse_qkv``: one matrix product for q, k and v in every attention (diffusers'
+    ``fuse_qkv_projections``; default on CUDA when the LoRAs are folded or absent).
     ``compile``: ``torch.compile`` the UNet and the VAE's encoder and decoder (CUDA); ``True``
     for the default mode or a mode name such as ``"max-autotune-no-cudagraphs"``. With folded
     LoRAs a new severity does not recompile; the first new batch size compiles once more.
@@ -423,7 +454,8 @@ class SDXLRenderer(Renderer):
                  device: str | None = None, severity_step: float = 0.05, refine_method: str = "img2img",
                  mask_dilation_px: int | None = None, prompt: str = SEED_PROMPT, vae: str | None = None,
                  vae_upcast: bool | None = None, channels_last: bool | None = None,
-                 compile: bool | str = False, scheduler: str = "unipc", merge_loras: bool = True):
+                 compile: bool | str = False, scheduler: str = "unipc", merge_loras: bool = True,
+                 fuse_qkv: bool | None = None):
         super().__init__(protocol)
         if mode not in ("anchor", "refine"):
             raise BadInput(f"unknown SDXL mode {mode!r}", field="--sdxl-mode", allowed="anchor, refine")
@@ -477,6 +509,17 @@ class SDXLRenderer(Renderer):
         if channels_last if channels_last is not None else self.device.type == "cuda":
             self.pipe.unet.to(memory_format=torch.channels_last)
             self.pipe.vae.to(memory_format=torch.channels_last)
+        if fuse_qkv is None:
+            fuse_qkv = self.device.type == "cuda" and (not self.loras or self.lora_blend_ is not None)
+        if fuse_qkv:  # after the memory-format change: the LoRA targets become views of the fused weights
+            if self.loras and self.lora_blend_ is None:
+                raise BadInput("fused q/k/v projections need the LoRAs folded into the weights",
+                               field="fuse_qkv", allowed="merge_loras=True, or fuse_qkv=False")
+            self.pipe.unet.fuse_qkv_projections()
+            self.pipe.vae.fuse_qkv_projections()
+            if self.lora_blend_ is not None:
+                self.lora_blend_.follow_fused_projections(self.pipe.unet)
+        self.fuse_qkv_ = bool(fuse_qkv)
         if compile:
             mode = compile if isinstance(compile, str) else None
             for module in (self.pipe.unet, self.pipe.vae.encoder, self.pipe.vae.decoder):
@@ -626,13 +669,13 @@ class SDXLRenderer(Renderer):
         n, h, w = pixels.shape[:3]
         m = self.size_multiple_
         wh, ww = max(m, round(h / m) * m), max(m, round(w / m) * m)
-        x = torch.from_numpy(np.ascontiguousarray(pixels)).permute(0, 3, 1, 2).float().div_(255.0)
+        x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         if (wh, ww) != (h, w):
             x = torch.nn.functional.interpolate(x, size=(wh, ww), mode="bicubic", align_corners=False).clamp_(0, 1)
         weights = self.adapter_weights(severity)
         self._set_adapters(weights)
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in generator_seeds]
-        args = dict(image=x.to(self.device, self.dtype), strength=self.strength, guidance_scale=self.guidance,
+        args = dict(image=x.to(self.dtype), strength=self.strength, guidance_scale=self.guidance,
                     num_inference_steps=self.steps, generator=gens, output_type="pt",
                     height=wh, width=ww, **self._prompt_embeds(severity, n))
         with torch.inference_mode(), _quiet_libraries():
