@@ -17,7 +17,8 @@ per-grade LoRAs) on a random-weight, full-size SDXL built from SDXL base 1.0's c
 
 Prints one JSON object: seconds per image for each way, the reload cost, one CFG UNet
 step, compile time (reported separately as the first call), what a new severity costs
-(and whether it compiled anything new), and the speed-ups over the seed project's batch 1.
+(and whether it compiled anything new), the speed-ups over the seed project's batch 1, and
+how full the batches of the anchor trial are at each severity step.
 ``--out FILE`` rewrites the JSON after every stage, so a run cut short keeps what it
 measured. ``--tiny`` builds the tiny test model instead (a minute on a CPU, to check the
 script works).
@@ -223,6 +224,25 @@ def trialsim_way(base: Path, loras: Path, size: int, batches: list[int], repeats
     return out
 
 
+def anchor_batch_fill(batch_size: int = 8, steps=(0.05, 0.1, 0.25, 1.0)) -> dict:
+    """Pipeline calls the anchor trial (10 × 140 photos) needs at each severity step."""
+    from trialsim.protocol import load_protocol
+    from trialsim.render.sdxl import plan_batches, quantise_severity
+    from trialsim.simulate import simulate_truth
+
+    jobs = simulate_truth(load_protocol(ROOT / "protocols" / "anchor_sim_acne.yaml"))
+    out = {}
+    for step in steps:
+        calls = photos = 0
+        for j in jobs:
+            sev = j.days.set_index("day")["severity_latent"]
+            plan = plan_batches([quantise_severity(sev[d], step) for d in j.images["day"]], batch_size)
+            calls += len(plan)
+            photos += len(j.images)
+        out[f"step_{step:g}"] = {"photos": photos, "pipeline_calls": calls, "photos_per_call": photos / calls}
+    return out
+
+
 def _compiled_graphs() -> int:
     try:
         from torch._dynamo.utils import counters
@@ -304,6 +324,7 @@ def main(argv=None) -> dict:
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_sdxl_") if not args.workdir else None
     work = Path(args.workdir or tmp.name)
+    result["anchor_trial_batches_of_8"] = anchor_batch_fill(8)
     t0 = time.perf_counter()
     base = build_model(work, args.tiny, device, dtype)
     result["build_model_s"] = time.perf_counter() - t0

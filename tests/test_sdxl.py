@@ -77,6 +77,13 @@ def test_grade_blend_of_severity_1_5_is_half_grade_1_half_grade_2():
     assert grade_blend(1.5, [0, 3]) == {0: 0.5, 3: 0.5}
 
 
+def test_batches_hold_equal_severities_and_at_most_batch_size_photos():
+    from trialsim.render.sdxl import plan_batches
+    plan = plan_batches([1.5, 0.5, 1.5, 1.5, 0.5, 1.5], 3)
+    assert plan == [(0.5, [1, 4]), (1.5, [0, 2, 3]), (1.5, [5])]
+    assert plan_batches([], 8) == []
+
+
 def test_quantised_severity_steps_of_0_05_and_clips_to_0_3():
     assert quantise_severity(1.512, 0.05) == 1.5
     assert quantise_severity(1.526, 0.05) == 1.55
@@ -224,6 +231,40 @@ def test_simulate_renderer_sdxl_writes_a_complete_dataset(tiny, tmp_path, mode):
 
 
 @pytest.mark.slow
+def test_cli_passes_the_sdxl_speed_and_refine_options_to_the_renderer(tiny, tmp_path, monkeypatch):
+    import trialsim.simulate as sim
+    seen = {}
+
+    def spy(protocol, name=None, **options):
+        seen.update(options, name=name)
+        raise BadInput("stop here", field="spy")
+
+    monkeypatch.setattr(sim, "make_renderer", spy)
+    proto_path = tmp_path / "p.yaml"
+    proto_path.write_text(yaml.safe_dump(_protocol_dict()))
+    res = _simulate([str(proto_path), "--out", str(tmp_path / "out"), "--renderer", "sdxl",
+                     "--base-model", str(tiny["base"]), *_lora_args(tiny), "--sdxl-refine", "inpaint",
+                     "--vae", "/models/vae-fp16-fix", "--sdxl-batch-size", "3", "--sdxl-severity-step", "0.1",
+                     "--sdxl-compile"])
+    assert res.exit_code == 2 and not (tmp_path / "out").exists()
+    assert seen["name"] == "sdxl" and seen["refine_method"] == "inpaint" and seen["batch_size"] == 3
+    assert seen["severity_step"] == 0.1 and seen["compile"] is True and seen["vae"] == "/models/vae-fp16-fix"
+    assert seen["lora"] == [a.split("=", 1)[1] for a in _lora_args(tiny)]
+
+
+def test_cli_inpaint_refine_with_batch_1_and_exact_severities_writes_the_dataset(tiny, tmp_path):
+    proto_path = tmp_path / "p.yaml"
+    proto_path.write_text(yaml.safe_dump(_protocol_dict()))
+    out = tmp_path / "out"
+    res = _simulate([str(proto_path), "--out", str(out), "--renderer", "sdxl", "--base-model", str(tiny["base"]),
+                     *_lora_args(tiny), "--sdxl-refine", "inpaint", "--sdxl-batch-size", "1",
+                     "--sdxl-severity-step", "0"])
+    assert res.exit_code == 0, res.output
+    man = pd.read_csv(out / "manifest.csv")
+    assert len(man) == 6 and all((out / rel).stat().st_size > 0 for rel in man["image"])
+    assert len(pd.read_csv(out / "lesions.csv")) > 0  # refine keeps the per-lesion truth
+
+
 def test_resume_rerenders_only_the_missing_image(tiny, tmp_path):
     proto_path = tmp_path / "p.yaml"
     proto_path.write_text(yaml.safe_dump(_protocol_dict()))
@@ -378,6 +419,9 @@ def test_bench_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     assert result["seed_project"]["images"] == 4 and result["seed_project"]["s_per_image"] > 0
     assert set(result["speedup_vs_seed_batch1"]) == {"trialsim_eager.batch_1", "trialsim_eager.batch_2",
                                                      "trialsim_peft_layers.batch_2"}
-    assert "trialsim_compiled" not in result  # no compile on the CPU
+    assert not any(k.startswith("trialsim_compiled") for k in result)  # no compile on the CPU
+    fill = result["anchor_trial_batches_of_8"]
+    assert fill["step_0.05"]["photos"] == 1400
+    assert 1 <= fill["step_0.05"]["photos_per_call"] <= fill["step_1"]["photos_per_call"] <= 8
     assert json.loads((tmp_path / "bench.json").read_text())["best"] == result["best"]
     assert '"goal_met"' in capsys.readouterr().out

@@ -68,10 +68,21 @@ def main():
 @click.option("--sdxl-mode", type=click.Choice(["anchor", "refine"]), default="refine", show_default=True)
 @click.option("--base-photos", type=click.Path(file_okay=False, path_type=Path),
               help="SDXL anchor mode: folder of base portraits (one per patient)")
+@click.option("--sdxl-refine", type=click.Choice(["img2img", "inpaint"]), default="img2img", show_default=True,
+              help="SDXL refine mode: the whole photo at low strength, or inpainting inside the lesion masks")
+@click.option("--vae", help="SDXL: an fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix); "
+                            "runs in half precision without the fp32 upcast")
+@click.option("--sdxl-batch-size", type=click.IntRange(min=1), help="SDXL: photos per pipeline call "
+                                                                     "(default 8 on a GPU, 2 on the CPU)")
+@click.option("--sdxl-severity-step", type=click.FloatRange(min=0, max=1), default=0.05, show_default=True,
+              help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)")
+@click.option("--sdxl-compile", is_flag=True,
+              help="SDXL: torch.compile the UNet and VAE (GPU; a few minutes once, then faster)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @handle_errors
 def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_size, nuisance, view,
-             overwrite, resume, base_model, lora, sdxl_mode, base_photos, quiet):
+             overwrite, resume, base_model, lora, sdxl_mode, base_photos, sdxl_refine, vae, sdxl_batch_size,
+             sdxl_severity_step, sdxl_compile, quiet):
     """Simulate a trial from PROTOCOL (YAML) and write its dataset folder."""
     from .protocol import load_protocol
     from .simulate import simulate as run
@@ -81,7 +92,9 @@ def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_
     options = {}
     if (renderer or "") == "sdxl" or base_model or lora:
         options = {"base_model": base_model, "lora": list(lora), "mode": sdxl_mode,
-                   "base_photos": str(base_photos) if base_photos else None}
+                   "base_photos": str(base_photos) if base_photos else None, "refine_method": sdxl_refine,
+                   "vae": vae, "batch_size": sdxl_batch_size, "severity_step": sdxl_severity_step,
+                   "compile": sdxl_compile}
     t0 = time.perf_counter()
     if from_csv is not None:
         from .anchor_csv import jobs_from_csv, protocol_for_csv, read_anchor_csv

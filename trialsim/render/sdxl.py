@@ -7,16 +7,23 @@ rounded to a grade and the pipeline reloaded per grade. Here:
 * the base model and every LoRA are loaded **once** into one pipeline (diffusers'
   ``from_pretrained``, ``load_lora_weights(adapter_name="acne{g}")``);
 * severity stays **continuous**: severity ``s`` between grades ``g`` and ``g+1`` uses the
-  adapters ``acne{g}`` and ``acne{g+1}`` with weights ``(1-f, f)``, ``f = s - g``
-  (``set_adapters``), and the prompt embedding is the same blend of the two grades'
-  prompts (so a single LoRA, or none, is continuous too);
-* images are **batched**. ``set_adapters`` acts on a whole pipeline call, so a batch
-  holds images that share adapter weights: severities are quantised to
-  ``severity_step`` (default 0.05 on the 0–3 scale, 1/20 of a grade; the seed project's
-  step is 1) and a patient's photos with the same quantised severity are rendered
-  together, ``batch_size`` at a time. A coarser step gives fuller batches;
+  adapters ``acne{g}`` and ``acne{g+1}`` with weights ``(1-f, f)``, ``f = s - g``, and the
+  prompt embedding is the same blend of the two grades' prompts (so a single LoRA, or
+  none, is continuous too). The blend is folded into the weights (:class:`LoraBlend`:
+  ``W0 + Σ w·B·A``, rewritten from the kept ``W0`` for each new severity), so the UNet runs
+  without peft's per-layer LoRA products and a compiled UNet does not recompile; LoRAs that
+  cannot be folded go through diffusers' ``set_adapters`` instead;
+* images are **batched**. One blend holds for a whole pipeline call, so a batch holds
+  images that share a severity: severities are quantised to ``severity_step`` (default
+  0.05 on the 0–3 scale, 1/20 of a grade; the seed project's step is 1) and a patient's
+  photos with the same quantised severity are rendered together, ``batch_size`` at a time
+  (:func:`plan_batches`). A coarser step gives fuller batches;
+* on CUDA: half precision, channels-last, fused q/k/v projections, and optionally
+  ``torch.compile`` of the UNet and the VAE (``compile=True``; a few minutes once);
 * every photo has its own ``torch.Generator`` keyed by (study seed, patient, day,
-  photo), so pixels do not depend on batch composition or worker count;
+  photo), so its noise does not depend on batch composition or worker count (on the CPU
+  the pixels are identical whatever the batch; on a GPU the kernels picked for another
+  batch size may change the last bit);
 * two modes. ``anchor`` reproduces the seed project: img2img from one base photo per
   patient (``base_photos`` folder, else the procedural renderer's grade-0 identity),
   strength 0.1, CFG 12, 30 UniPC steps, prompt ``photo of a person with acne{L}, …``.
@@ -86,6 +93,19 @@ def grade_blend(severity: float, grades: list[int]) -> dict[int, float]:
     f = round((s - lower) / (upper - lower), 6)
     out = {lower: round(1.0 - f, 6), upper: f}
     return {g: w for g, w in out.items() if w > 0}
+
+
+def plan_batches(severities, batch_size: int) -> list[tuple[float, list[int]]]:
+    """Pipeline calls for photos with these (quantised) severities: ``[(severity, [indices])]``.
+
+    Photos of equal severity share a call, at most ``batch_size`` at a time, in order of
+    severity then position.
+    """
+    groups: dict[float, list[int]] = {}
+    for i, s in enumerate(severities):
+        groups.setdefault(float(s), []).append(i)
+    return [(s, idx[k:k + batch_size]) for s in sorted(groups) for idx in [groups[s]]
+            for k in range(0, len(idx), batch_size)]
 
 
 # ---------------------------------------------------------------- resolving user input
@@ -794,24 +814,19 @@ class SDXLRenderer(Renderer):
 
         items = self._items(job, wanted)
         todo = [i for i, it in enumerate(items) if it.source is not None]
-        groups: dict[float, list[int]] = {}
-        for i in todo:
-            groups.setdefault(items[i].severity, []).append(i)
         data: dict[int, bytes] = {}
         nuisance = float(self.protocol.rendering.nuisance)
-        for severity in sorted(groups):
-            idx = groups[severity]
-            for start in range(0, len(idx), self.batch_size):
-                chunk = idx[start:start + self.batch_size]
-                pixels = np.stack([items[i].source for i in chunk])
-                masks = (np.stack([items[i].mask for i in chunk])
-                         if self.mode == "refine" and self.refine_method == "inpaint" else None)
-                out = self.render_batch(pixels, severity, [items[i].generator_seed for i in chunk], masks)
-                for i, px in zip(chunk, out):
-                    it = items[i]
-                    data[i] = apply_nuisance(px, it.seed, nuisance, it.hour)
-                    self.adapter_weights_[it.image] = self.adapter_weights(severity)
-                    it.source = None  # free the input as we go
+        for severity, pos in plan_batches([items[i].severity for i in todo], self.batch_size):
+            chunk = [todo[p] for p in pos]
+            pixels = np.stack([items[i].source for i in chunk])
+            masks = (np.stack([items[i].mask for i in chunk])
+                     if self.mode == "refine" and self.refine_method == "inpaint" else None)
+            out = self.render_batch(pixels, severity, [items[i].generator_seed for i in chunk], masks)
+            for i, px in zip(chunk, out):
+                it = items[i]
+                data[i] = apply_nuisance(px, it.seed, nuisance, it.hour)
+                self.adapter_weights_[it.image] = self.adapter_weights(severity)
+                it.source = None  # free the input as we go
         for i, it in enumerate(items):
             yield RenderedImage(image=it.image, data=data.pop(i, None), lesions=it.lesions,
                                 lesion_count=it.lesion_count)
