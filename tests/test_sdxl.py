@@ -170,6 +170,38 @@ def test_folded_loras_render_what_peft_renders_and_forget_earlier_blends(tiny, t
     assert np.array_equal(folded.render_batch(pixels, 1.5, seeds), first)
 
 
+def test_text_encoder_loras_are_folded_too(tiny, tmp_path):
+    from peft.tuners.lora import LoraLayer
+    from safetensors.torch import load_file
+
+    loras = {g: tiny_sdxl.save_lora_with_text_encoders(tiny["base"], tmp_path / f"te{g}", seed=200 + g)
+             for g in (1, 2)}
+    specs = [f"{g}={p}" for g, p in loras.items()]
+    pixels = np.random.default_rng(2).integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        proto = protocol_from_dict(_protocol_dict())
+        folded = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=specs, mode="anchor")
+        peft = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=specs, mode="anchor", merge_loras=False)
+    assert folded.lora_blend_ is not None
+    assert not any(isinstance(m, LoraLayer) for c in ("unet", "text_encoder", "text_encoder_2")
+                   for m in getattr(folded.pipe, c).modules())
+    a = folded.render_batch(pixels, 1.5, [7])
+    b = peft.render_batch(pixels, 1.5, [7])
+    assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
+    # the text encoder's projection carries the blend, computed from the files alone
+    te = load_file(str(Path(tiny["base"]) / "text_encoder" / "model.safetensors"))
+    files = {g: load_file(str(p / "pytorch_lora_weights.safetensors")) for g, p in loras.items()}
+    name = "encoder.layers.0.self_attn.q_proj"  # as the files name it (the model may nest it deeper)
+    expected = te[name + ".weight"].float()
+    for g in (1, 2):
+        expected = expected + 0.5 * (files[g][f"text_encoder.{name}.lora_B.weight"].float()
+                                     @ files[g][f"text_encoder.{name}.lora_A.weight"].float())
+    [got] = [m.weight.detach().float() for n, m in folded.pipe.text_encoder.named_modules()
+             if n == name or n.endswith("." + name)]
+    assert np.abs((got - expected).numpy()).max() < 1e-5
+
+
 def test_fused_qkv_projections_carry_the_lora_blend(tiny, tmp_path):
     seeds = [3, 4]
     pixels = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
@@ -369,6 +401,21 @@ def test_lora_with_weights_for_another_model_exits_2(tiny, tmp_path):
     res = _bad(tiny, tmp_path, ["--base-model", str(tiny["base"]), f"--lora={wrong}"])
     assert res.exit_code == 2, res.output
     assert "wrong LoRA layout" in res.output and str(wrong) in res.output
+
+
+def test_a_peft_too_old_for_text_encoder_loras_is_named_not_called_a_wrong_layout(tiny, monkeypatch):
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    def refuse(self, *args, **kwargs):  # what transformers raises when peft is older than it needs
+        raise ValueError("The version of PEFT you are using is not compatible, please use a version >= 9.9.9")
+
+    monkeypatch.setattr(StableDiffusionXLImg2ImgPipeline, "load_lora_weights", refuse)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        with pytest.raises(BadInput, match="text-encoder LoRA weights.*newer peft") as err:
+            SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]),
+                         lora=[f"1={tiny['loras'][1]}"])
+    assert "wrong LoRA layout" not in str(err.value) and err.value.field == "--lora 1=" + str(tiny["loras"][1])
 
 
 def test_missing_lora_path_and_bad_grade_exit_2(tiny, tmp_path):

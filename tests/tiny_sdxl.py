@@ -158,3 +158,34 @@ def save_lora_folders(base: str | Path, out: str | Path, grades=(0, 1, 2, 3), ra
     unet = UNet2DConditionModel.from_pretrained(str(base), subfolder="unet")
     out = Path(out)
     return {g: save_lora(unet, out / f"acne{g}", seed=100 + g, rank=rank) for g in grades}
+
+
+def save_lora_with_text_encoders(base: str | Path, folder: str | Path, seed: int, rank: int = 4,
+                                 scale: float = 0.5) -> Path:
+    """A LoRA on the UNet and both text encoders (as DreamBooth-LoRA with ``--train_text_encoder``)."""
+    from diffusers import StableDiffusionXLPipeline, UNet2DConditionModel
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+    from transformers import CLIPTextModel, CLIPTextModelWithProjection
+
+    base = Path(base)
+    models = {"unet": (UNet2DConditionModel.from_pretrained(str(base), subfolder="unet"),
+                       ["to_q", "to_k", "to_v", "to_out.0"]),
+              "text_encoder": (CLIPTextModel.from_pretrained(str(base), subfolder="text_encoder"),
+                               ["q_proj", "k_proj", "v_proj", "out_proj"]),
+              "text_encoder_2": (CLIPTextModelWithProjection.from_pretrained(str(base), subfolder="text_encoder_2"),
+                                 ["q_proj", "k_proj", "v_proj", "out_proj"])}
+    gen = torch.Generator().manual_seed(seed)
+    states = {}
+    for key, (model, targets) in models.items():
+        model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
+                                     target_modules=targets), adapter_name="tmp")
+        with torch.no_grad():
+            for name, p in model.named_parameters():
+                if "lora_B.tmp" in name:
+                    p.copy_(torch.randn(p.shape, generator=gen) * scale)
+        states[key] = get_peft_model_state_dict(model, adapter_name="tmp")
+    StableDiffusionXLPipeline.save_lora_weights(
+        str(folder), unet_lora_layers=states["unet"], text_encoder_lora_layers=states["text_encoder"],
+        text_encoder_2_lora_layers=states["text_encoder_2"])
+    return Path(folder)

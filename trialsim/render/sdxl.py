@@ -603,6 +603,13 @@ class SDXLRenderer(Renderer):
         try:
             pipe.load_lora_weights(src.folder, weight_name=src.weight_name, adapter_name=src.adapter_name)
         except (ValueError, RuntimeError, KeyError, OSError) as err:
+            if "version of PEFT" in str(err):  # transformers refuses the installed peft for text encoders
+                import peft
+                import transformers
+                raise BadInput(f"{file} holds text-encoder LoRA weights, which transformers "
+                               f"{transformers.__version__} loads only with a newer peft than the installed "
+                               f"{peft.__version__} ({str(err).splitlines()[0][:200]})", field=where,
+                               allowed="a peft and transformers pair that fit (pyproject.toml pins one)") from None
             raise BadInput(f"wrong LoRA layout: {file} does not load into SDXL's UNet/text encoders "
                            f"({err.__class__.__name__}: {str(err).splitlines()[0][:300]})", field=where,
                            allowed="a DreamBooth-LoRA for SDXL base 1.0 saved by diffusers") from None
