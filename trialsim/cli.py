@@ -76,13 +76,15 @@ def main():
                                                                      "(default 8 on a GPU, 2 on the CPU)")
 @click.option("--sdxl-severity-step", type=click.FloatRange(min=0, max=1), default=0.05, show_default=True,
               help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)")
+@click.option("--sdxl-dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), default="auto", show_default=True,
+              help="SDXL precision (auto: fp16 on a GPU, fp32 on the CPU; bf16 needs no VAE upcast)")
 @click.option("--sdxl-compile", is_flag=True,
               help="SDXL: torch.compile the UNet and VAE (GPU; a few minutes once, then faster)")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @handle_errors
 def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_size, nuisance, view,
              overwrite, resume, base_model, lora, sdxl_mode, base_photos, sdxl_refine, vae, sdxl_batch_size,
-             sdxl_severity_step, sdxl_compile, quiet):
+             sdxl_severity_step, sdxl_dtype, sdxl_compile, quiet):
     """Simulate a trial from PROTOCOL (YAML) and write its dataset folder."""
     from .protocol import load_protocol
     from .simulate import simulate as run
@@ -94,7 +96,7 @@ def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_
         options = {"base_model": base_model, "lora": list(lora), "mode": sdxl_mode,
                    "base_photos": str(base_photos) if base_photos else None, "refine_method": sdxl_refine,
                    "vae": vae, "batch_size": sdxl_batch_size, "severity_step": sdxl_severity_step,
-                   "compile": sdxl_compile}
+                   "dtype": sdxl_dtype, "compile": sdxl_compile}
     t0 = time.perf_counter()
     if from_csv is not None:
         from .anchor_csv import jobs_from_csv, protocol_for_csv, read_anchor_csv

@@ -455,7 +455,8 @@ class SDXLRenderer(Renderer):
     ``batch_size``: images per pipeline call (default 8 on CUDA, 2 on CPU). ``dtype``:
     ``auto`` (fp16 on CUDA, fp32 on CPU) | ``fp16`` | ``bf16`` | ``fp32``. ``vae``: an
     fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix) to replace the
-    base model's, which then runs in half precision without the fp32 upcast.
+    base model's, which then runs in half precision without the fp32 upcast; in bf16 the
+    base model's VAE runs without the upcast too (``vae_upcast`` overrides both).
     ``merge_loras``: fold the blended adapters into the weights (:class:`LoraBlend`; default,
     where the LoRAs allow it) instead of running them through peft's layers.
     ``fuse_qkv``: one matrix product for q, k and v in every attention (diffusers'
@@ -589,8 +590,8 @@ class SDXLRenderer(Renderer):
             pipe.to(self.device)
         if scheduler == "unipc":
             pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
-        if vae_spec and vae_upcast is None:
-            vae_upcast = False
+        if vae_upcast is None and (vae_spec or self.dtype == torch.bfloat16):
+            vae_upcast = False  # an fp16-safe VAE, or bfloat16 (fp32's range): no fp32 round trip
         if vae_upcast is not None:
             pipe.vae.register_to_config(force_upcast=bool(vae_upcast))
         pipe.set_progress_bar_config(disable=True)
