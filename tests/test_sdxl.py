@@ -216,6 +216,50 @@ def test_bf16_runs_the_vae_without_the_fp32_round_trip(tiny, tmp_path):
     assert np.abs(a.astype(int) - b.astype(int)).mean() < 12
 
 
+def test_loras_that_cannot_be_folded_run_through_peft_layers(tiny, tmp_path):
+    """A LoRA on 3×3 convolutions (LoCon-style) is not folded: peft's layers carry it instead."""
+    import torch
+    from diffusers import UNet2DConditionModel
+    from peft.tuners.lora import LoraLayer
+
+    unet = UNet2DConditionModel.from_pretrained(str(tiny["base"]), subfolder="unet")
+    assert tuple(unet.down_blocks[0].resnets[0].conv1.kernel_size) == (3, 3)
+    folders = {}
+    for g in (1, 2):
+        folders[g] = tmp_path / f"conv{g}"
+        _save_conv_lora(unet, folders[g], seed=300 + g)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        r = SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]),
+                         lora=[f"{g}={p}" for g, p in folders.items()], mode="anchor", fuse_qkv=False)
+    assert r.lora_blend_ is None
+    layers = [m for m in r.pipe.unet.modules() if isinstance(m, LoraLayer)]
+    assert layers
+    pixels = np.random.default_rng(4).integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
+    out = r.render_batch(pixels, 1.5, [5])
+    assert out.shape == pixels.shape
+    conv = next(m for m in layers if "acne1" in m.scaling and isinstance(m.get_base_layer(), torch.nn.Conv2d))
+    assert conv.scaling["acne1"] == pytest.approx(0.5) and conv.scaling["acne2"] == pytest.approx(0.5)
+
+
+def _save_conv_lora(unet, folder: Path, seed: int) -> None:
+    import torch
+    from diffusers import StableDiffusionXLPipeline
+    from peft import LoraConfig
+    from peft.utils import get_peft_model_state_dict
+
+    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
+                                target_modules=["to_q", "to_v", "conv1", "conv2"]), adapter_name="tmp")
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for name, p in unet.named_parameters():
+            if "lora_B.tmp" in name:
+                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
+    StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=get_peft_model_state_dict(
+        unet, adapter_name="tmp"))
+    unet.delete_adapters("tmp")
+
+
 def test_fused_qkv_projections_carry_the_lora_blend(tiny, tmp_path):
     seeds = [3, 4]
     pixels = np.random.default_rng(1).integers(0, 256, (2, SIZE, SIZE, 3), dtype=np.uint8)
