@@ -227,7 +227,8 @@ def test_loras_that_cannot_be_folded_run_through_peft_layers(tiny, tmp_path):
     folders = {}
     for g in (1, 2):
         folders[g] = tmp_path / f"conv{g}"
-        _save_conv_lora(unet, folders[g], seed=300 + g)
+        tiny_sdxl.save_lora(unet, folders[g], seed=300 + g, scale=0.3,
+                            targets=("to_q", "to_v", "conv1", "conv2"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         r = SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]),
@@ -240,24 +241,6 @@ def test_loras_that_cannot_be_folded_run_through_peft_layers(tiny, tmp_path):
     assert out.shape == pixels.shape
     conv = next(m for m in layers if "acne1" in m.scaling and isinstance(m.get_base_layer(), torch.nn.Conv2d))
     assert conv.scaling["acne1"] == pytest.approx(0.5) and conv.scaling["acne2"] == pytest.approx(0.5)
-
-
-def _save_conv_lora(unet, folder: Path, seed: int) -> None:
-    import torch
-    from diffusers import StableDiffusionXLPipeline
-    from peft import LoraConfig
-    from peft.utils import get_peft_model_state_dict
-
-    unet.add_adapter(LoraConfig(r=4, lora_alpha=4, init_lora_weights="gaussian",
-                                target_modules=["to_q", "to_v", "conv1", "conv2"]), adapter_name="tmp")
-    gen = torch.Generator().manual_seed(seed)
-    with torch.no_grad():
-        for name, p in unet.named_parameters():
-            if "lora_B.tmp" in name:
-                p.copy_(torch.randn(p.shape, generator=gen) * 0.3)
-    StableDiffusionXLPipeline.save_lora_weights(str(folder), unet_lora_layers=get_peft_model_state_dict(
-        unet, adapter_name="tmp"))
-    unet.delete_adapters("tmp")
 
 
 def test_fused_qkv_projections_carry_the_lora_blend(tiny, tmp_path):

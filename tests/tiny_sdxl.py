@@ -124,9 +124,11 @@ def save_tiny_sdxl(folder: str | Path, components: dict | None = None, seed: int
     return folder
 
 
-def save_lora(unet, folder: str | Path, seed: int, rank: int = 4, scale: float = 0.5) -> Path:
-    """One random LoRA on ``unet``'s attention projections, saved as the seed project saved its
-    DreamBooth-LoRAs: ``folder/pytorch_lora_weights.safetensors`` with ``unet.``-prefixed keys.
+def save_lora(unet, folder: str | Path, seed: int, rank: int = 4, scale: float = 0.5,
+              targets=("to_q", "to_k", "to_v", "to_out.0")) -> Path:
+    """One random LoRA on ``unet``'s ``targets`` (default: the attention projections), saved as
+    the seed project saved its DreamBooth-LoRAs: ``folder/pytorch_lora_weights.safetensors``
+    with ``unet.``-prefixed keys.
 
     ``unet`` is left without the adapter. ``scale`` sets the size of the random B matrices
     (peft initialises B to zero, which would make every LoRA a no-op).
@@ -137,7 +139,7 @@ def save_lora(unet, folder: str | Path, seed: int, rank: int = 4, scale: float =
 
     folder = Path(folder)
     cfg = LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian",
-                     target_modules=["to_q", "to_k", "to_v", "to_out.0"])
+                     target_modules=list(targets))
     name = f"tmp_lora_{seed}"
     unet.add_adapter(cfg, adapter_name=name)
     gen = torch.Generator().manual_seed(seed)

@@ -325,7 +325,7 @@ class LoraBlend:
         import torch
         self._torch = torch
         self.layers: list[tuple] = []   # (weight parameter, W0, {adapter: (B, A, scaling)})
-        for _, m in self._lora_layers(pipe):
+        for m in self._lora_layers(pipe):
             base = m.get_base_layer()
             factors = {}
             for a in m.lora_A:
@@ -347,16 +347,14 @@ class LoraBlend:
             model = getattr(pipe, comp, None)
             if model is None:
                 continue
-            for name, m in model.named_modules():
-                if isinstance(m, LoraLayer):
-                    yield f"{comp}.{name}", m
+            yield from (m for m in model.modules() if isinstance(m, LoraLayer))
 
     @classmethod
     def supports(cls, pipe) -> bool:
         """Whether every LoRA layer of ``pipe`` is one this class can fold in."""
         import torch
         found = False
-        for _, m in cls._lora_layers(pipe):
+        for m in cls._lora_layers(pipe):
             found = True
             base = m.get_base_layer()
             if getattr(m, "fan_in_fan_out", False) or any(getattr(m, "use_dora", {}).values()):
