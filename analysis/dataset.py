@@ -6,6 +6,7 @@ uint8 array at the analysis size. Photos may have any size and aspect (resized
 on the short side, centre-cropped), any EXIF orientation (applied), RGB, RGBA or
 greyscale; several photos a day are fine. Nothing here imports ``trialsim``.
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -46,18 +47,24 @@ class TrialData:
 
     @property
     def has_noisefree(self) -> bool:
-        return ("severity_noisefree" in self.manifest.columns
-                and self.manifest["severity_noisefree"].notna().all())
+        return "severity_noisefree" in self.manifest.columns and self.manifest["severity_noisefree"].notna().all()
 
-    def subset(self, keep: np.ndarray) -> "TrialData":
-        return TrialData(self.root, self.manifest[keep].reset_index(drop=True), self.treatments,
-                         self.protocol, self.nominal_effects, list(self.skipped_images))
+    def subset(self, keep: np.ndarray) -> TrialData:
+        return TrialData(
+            self.root,
+            self.manifest[keep].reset_index(drop=True),
+            self.treatments,
+            self.protocol,
+            self.nominal_effects,
+            list(self.skipped_images),
+        )
 
 
 def _read_protocol(path: Path) -> dict | None:
     if not path.exists():
         return None
     import yaml
+
     try:
         data = yaml.safe_load(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
@@ -71,9 +78,12 @@ def _days_from_timestamps(df: pd.DataFrame, path: Path) -> pd.Series:
     ts = pd.to_datetime(df["timestamp"], errors="coerce", format="ISO8601")
     bad = ts.isna()
     if bad.any():
-        raise AnalysisInputError(f"unreadable timestamp {df.loc[bad, 'timestamp'].iloc[0]!r} "
-                                 f"(row {int(np.flatnonzero(bad)[0]) + 2})", file=str(path),
-                                 field="timestamp", allowed="ISO 8601 date or date-time")
+        raise AnalysisInputError(
+            f"unreadable timestamp {df.loc[bad, 'timestamp'].iloc[0]!r} (row {int(np.flatnonzero(bad)[0]) + 2})",
+            file=str(path),
+            field="timestamp",
+            allowed="ISO 8601 date or date-time",
+        )
     date = ts.dt.normalize()
     first = date.groupby(df["patient_id"]).transform("min")
     return ((date - first).dt.days + 1).astype(int)
@@ -86,8 +96,9 @@ def load_dataset(folder: str | Path) -> TrialData:
     if not root.is_dir():
         raise AnalysisInputError("not a dataset folder (expected a folder holding manifest.csv)", file=str(root))
     if not path.exists():
-        raise AnalysisInputError("manifest.csv is missing", file=str(path),
-                                 allowed="a CSV with columns image, patient_id, day, treatment")
+        raise AnalysisInputError(
+            "manifest.csv is missing", file=str(path), allowed="a CSV with columns image, patient_id, day, treatment"
+        )
     try:
         df = pd.read_csv(path, dtype={"patient_id": str, "treatment": str, "image": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
@@ -96,8 +107,12 @@ def load_dataset(folder: str | Path) -> TrialData:
         df["day"] = _days_from_timestamps(df, path)
     missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
     if missing:
-        raise AnalysisInputError(f"missing column(s) {missing}", file=str(path), field=missing[0],
-                                 allowed="columns image, patient_id, day (or timestamp), treatment")
+        raise AnalysisInputError(
+            f"missing column(s) {missing}",
+            file=str(path),
+            field=missing[0],
+            allowed="columns image, patient_id, day (or timestamp), treatment",
+        )
     if len(df) == 0:
         raise AnalysisInputError("the manifest has no rows", file=str(path))
     for col in ("image", "patient_id", "treatment"):
@@ -107,8 +122,12 @@ def load_dataset(folder: str | Path) -> TrialData:
     day = pd.to_numeric(df["day"], errors="coerce")
     if day.isna().any() or (day != np.round(day)).any() or (day < 1).any():
         row = int(np.flatnonzero(day.isna() | (day != np.round(day)) | (day < 1))[0]) + 2
-        raise AnalysisInputError(f"bad day {df['day'].iloc[row - 2]!r} in row {row}", file=str(path),
-                                 field="day", allowed="integers ≥ 1 (study day, 1-based)")
+        raise AnalysisInputError(
+            f"bad day {df['day'].iloc[row - 2]!r} in row {row}",
+            file=str(path),
+            field="day",
+            allowed="integers ≥ 1 (study day, 1-based)",
+        )
     df["day"] = day.astype(int)
     df["patient_id"] = df["patient_id"].astype(str)
     df["treatment"] = df["treatment"].astype(str)
@@ -129,14 +148,18 @@ def load_dataset(folder: str | Path) -> TrialData:
     first_day = df[df["treatment"] != BASELINE_LABEL].groupby("treatment")["day"].min()
     labels += sorted(present - set(labels), key=lambda l: (first_day[l], l))
     if len(labels) < 2:
-        raise AnalysisInputError(f"need at least two treatments to contrast, found {sorted(present) or 'none'}",
-                                 file=str(path), field="treatment",
-                                 allowed=f"two or more labels besides '{BASELINE_LABEL}'")
+        raise AnalysisInputError(
+            f"need at least two treatments to contrast, found {sorted(present) or 'none'}",
+            file=str(path),
+            field="treatment",
+            allowed=f"two or more labels besides '{BASELINE_LABEL}'",
+        )
     return TrialData(root, df, labels, protocol, nominal)
 
 
 def _open_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, ImageOps
+
     with Image.open(path) as im:
         im.load()
         im = ImageOps.exif_transpose(im)
@@ -154,8 +177,9 @@ def _open_image(path: Path, size: int) -> np.ndarray:
         return np.asarray(im, dtype=np.uint8)
 
 
-def load_images(data: TrialData, size: int, skip_bad: bool = False, progress: bool = False
-                ) -> tuple[TrialData, np.ndarray]:
+def load_images(
+    data: TrialData, size: int, skip_bad: bool = False, progress: bool = False
+) -> tuple[TrialData, np.ndarray]:
     """Decode every photo to ``(N, 3, size, size)`` uint8 (short side resized, centre crop).
 
     A missing or unreadable photo raises :class:`AnalysisInputError` naming it, or
@@ -163,12 +187,14 @@ def load_images(data: TrialData, size: int, skip_bad: bool = False, progress: bo
     Returns the (possibly reduced) data and the array, row-aligned.
     """
     from PIL import UnidentifiedImageError
+
     out = np.zeros((len(data.manifest), size, size, 3), dtype=np.uint8)
     keep = np.ones(len(data.manifest), dtype=bool)
     skipped = []
     it = enumerate(data.manifest["image"])
     if progress:
         from tqdm.auto import tqdm
+
         it = tqdm(it, total=len(data.manifest), desc="load images", unit="img")
     for i, rel in it:
         path = data.root / rel
@@ -181,8 +207,7 @@ def load_images(data: TrialData, size: int, skip_bad: bool = False, progress: bo
         else:
             continue
         if not skip_bad:
-            raise AnalysisInputError(f"{reason} (pass --skip-bad to drop such images)", file=str(path),
-                                     field="image")
+            raise AnalysisInputError(f"{reason} (pass --skip-bad to drop such images)", file=str(path), field="image")
         keep[i] = False
         skipped.append(str(rel))
     kept = data.subset(keep)

@@ -12,22 +12,40 @@ the manifest (simulated data only) and returns ``severity_latent``.
 - :class:`PixelPCAEmbedder`: no network, PCA of downsampled pixels.
 - :class:`OracleEmbedder`: the latent truth itself (the ceiling any embedder can reach).
 """
+
 from __future__ import annotations
 
 import numpy as np
 
 PRESETS = {
     # small and fast on a laptop CPU; see bench/bench_analyze.py
-    "default": dict(image_size=128, code_size=32, channels=(16, 32, 64, 64), code_activation="none",
-                    epochs=15, lr=2e-3, batch_size=64, augment=False),
+    "default": dict(
+        image_size=128,
+        code_size=32,
+        channels=(16, 32, 64, 64),
+        code_activation="none",
+        epochs=15,
+        lr=2e-3,
+        batch_size=64,
+        augment=False,
+    ),
     # Schneider, Gärtner, Konigorski 2023 (HIAlab/multimodal_nof1_unsupervised)
-    "schneider2023": dict(image_size=256, code_size=64, channels=(32, 64, 128, 128), code_activation="sigmoid",
-                          epochs=30, lr=5e-5, batch_size=16, augment=True),
+    "schneider2023": dict(
+        image_size=256,
+        code_size=64,
+        channels=(32, 64, 128, 128),
+        code_activation="sigmoid",
+        epochs=30,
+        lr=5e-5,
+        batch_size=16,
+        augment=True,
+    ),
 }
 
 
 def _build_autoencoder(size: int, code_size: int, channels, code_activation: str):
     import torch.nn as nn
+
     enc, c_in = [], 3
     for c in channels:
         enc += [nn.Conv2d(c_in, c, 4, stride=2, padding=1), nn.ELU()]
@@ -49,6 +67,7 @@ def _augment(x, gen):
     """Random horizontal flips and resized crops (scale 0.8–1 of the side), per sample."""
     import torch
     import torch.nn.functional as F
+
     n = x.shape[0]
     flip = torch.rand(n, generator=gen) < 0.5
     x = torch.where(flip[:, None, None, None], x.flip(-1), x)
@@ -73,8 +92,19 @@ class AutoencoderEmbedder:
     Learned: ``encoder_``, ``decoder_``, ``loss_history_`` (mean MSE per epoch).
     """
 
-    def __init__(self, image_size=128, code_size=32, channels=(16, 32, 64, 64), code_activation="none",
-                 epochs=20, lr=2e-3, batch_size=32, augment=False, random_state=0, progress=False):
+    def __init__(
+        self,
+        image_size=128,
+        code_size=32,
+        channels=(16, 32, 64, 64),
+        code_activation="none",
+        epochs=20,
+        lr=2e-3,
+        batch_size=32,
+        augment=False,
+        random_state=0,
+        progress=False,
+    ):
         self.image_size = image_size
         self.code_size = code_size
         self.channels = tuple(channels)
@@ -87,7 +117,7 @@ class AutoencoderEmbedder:
         self.progress = progress
 
     @classmethod
-    def from_preset(cls, preset: str = "default", **overrides) -> "AutoencoderEmbedder":
+    def from_preset(cls, preset: str = "default", **overrides) -> AutoencoderEmbedder:
         if preset not in PRESETS:
             raise ValueError(f"unknown preset {preset!r}; known: {sorted(PRESETS)}")
         params = dict(PRESETS[preset])
@@ -97,6 +127,7 @@ class AutoencoderEmbedder:
     def _to_tensor(self, X):
         import torch
         import torch.nn.functional as F
+
         x = torch.from_numpy(np.asarray(X)).float().div_(255.0)
         if x.shape[-1] != self.image_size or x.shape[-2] != self.image_size:
             x = F.interpolate(x, size=(self.image_size, self.image_size), mode="area")
@@ -104,6 +135,7 @@ class AutoencoderEmbedder:
 
     def fit(self, X, y=None):
         import torch
+
         if self.image_size % 2 ** len(self.channels):
             raise ValueError(f"image_size must be a multiple of {2 ** len(self.channels)}")
         X = np.asarray(X)
@@ -111,14 +143,16 @@ class AutoencoderEmbedder:
             raise ValueError("expected at least two images as a uint8 array (N, 3, H, W)")
         with torch.random.fork_rng(devices=[]):  # weights from our seed, global RNG untouched
             torch.manual_seed(self.random_state)
-            self.encoder_, self.decoder_ = _build_autoencoder(self.image_size, self.code_size, self.channels,
-                                                              self.code_activation)
+            self.encoder_, self.decoder_ = _build_autoencoder(
+                self.image_size, self.code_size, self.channels, self.code_activation
+            )
         gen = torch.Generator().manual_seed(self.random_state + 1)
         data = self._to_tensor(X)
         params = list(self.encoder_.parameters()) + list(self.decoder_.parameters())
         opt = torch.optim.Adam(params, lr=self.lr)
         self.loss_history_ = []
         from tqdm.auto import tqdm
+
         bar = tqdm(range(self.epochs), desc="autoencoder", unit="epoch", disable=not self.progress)
         self.encoder_.train()
         self.decoder_.train()
@@ -126,7 +160,7 @@ class AutoencoderEmbedder:
             order = torch.randperm(len(data), generator=gen)
             total = 0.0
             for start in range(0, len(data), self.batch_size):
-                xb = data[order[start:start + self.batch_size]]
+                xb = data[order[start : start + self.batch_size]]
                 if self.augment:
                     xb = _augment(xb, gen)
                 loss = torch.nn.functional.mse_loss(self.decoder_(self.encoder_(xb)), xb)
@@ -142,10 +176,11 @@ class AutoencoderEmbedder:
 
     def transform(self, X) -> np.ndarray:
         import torch
+
         out = []
         with torch.inference_mode():
             for start in range(0, len(X), 128):
-                out.append(self.encoder_(self._to_tensor(X[start:start + 128])).numpy())
+                out.append(self.encoder_(self._to_tensor(X[start : start + 128])).numpy())
         return np.concatenate(out).astype(np.float64)
 
     def fit_transform(self, X, y=None) -> np.ndarray:
@@ -154,6 +189,7 @@ class AutoencoderEmbedder:
     def reconstruct(self, X) -> np.ndarray:
         """Originals at the model size and their reconstructions, both uint8 (N, H, W, 3)."""
         import torch
+
         with torch.inference_mode():
             x = self._to_tensor(X)
             r = self.decoder_(self.encoder_(x))
@@ -172,12 +208,14 @@ class PixelPCAEmbedder:
     def _pixels(self, X) -> np.ndarray:
         import torch
         import torch.nn.functional as F
+
         x = torch.from_numpy(np.asarray(X)).float().div_(255.0)
         x = F.interpolate(x, size=(self.pixel_size, self.pixel_size), mode="area")
         return x.reshape(len(x), -1).numpy().astype(np.float64)
 
     def fit(self, X, y=None):
         from sklearn.decomposition import PCA
+
         P = self._pixels(X)
         k = int(min(self.n_components, P.shape[0] - 1, P.shape[1]))
         self.pca_ = PCA(n_components=max(k, 1), random_state=self.random_state).fit(P)

@@ -1,4 +1,5 @@
 """Errors of the analysis that the user can fix (a bad dataset folder)."""
+
 from __future__ import annotations
 
 
@@ -8,8 +9,7 @@ class AnalysisInputError(ValueError):
     The command line maps it to exit code 2 with this message (no traceback).
     """
 
-    def __init__(self, message: str, *, file: str | None = None, field: str | None = None,
-                 allowed: str | None = None):
+    def __init__(self, message: str, *, file: str | None = None, field: str | None = None, allowed: str | None = None):
         self.file = file
         self.field = field
         self.allowed = allowed

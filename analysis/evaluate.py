@@ -14,6 +14,7 @@ residual SD on the two contrasted arms) with the standardised known effect
 (realised effect ÷ the latent model's residual SD, computed the same way), and in severity units through an "oracle calibration" (the within-patient
 regression of severity_latent on PC1; it reads the truth, so it is labelled).
 """
+
 from __future__ import annotations
 
 import numpy as np

@@ -24,6 +24,7 @@ the two arms' photos shuffled freely) and a randomisation test that redraws
 assignments as the protocol does (period labels permuted within each block),
 with its exact p and the smallest p the design can give.
 """
+
 from __future__ import annotations
 
 import itertools
@@ -58,8 +59,13 @@ def _t_inference(est: float, se: float, df: float, level: float = 0.95) -> tuple
 
 def population_formulas(a: str, time_terms: bool = False) -> dict:
     fixed = f"y ~ C(treatment, Treatment(reference={a!r}))" + (" + day" if time_terms else "")
-    return {"formula": fixed, "groups": "patient_id", "re_formula": "~contrast_arm",
-            "re_formula_fallback": "~1", "contrast_arm": "1 on the photos of the contrast's second arm"}
+    return {
+        "formula": fixed,
+        "groups": "patient_id",
+        "re_formula": "~contrast_arm",
+        "re_formula_fallback": "~1",
+        "contrast_arm": "1 on the photos of the contrast's second arm",
+    }
 
 
 def summary_contrasts(df: pd.DataFrame, outcome: str, a: str, b: str) -> pd.Series:
@@ -82,18 +88,25 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
     from statsmodels.regression.mixed_linear_model import MixedLM
     from statsmodels.tools.sm_exceptions import ConvergenceWarning
 
-    d = pd.DataFrame({"y": pd.to_numeric(df[outcome], errors="coerce").to_numpy(dtype=float),
-                      "patient_id": df["patient_id"].astype(str).to_numpy(),
-                      "treatment": df["treatment"].astype(str).to_numpy(),
-                      "day": df["day"].to_numpy(dtype=float)})
+    d = pd.DataFrame(
+        {
+            "y": pd.to_numeric(df[outcome], errors="coerce").to_numpy(dtype=float),
+            "patient_id": df["patient_id"].astype(str).to_numpy(),
+            "treatment": df["treatment"].astype(str).to_numpy(),
+            "day": df["day"].to_numpy(dtype=float),
+        }
+    )
     d = d[np.isfinite(d["y"])].reset_index(drop=True)
     for arm in (a, b):
         if not (d["treatment"] == arm).any():
             raise AnalysisInputError(f"no photos of treatment {arm!r} to contrast", field="treatment")
     n_patients = d["patient_id"].nunique()
     if n_patients < 2:
-        raise AnalysisInputError(f"the population model needs at least two patients, found {n_patients}",
-                                 field="patient_id", allowed="two or more patients (use the per-patient tests)")
+        raise AnalysisInputError(
+            f"the population model needs at least two patients, found {n_patients}",
+            field="patient_id",
+            allowed="two or more patients (use the per-patient tests)",
+        )
     d["contrast_arm"] = (d["treatment"] == b).astype(float)
     f = population_formulas(a, time_terms)
     name = f"C(treatment, Treatment(reference={a!r}))[T.{b}]"
@@ -114,9 +127,11 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
         boundary = [w for w in msgs if "boundary" in w]
         ok = bool(getattr(r, "converged", True)) and np.isfinite(r.bse.get(name, np.nan))
         if label == "random slope" and (not ok or bad):
-            notes.append("random-slope model did not converge ("
-                         + ("; ".join(sorted(set(bad)))[:200] or "non-finite SE")
-                         + "); fell back to a random intercept")
+            notes.append(
+                "random-slope model did not converge ("
+                + ("; ".join(sorted(set(bad)))[:200] or "non-finite SE")
+                + "); fell back to a random intercept"
+            )
             continue
         fit, model = r, label
         if bad:
@@ -126,6 +141,7 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
         break
     if fit is None:  # last resort: fixed patient intercepts (OLS); still t with G − 1 df below
         import statsmodels.formula.api as smf
+
         fit = smf.ols(f["formula"] + " + C(patient_id)", d).fit()
         model = "fixed patient intercepts (OLS)"
         notes.append("mixed models failed; used OLS with fixed patient intercepts")
@@ -152,14 +168,27 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
         resid_all = r0 - pd.Series(r0).groupby(d["patient_id"].to_numpy()).transform("mean").to_numpy()
     resid = resid_all[in_arms]
     resid_sd = float(np.sqrt(np.mean((resid - resid.mean()) ** 2))) if len(resid) > 1 else float("nan")
-    return {"estimate": est, "se": se, "se_lmm": se_lmm, "se_summary": se_summary,
-            "ci_low": lo, "ci_high": hi, "p_value": p, "df": dof,
-            "resid_sd": resid_sd, "resid_sd_all": float(np.sqrt(fit.scale)), "model": model, "warnings": notes,
-            "formulas": dict(f, re_formula=f["re_formula"] if model == "random slope" else "~1"),
-            "n_patients": n_patients, "n_obs": int(len(d))}
+    return {
+        "estimate": est,
+        "se": se,
+        "se_lmm": se_lmm,
+        "se_summary": se_summary,
+        "ci_low": lo,
+        "ci_high": hi,
+        "p_value": p,
+        "df": dof,
+        "resid_sd": resid_sd,
+        "resid_sd_all": float(np.sqrt(fit.scale)),
+        "model": model,
+        "warnings": notes,
+        "formulas": dict(f, re_formula=f["re_formula"] if model == "random slope" else "~1"),
+        "n_patients": n_patients,
+        "n_obs": int(len(d)),
+    }
 
 
 # ---------------------------------------------------------------- per patient
+
 
 def _periods_and_blocks(p: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     """Period and block per photo: the manifest's columns, or derived from runs of one treatment."""
@@ -175,8 +204,15 @@ def _periods_and_blocks(p: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return period, rank // k
 
 
-def randomization_test(y: np.ndarray, arm_b: np.ndarray, period: np.ndarray, block: np.ndarray,
-                       rng: np.random.Generator, max_enumerate: int = 20000, n_draws: int = 5000) -> dict:
+def randomization_test(
+    y: np.ndarray,
+    arm_b: np.ndarray,
+    period: np.ndarray,
+    block: np.ndarray,
+    rng: np.random.Generator,
+    max_enumerate: int = 20000,
+    n_draws: int = 5000,
+) -> dict:
     """Redraw assignments by permuting period labels within blocks; statistic = mean(b) − mean(a).
 
     Returns ``estimate`` (observed statistic), ``p_value`` (two-sided, exact when the
@@ -186,8 +222,11 @@ def randomization_test(y: np.ndarray, arm_b: np.ndarray, period: np.ndarray, blo
     periods = pd.unique(period)
     p_label = np.array([arm_b[period == q][0] for q in periods])
     p_block = np.array([block[period == q][0] for q in periods])
-    idx = np.searchsorted(periods, period) if np.all(np.diff(periods) > 0) else \
-        np.array([np.flatnonzero(periods == q)[0] for q in period])
+    idx = (
+        np.searchsorted(periods, period)
+        if np.all(np.diff(periods) > 0)
+        else np.array([np.flatnonzero(periods == q)[0] for q in period])
+    )
     per_block = [np.flatnonzero(p_block == bl) for bl in pd.unique(p_block)]
     options = []
     for members in per_block:
@@ -206,7 +245,7 @@ def randomization_test(y: np.ndarray, arm_b: np.ndarray, period: np.ndarray, blo
         for (members, perms), c in zip(options, combo):
             lab[members] = perms[c]
         assignments.append(lab[idx])
-    A = np.array(assignments, dtype=bool)            # (n_assign, n_photos)
+    A = np.array(assignments, dtype=bool)  # (n_assign, n_photos)
 
     def stat(v):
         nb = A.sum(1)
@@ -243,6 +282,7 @@ def permutation_test(y: np.ndarray, arm_b: np.ndarray, rng: np.random.Generator,
 
 def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool) -> tuple:
     import statsmodels.api as sm
+
     daily = p.groupby(["day", "treatment"], as_index=False)[outcome].mean().sort_values("day")
     levels = [lv for lv in pd.unique(daily["treatment"]) if lv != a]
     X = pd.DataFrame({f"is_{lv}": (daily["treatment"] == lv).astype(float) for lv in levels})
@@ -260,8 +300,15 @@ def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
     return est, lo, hi, pv
 
 
-def patient_tests(p: pd.DataFrame, outcome: str, a: str, b: str, rng: np.random.Generator,
-                  time_terms: bool = False, n_perm: int = 2000) -> list[dict]:
+def patient_tests(
+    p: pd.DataFrame,
+    outcome: str,
+    a: str,
+    b: str,
+    rng: np.random.Generator,
+    time_terms: bool = False,
+    n_perm: int = 2000,
+) -> list[dict]:
     """The four per-patient tests of ``b − a`` on one patient's photos (rows sorted by day).
 
     Each entry: ``test, estimate, ci_low, ci_high, p_value`` (+ ``min_p`` and
@@ -272,19 +319,44 @@ def patient_tests(p: pd.DataFrame, outcome: str, a: str, b: str, rng: np.random.
     y = both[outcome].to_numpy(float)
     arm_b = (both["treatment"] == b).to_numpy()
     if arm_b.sum() < 2 or (~arm_b).sum() < 2:
-        return [{"test": t, "estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
-                for t in ("welch", "ar1", "permutation", "randomization")]
+        return [
+            {"test": t, "estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
+            for t in ("welch", "ar1", "permutation", "randomization")
+        ]
     diff = float(y[arm_b].mean() - y[~arm_b].mean())
     w = stats.ttest_ind(y[arm_b], y[~arm_b], equal_var=False)
     ci = w.confidence_interval(0.95)
-    out = [{"test": "welch", "estimate": diff, "ci_low": float(ci.low), "ci_high": float(ci.high),
-            "p_value": float(w.pvalue)}]
+    out = [
+        {
+            "test": "welch",
+            "estimate": diff,
+            "ci_low": float(ci.low),
+            "ci_high": float(ci.high),
+            "p_value": float(w.pvalue),
+        }
+    ]
     est, lo, hi, pv = _ar1_regression(p, outcome, a, b, time_terms)
     out.append({"test": "ar1", "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": pv})
-    out.append({"test": "permutation", "estimate": diff, "ci_low": nan, "ci_high": nan,
-                "p_value": permutation_test(y, arm_b, rng, n_perm)})
+    out.append(
+        {
+            "test": "permutation",
+            "estimate": diff,
+            "ci_low": nan,
+            "ci_high": nan,
+            "p_value": permutation_test(y, arm_b, rng, n_perm),
+        }
+    )
     period, block = _periods_and_blocks(both)
     r = randomization_test(y, arm_b, period, block, rng)
-    out.append({"test": "randomization", "estimate": r["estimate"], "ci_low": nan, "ci_high": nan,
-                "p_value": r["p_value"], "min_p": r["min_p"], "n_assignments": r["n_assignments"]})
+    out.append(
+        {
+            "test": "randomization",
+            "estimate": r["estimate"],
+            "ci_low": nan,
+            "ci_high": nan,
+            "p_value": r["p_value"],
+            "min_p": r["min_p"],
+            "n_assignments": r["n_assignments"],
+        }
+    )
     return out

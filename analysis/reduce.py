@@ -18,6 +18,7 @@ pixels only: ``spots`` (the pipeline's default: a map with one dot per red spot)
 ``redness`` (local redness contrast), ``grey-world`` (white balance and exposure),
 ``retinex`` (illumination removed) or ``none``.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -46,13 +47,13 @@ def normalize_photometric(images: np.ndarray, method: str = "grey-world") -> np.
     out = np.empty_like(images)
     target = 0.5 * 255.0
     for start in range(0, len(images), 64):
-        x = images[start:start + 64].astype(np.float32)
-        med = np.median(x.reshape(len(x), 3, -1), axis=2) + 1.0            # (n, 3)
-        gain = (med.mean(axis=1, keepdims=True) / med)                      # white balance
+        x = images[start : start + 64].astype(np.float32)
+        med = np.median(x.reshape(len(x), 3, -1), axis=2) + 1.0  # (n, 3)
+        gain = med.mean(axis=1, keepdims=True) / med  # white balance
         x *= gain[:, :, None, None]
-        level = np.median(x.reshape(len(x), -1), axis=1) + 1.0               # exposure
+        level = np.median(x.reshape(len(x), -1), axis=1) + 1.0  # exposure
         x *= (target / level)[:, None, None, None]
-        out[start:start + 64] = np.clip(x, 0, 255).round().astype(np.uint8)
+        out[start : start + 64] = np.clip(x, 0, 255).round().astype(np.uint8)
     return out
 
 
@@ -65,7 +66,8 @@ def retinex(images: np.ndarray, sigma_frac: float = 1 / 32, gain: float = 160.0)
     grey levels per unit of log ratio. uint8 ``(N, 3, H, W)`` in and out.
     """
     import cv2
-    n, c, h, w = images.shape
+
+    n, _c, h, w = images.shape
     sigma = max(1.0, sigma_frac * max(h, w))
     out = np.empty_like(images)
     for i in range(n):
@@ -87,7 +89,8 @@ def redness(images: np.ndarray, sigma_frac: float = 0.03, gain: float = 8.0) -> 
     uint8 ``(N, 3, H, W)`` in and out.
     """
     import cv2
-    n, c, h, w = images.shape
+
+    n, _c, h, w = images.shape
     sigma = max(1.0, sigma_frac * max(h, w))
     out = np.empty_like(images)
     for i in range(n):
@@ -99,8 +102,9 @@ def redness(images: np.ndarray, sigma_frac: float = 0.03, gain: float = 8.0) -> 
     return out
 
 
-def spots(images: np.ndarray, contrast: float = 4.0, min_area_frac: float = 3 / 256 ** 2,
-          dot_radius: int = 2) -> np.ndarray:
+def spots(
+    images: np.ndarray, contrast: float = 4.0, min_area_frac: float = 3 / 256**2, dot_radius: int = 2
+) -> np.ndarray:
     """A map of red spots: one equal dot per spot that is redder than the skin around it.
 
     Per photo: CIELAB a* (red–green), lightly smoothed (SD 0.8 px at 256 px), minus a broad
@@ -113,7 +117,8 @@ def spots(images: np.ndarray, contrast: float = 4.0, min_area_frac: float = 3 / 
     uint8 ``(N, 3, H, W)`` RGB in and out (the map in all three channels).
     """
     import cv2
-    n, c, h, w = images.shape
+
+    n, _c, h, w = images.shape
     s = max(h, w) / 256.0
     out = np.zeros_like(images)
     for i in range(n):
@@ -121,7 +126,7 @@ def spots(images: np.ndarray, contrast: float = 4.0, min_area_frac: float = 3 / 
         a = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 1].astype(np.float32)
         a = cv2.GaussianBlur(a, (0, 0), 0.8 * s)
         mask = (a - cv2.GaussianBlur(a, (0, 0), 12 * s, borderType=cv2.BORDER_REFLECT)) > contrast
-        k, _, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
+        _k, _, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
         dots = np.zeros((h, w), np.uint8)
         keep = stats[1:, cv2.CC_STAT_AREA] >= max(1.0, min_area_frac * h * w)
         for x, y in centres[1:][keep]:
@@ -143,7 +148,7 @@ def _pc1(X: np.ndarray) -> tuple[np.ndarray, float]:
     if X.shape[1] == 1:
         return np.ones(1), 1.0
     _, s, vt = np.linalg.svd(X, full_matrices=False)
-    var = s ** 2
+    var = s**2
     axis = vt[0]
     # a deterministic sign: the largest loading positive (truth alignment happens in evaluate)
     axis = axis * (1.0 if axis[np.argmax(np.abs(axis))] >= 0 else -1.0)

@@ -8,6 +8,7 @@ The goal on a 2-core laptop CPU is ≤ 180 s in total.
 
     python bench/bench_analyze.py [--method ae] [--threads 2] [--epochs N] [--keep DIR]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -43,20 +44,36 @@ def main():
             simulate(proto, ds, workers=args.threads)
         t_sim = time.perf_counter() - t0
         t1 = time.perf_counter()
-        r = analyze(ds, base / "analysis", AnalysisConfig(method=args.method, image_size=args.image_size,
-                                                         epochs=args.epochs, seed=0))
+        r = analyze(
+            ds,
+            base / "analysis",
+            AnalysisConfig(method=args.method, image_size=args.image_size, epochs=args.epochs, seed=0),
+        )
         wall = time.perf_counter() - t1
     pop = r["population"][0]
-    print(json.dumps({
-        "protocol": "protocols/anchor_sim_acne.yaml (rendered at its 256 px, procedural; analysed at --image-size)",
-        "method": args.method, "analysis_image_size": args.image_size, "torch_threads": args.threads,
-        "n_images": r["n_images"], "simulate_s_not_counted": round(t_sim, 1),
-        "total_s": round(wall, 1), "split_s": r["timings_s"], "goal_total_s": 180,
-        "contrast": pop["contrast"], "estimate_std": pop["estimate_std"], "p_value": pop["p_value"],
-        "known_realised_std": pop.get("known_realised_std"),
-        "spearman_pc1_latent": r["embedding"]["spearman_pc1_latent"],
-        "epochs": r["config"]["epochs"], "preset": r["config"]["preset"],
-    }, indent=2))
+    print(
+        json.dumps(
+            {
+                "protocol": "protocols/anchor_sim_acne.yaml (rendered at its 256 px, procedural; analysed at --image-size)",
+                "method": args.method,
+                "analysis_image_size": args.image_size,
+                "torch_threads": args.threads,
+                "n_images": r["n_images"],
+                "simulate_s_not_counted": round(t_sim, 1),
+                "total_s": round(wall, 1),
+                "split_s": r["timings_s"],
+                "goal_total_s": 180,
+                "contrast": pop["contrast"],
+                "estimate_std": pop["estimate_std"],
+                "p_value": pop["p_value"],
+                "known_realised_std": pop.get("known_realised_std"),
+                "spearman_pc1_latent": r["embedding"]["spearman_pc1_latent"],
+                "epochs": r["config"]["epochs"],
+                "preset": r["config"]["preset"],
+            },
+            indent=2,
+        )
+    )
 
 
 if __name__ == "__main__":

@@ -13,6 +13,7 @@ expectation (a fixed AB order with slow onset makes a real order effect).
 
     python bench/bench_lmm_validity.py [--replicates 200] [--seed 0]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -31,12 +32,18 @@ from trialsim.simulate import simulate_truth
 
 def protocol(seed: int, effect_b: float, effect_sd: float = 0.0) -> dict:
     return {
-        "name": "lmm_validity", "seed": seed,
+        "name": "lmm_validity",
+        "seed": seed,
         "patients": {"n": 8, "baseline_severity": {"mean": 2.0, "sd": 0.2}},
         "treatments": [
             {"label": "Antibiotics", "effect": -1.0, "effect_sd": effect_sd, "onset_days": 0.5, "washout_days": 0.5},
-            {"label": "Cream", "effect": -1.0 + effect_b, "effect_sd": effect_sd, "onset_days": 0.5,
-             "washout_days": 0.5},
+            {
+                "label": "Cream",
+                "effect": -1.0 + effect_b,
+                "effect_sd": effect_sd,
+                "onset_days": 0.5,
+                "washout_days": 0.5,
+            },
         ],
         "schedule": {"design": "randomized_blocks", "blocks": 4, "period_days": 7, "run_in_days": 0},
         "dynamics": {"drift_sd_per_day": 0.01, "ar1_rho": 0.7, "ar1_sd": 0.15, "sd_obs": 0.1},
@@ -51,12 +58,16 @@ def one(seed: int, effect_b: float, effect_sd: float = 0.0) -> dict:
     realised = realised_effect(days, "Antibiotics", "Cream")
     q = stats.t.ppf(0.975, r["df"])
     z = stats.norm.ppf(0.975)
-    return {"p": r["p_value"], "covered": r["ci_low"] <= realised <= r["ci_high"], "model": r["model"],
-            "lmm_t_p": 2 * stats.t.sf(abs(r["estimate"] / r["se_lmm"]), r["df"]),
-            "lmm_t_covered": abs(r["estimate"] - realised) <= q * r["se_lmm"],
-            "naive_p": 2 * stats.norm.sf(abs(r["estimate"] / r["se_lmm"])),
-            "naive_covered": abs(r["estimate"] - realised) <= z * r["se_lmm"],
-            "err": r["estimate"] - realised}
+    return {
+        "p": r["p_value"],
+        "covered": r["ci_low"] <= realised <= r["ci_high"],
+        "model": r["model"],
+        "lmm_t_p": 2 * stats.t.sf(abs(r["estimate"] / r["se_lmm"]), r["df"]),
+        "lmm_t_covered": abs(r["estimate"] - realised) <= q * r["se_lmm"],
+        "naive_p": 2 * stats.norm.sf(abs(r["estimate"] / r["se_lmm"])),
+        "naive_covered": abs(r["estimate"] - realised) <= z * r["se_lmm"],
+        "err": r["estimate"] - realised,
+    }
 
 
 def main():
@@ -75,13 +86,19 @@ def main():
     rej, cov = rate(null, "p"), mean(eff, "covered")
     out = {
         "design": "8 patients x 56 days, randomized AB blocks x4 of 7 days, onset/washout 0.5 d; drift 0.01/day, "
-                  "AR(1) rho 0.7 sd 0.15, sd_obs 0.1; effect_sd 0; outcome severity_latent (no images)",
+        "AR(1) rho 0.7 sd 0.15, sd_obs 0.1; effect_sd 0; outcome severity_latent (no images)",
         "inference": "MixedLM REML (random intercept + random slope of the contrasted arm, fallback random "
-                     "intercept); SE = max(LMM SE, summary-measures SE); t with (patients-1) df",
-        "replicates": R, "alpha": 0.05,
-        "type1_rate": rej, "type1_mcse": mcse(rej), "type1_ok": bool(0.02 <= rej <= 0.08),
-        "coverage_95": cov, "coverage_mcse": mcse(cov), "coverage_ok": bool(0.92 <= cov <= 0.98),
-        "effect_for_coverage": 0.5, "power_at_effect": rate(eff, "p"),
+        "intercept); SE = max(LMM SE, summary-measures SE); t with (patients-1) df",
+        "replicates": R,
+        "alpha": 0.05,
+        "type1_rate": rej,
+        "type1_mcse": mcse(rej),
+        "type1_ok": bool(0.02 <= rej <= 0.08),
+        "coverage_95": cov,
+        "coverage_mcse": mcse(cov),
+        "coverage_ok": bool(0.92 <= cov <= 0.98),
+        "effect_for_coverage": 0.5,
+        "power_at_effect": rate(eff, "p"),
         "bias": mean(eff, "err"),
         "lmm_se_only_t_df_type1_rate": rate(null, "lmm_t_p"),
         "lmm_se_only_t_df_coverage_95": mean(eff, "lmm_t_covered"),

@@ -7,6 +7,7 @@ measured in one run.
 
     python bench/bench_power.py [--replicates 8] [--method pixel-pca]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,21 +34,30 @@ def main() -> None:
     ap.add_argument("--method", default="pixel-pca")
     args = ap.parse_args()
     import torch
+
     torch.set_num_threads(1)
     out = {"design": "protocols/hia_pilot.yaml", "method": args.method, "cpus": os.cpu_count()}
     rates = {}
     with tempfile.TemporaryDirectory() as tmp:
         for workers in (1, 2):
-            study = PowerStudy.from_cli(ROOT / "protocols" / "hia_pilot.yaml", replicates=args.replicates,
-                                        grid=["effect=0,-0.6"], methods=args.method, seed=1)
+            study = PowerStudy.from_cli(
+                ROOT / "protocols" / "hia_pilot.yaml",
+                replicates=args.replicates,
+                grid=["effect=0,-0.6"],
+                methods=args.method,
+                seed=1,
+            )
             t0 = time.perf_counter()
             summary = run_power(study, Path(tmp) / f"w{workers}", workers=workers, progress=False)
             wall = time.perf_counter() - t0
             n = 2 * args.replicates
             rates[workers] = n / wall * 60.0
-            out[f"workers_{workers}"] = {"replicates": n, "wall_s": round(wall, 2),
-                                         "replicates_per_min": round(rates[workers], 2),
-                                         "failed": int(summary["failed"].sum())}
+            out[f"workers_{workers}"] = {
+                "replicates": n,
+                "wall_s": round(wall, 2),
+                "replicates_per_min": round(rates[workers], 2),
+                "failed": int(summary["failed"].sum()),
+            }
         same = (Path(tmp) / "w1" / "replicates.csv").read_bytes() == (Path(tmp) / "w2" / "replicates.csv").read_bytes()
     out["identical_results"] = same
     out["parallel_efficiency"] = round(rates[2] / (2 * rates[1]), 3)

@@ -8,6 +8,7 @@ standardised realised truth (and their ratio), and p. The null protocol
 
     python bench/bench_recovery.py [--skip-null]
 """
+
 from __future__ import annotations
 
 import argparse
@@ -30,11 +31,17 @@ def one(protocol, tmp: Path, name: str) -> dict:
     simulate(protocol, tmp / name / "dataset", workers=2)
     r = analyze(tmp / name / "dataset", tmp / name / "analysis", AnalysisConfig(report=False))
     pop, truth = r["population"][0], r["truth"][0]
-    return {"contrast": pop["contrast"], "spearman_pc1_latent": round(r["embedding"]["spearman_pc1_latent"], 3),
-            "estimate_std": round(pop["estimate_std"], 3), "realised_std": round(truth["realised_std"], 3),
-            "ratio": round(pop["estimate_std"] / truth["realised_std"], 3) if truth["realised_std"] else None,
-            "p_value": round(pop["p_value"], 5), "realised": round(truth["realised"], 3),
-            "nominal": round(truth["nominal"], 3), "wall_s": round(time.perf_counter() - t0, 1)}
+    return {
+        "contrast": pop["contrast"],
+        "spearman_pc1_latent": round(r["embedding"]["spearman_pc1_latent"], 3),
+        "estimate_std": round(pop["estimate_std"], 3),
+        "realised_std": round(truth["realised_std"], 3),
+        "ratio": round(pop["estimate_std"] / truth["realised_std"], 3) if truth["realised_std"] else None,
+        "p_value": round(pop["p_value"], 5),
+        "realised": round(truth["realised"], 3),
+        "nominal": round(truth["nominal"], 3),
+        "wall_s": round(time.perf_counter() - t0, 1),
+    }
 
 
 def main() -> None:
@@ -48,7 +55,9 @@ def main() -> None:
             p = demo.model_copy(update={"rendering": demo.rendering.model_copy(update={"nuisance": nuisance})})
             out[f"demo_nuisance_{nuisance:g}"] = one(p, Path(tmp), f"demo{nuisance:g}")
         if not args.skip_null:
-            out["null_effect_seed_2024"] = one(load_protocol(ROOT / "protocols" / "null_effect.yaml"), Path(tmp), "null")
+            out["null_effect_seed_2024"] = one(
+                load_protocol(ROOT / "protocols" / "null_effect.yaml"), Path(tmp), "null"
+            )
     print(json.dumps(out, indent=2))
 
 

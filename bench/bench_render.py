@@ -12,6 +12,7 @@
 
 Usage: ``python bench/bench_render.py [--patients 2] [--skip-trial]``
 """
+
 from __future__ import annotations
 
 import argparse
@@ -63,8 +64,12 @@ def bench_size(protocol, size: int, patients: int, repeats: int) -> dict:
         for px, q in final:
             cv2.imencode(".jpg", px, [cv2.IMWRITE_JPEG_QUALITY, q])
         encode_s = min(encode_s, time.perf_counter() - t0)
-    return {"images": n, "render_ips": round(n / render_s, 1), "encode_only_ips": round(len(final) / encode_s, 1),
-            "cost_ratio": round(render_s / encode_s, 2)}
+    return {
+        "images": n,
+        "render_ips": round(n / render_s, 1),
+        "encode_only_ips": round(len(final) / encode_s, 1),
+        "cost_ratio": round(render_s / encode_s, 2),
+    }
 
 
 def main() -> None:
@@ -75,8 +80,10 @@ def main() -> None:
     args = ap.parse_args()
     cv2.setNumThreads(1)
     protocol = load_protocol(ROOT / "protocols" / "anchor_sim_acne.yaml")
-    out = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__},
-           "single_core": {str(s): bench_size(protocol, s, args.patients, args.repeats) for s in (256, 512)}}
+    out = {
+        "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__},
+        "single_core": {str(s): bench_size(protocol, s, args.patients, args.repeats) for s in (256, 512)},
+    }
     if not args.skip_trial:
         tmp = Path(tempfile.mkdtemp(prefix="trialsim_bench_"))
         try:

@@ -26,6 +26,7 @@ script works).
     python bench/bench_sdxl.py                  # on a GPU: the real measurement
     python bench/bench_sdxl.py --tiny           # CPU smoke run
 """
+
 from __future__ import annotations
 
 import argparse
@@ -48,28 +49,68 @@ import tiny_sdxl  # noqa: E402
 
 # SDXL base 1.0 (stabilityai/stable-diffusion-xl-base-1.0) component configs
 SDXL_UNET = dict(
-    act_fn="silu", addition_embed_type="text_time", addition_embed_type_num_heads=64,
-    addition_time_embed_dim=256, attention_head_dim=[5, 10, 20], block_out_channels=[320, 640, 1280],
-    center_input_sample=False, cross_attention_dim=2048,
+    act_fn="silu",
+    addition_embed_type="text_time",
+    addition_embed_type_num_heads=64,
+    addition_time_embed_dim=256,
+    attention_head_dim=[5, 10, 20],
+    block_out_channels=[320, 640, 1280],
+    center_input_sample=False,
+    cross_attention_dim=2048,
     down_block_types=["DownBlock2D", "CrossAttnDownBlock2D", "CrossAttnDownBlock2D"],
-    downsample_padding=1, flip_sin_to_cos=True, freq_shift=0, in_channels=4, layers_per_block=2,
-    mid_block_scale_factor=1, norm_eps=1e-5, norm_num_groups=32, out_channels=4,
-    projection_class_embeddings_input_dim=2816, sample_size=128, transformer_layers_per_block=[1, 2, 10],
-    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"], use_linear_projection=True,
+    downsample_padding=1,
+    flip_sin_to_cos=True,
+    freq_shift=0,
+    in_channels=4,
+    layers_per_block=2,
+    mid_block_scale_factor=1,
+    norm_eps=1e-5,
+    norm_num_groups=32,
+    out_channels=4,
+    projection_class_embeddings_input_dim=2816,
+    sample_size=128,
+    transformer_layers_per_block=[1, 2, 10],
+    up_block_types=["CrossAttnUpBlock2D", "CrossAttnUpBlock2D", "UpBlock2D"],
+    use_linear_projection=True,
 )
 SDXL_VAE = dict(
-    act_fn="silu", block_out_channels=[128, 256, 512, 512], in_channels=3, out_channels=3, latent_channels=4,
-    down_block_types=["DownEncoderBlock2D"] * 4, up_block_types=["UpDecoderBlock2D"] * 4,
-    layers_per_block=2, norm_num_groups=32, sample_size=1024, scaling_factor=0.13025, force_upcast=True,
+    act_fn="silu",
+    block_out_channels=[128, 256, 512, 512],
+    in_channels=3,
+    out_channels=3,
+    latent_channels=4,
+    down_block_types=["DownEncoderBlock2D"] * 4,
+    up_block_types=["UpDecoderBlock2D"] * 4,
+    layers_per_block=2,
+    norm_num_groups=32,
+    sample_size=1024,
+    scaling_factor=0.13025,
+    force_upcast=True,
 )
 SDXL_TEXT = dict(  # CLIP ViT-L/14 text tower
-    vocab_size=49408, hidden_size=768, intermediate_size=3072, num_hidden_layers=12, num_attention_heads=12,
-    max_position_embeddings=77, hidden_act="quick_gelu", projection_dim=768, bos_token_id=0, eos_token_id=2,
+    vocab_size=49408,
+    hidden_size=768,
+    intermediate_size=3072,
+    num_hidden_layers=12,
+    num_attention_heads=12,
+    max_position_embeddings=77,
+    hidden_act="quick_gelu",
+    projection_dim=768,
+    bos_token_id=0,
+    eos_token_id=2,
     pad_token_id=1,
 )
 SDXL_TEXT_2 = dict(  # OpenCLIP ViT-bigG/14 text tower
-    vocab_size=49408, hidden_size=1280, intermediate_size=5120, num_hidden_layers=32, num_attention_heads=20,
-    max_position_embeddings=77, hidden_act="gelu", projection_dim=1280, bos_token_id=0, eos_token_id=2,
+    vocab_size=49408,
+    hidden_size=1280,
+    intermediate_size=5120,
+    num_hidden_layers=32,
+    num_attention_heads=20,
+    max_position_embeddings=77,
+    hidden_act="gelu",
+    projection_dim=1280,
+    bos_token_id=0,
+    eos_token_id=2,
     pad_token_id=1,
 )
 PROMPT = "photo of a person with acne{grade}, portrait, close-up, cheek, detailed, HQ, photo, 4k"
@@ -86,8 +127,9 @@ def build_model(folder: Path, tiny: bool, device: torch.device, dtype: torch.dty
         comps = tiny_sdxl.build_components(tokenizer_dir=folder / "tok")
     else:
         with torch.device(device):  # initialising 3.5 B parameters on the CPU takes minutes
-            comps = tiny_sdxl.build_components(SDXL_UNET, SDXL_VAE, SDXL_TEXT, SDXL_TEXT_2,
-                                               tokenizer_dir=folder / "tok")
+            comps = tiny_sdxl.build_components(
+                SDXL_UNET, SDXL_VAE, SDXL_TEXT, SDXL_TEXT_2, tokenizer_dir=folder / "tok"
+            )
     for k in ("unet", "vae", "text_encoder", "text_encoder_2"):
         comps[k].to(dtype=dtype)
     base = tiny_sdxl.save_tiny_sdxl(folder / "base", components=comps)
@@ -99,8 +141,17 @@ def build_model(folder: Path, tiny: bool, device: torch.device, dtype: torch.dty
     return base
 
 
-def seed_way(base: Path, loras: Path, size: int, n_per_grade: int, steps: int, strength: float, guidance: float,
-             device: torch.device, dtype: torch.dtype) -> dict:
+def seed_way(
+    base: Path,
+    loras: Path,
+    size: int,
+    n_per_grade: int,
+    steps: int,
+    strength: float,
+    guidance: float,
+    device: torch.device,
+    dtype: torch.dtype,
+) -> dict:
     """Batch 1, PIL in/out, pipeline reloaded per grade (as the seed project's notebook does)."""
     from diffusers import StableDiffusionXLImg2ImgPipeline, UniPCMultistepScheduler
     from PIL import Image
@@ -114,8 +165,7 @@ def seed_way(base: Path, loras: Path, size: int, n_per_grade: int, steps: int, s
         t0 = time.perf_counter()
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
-            pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(base), torch_dtype=dtype,
-                                                                    add_watermarker=False)
+            pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(base), torch_dtype=dtype, add_watermarker=False)
             pipe.load_lora_weights(str(loras / f"acne{g}"), weight_name="pytorch_lora_weights.safetensors")
         pipe.scheduler = UniPCMultistepScheduler.from_config(pipe.scheduler.config)
         pipe.to(device)
@@ -125,9 +175,15 @@ def seed_way(base: Path, loras: Path, size: int, n_per_grade: int, steps: int, s
         for i in range(n_per_grade + (1 if g == 0 else 0)):
             sync(device)
             t0 = time.perf_counter()
-            pipe(prompt=PROMPT.format(grade=g), image=photo, strength=strength, guidance_scale=guidance,
-                 num_inference_steps=steps, generator=torch.Generator("cpu").manual_seed(i),
-                 output_type="pil").images[0]
+            pipe(
+                prompt=PROMPT.format(grade=g),
+                image=photo,
+                strength=strength,
+                guidance_scale=guidance,
+                num_inference_steps=steps,
+                generator=torch.Generator("cpu").manual_seed(i),
+                output_type="pil",
+            ).images[0]
             sync(device)
             dt = time.perf_counter() - t0
             if g == 0 and i == 0:
@@ -139,9 +195,14 @@ def seed_way(base: Path, loras: Path, size: int, n_per_grade: int, steps: int, s
             torch.cuda.empty_cache()
     total = time.perf_counter() - t_all
     n = 4 * n_per_grade
-    return {"s_per_image": statistics.mean(per_image), "s_per_image_median": statistics.median(per_image),
-            "reload_s_per_grade": statistics.mean(loads), "first_image_s": first,
-            "s_per_image_incl_reloads": (total - first) / n, "images": n}
+    return {
+        "s_per_image": statistics.mean(per_image),
+        "s_per_image_median": statistics.median(per_image),
+        "reload_s_per_grade": statistics.mean(loads),
+        "first_image_s": first,
+        "s_per_image_incl_reloads": (total - first) / n,
+        "images": n,
+    }
 
 
 def unet_step_ms(pipe, size: int, device: torch.device, dtype: torch.dtype, repeats: int) -> float:
@@ -150,8 +211,12 @@ def unet_step_ms(pipe, size: int, device: torch.device, dtype: torch.dtype, repe
     lat = size // pipe.vae_scale_factor
     x = torch.randn(2, 4, lat, lat, device=device, dtype=dtype)
     ctx = torch.randn(2, 77, unet.config.cross_attention_dim, device=device, dtype=dtype)
-    pooled = torch.randn(2, unet.config.projection_class_embeddings_input_dim
-                         - 6 * unet.config.addition_time_embed_dim, device=device, dtype=dtype)
+    pooled = torch.randn(
+        2,
+        unet.config.projection_class_embeddings_input_dim - 6 * unet.config.addition_time_embed_dim,
+        device=device,
+        dtype=dtype,
+    )
     ids = torch.tensor([[size, size, 0, 0, size, size]] * 2, device=device, dtype=dtype)
     t = torch.tensor([500, 500], device=device)
     with torch.inference_mode():
@@ -165,24 +230,50 @@ def unet_step_ms(pipe, size: int, device: torch.device, dtype: torch.dtype, repe
     return (time.perf_counter() - t0) / repeats * 1000
 
 
-def trialsim_way(base: Path, loras: Path, size: int, batches: list[int], repeats: int, steps: int,
-                 strength: float, guidance: float, device: torch.device, dtype_name: str, compile_mode,
-                 channels_last: bool, merge_loras: bool = True, step_ms: bool = False) -> dict:
+def trialsim_way(
+    base: Path,
+    loras: Path,
+    size: int,
+    batches: list[int],
+    repeats: int,
+    steps: int,
+    strength: float,
+    guidance: float,
+    device: torch.device,
+    dtype_name: str,
+    compile_mode,
+    channels_last: bool,
+    merge_loras: bool = True,
+    step_ms: bool = False,
+) -> dict:
     """:class:`SDXLRenderer`: one pipeline, all LoRAs, severity 1.5 (two adapters blended), batches."""
     from trialsim.protocol import protocol_from_dict
     from trialsim.render.sdxl import SDXLRenderer
 
-    proto = protocol_from_dict({"treatments": [{"label": "A"}],
-                                "rendering": {"renderer": "sdxl", "image_size": size}})
-    out: dict = {"lora_path": "folded into the weights" if merge_loras else "peft layers (set_adapters)",
-                 "compile": compile_mode or False}
+    proto = protocol_from_dict({"treatments": [{"label": "A"}], "rendering": {"renderer": "sdxl", "image_size": size}})
+    out: dict = {
+        "lora_path": "folded into the weights" if merge_loras else "peft layers (set_adapters)",
+        "compile": compile_mode or False,
+    }
     t0 = time.perf_counter()
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        r = SDXLRenderer(proto, base_model=str(base), lora=[f"{g}={loras / f'acne{g}'}" for g in range(4)],
-                         mode="anchor", steps=steps, strength=strength, guidance=guidance, dtype=dtype_name,
-                         device=str(device), vae_upcast=False, channels_last=channels_last,
-                         compile=compile_mode or False, batch_size=max(batches), merge_loras=merge_loras)
+        r = SDXLRenderer(
+            proto,
+            base_model=str(base),
+            lora=[f"{g}={loras / f'acne{g}'}" for g in range(4)],
+            mode="anchor",
+            steps=steps,
+            strength=strength,
+            guidance=guidance,
+            dtype=dtype_name,
+            device=str(device),
+            vae_upcast=False,
+            channels_last=channels_last,
+            compile=compile_mode or False,
+            batch_size=max(batches),
+            merge_loras=merge_loras,
+        )
     sync(device)
     out["load_s"] = time.perf_counter() - t0
     out["fused_qkv"] = r.fuse_qkv_
@@ -202,8 +293,12 @@ def trialsim_way(base: Path, loras: Path, size: int, batches: list[int], repeats
             r.render_batch(pixels, 1.5, seeds)
             sync(device)
             times.append(time.perf_counter() - t0)
-        out[f"batch_{b}"] = {"s_per_image": statistics.mean(times) / b, "s_per_batch": statistics.mean(times),
-                             "s_per_batch_min": min(times), "first_call_s (compile + warm-up)": warm}
+        out[f"batch_{b}"] = {
+            "s_per_image": statistics.mean(times) / b,
+            "s_per_batch": statistics.mean(times),
+            "s_per_batch_min": min(times),
+            "first_call_s (compile + warm-up)": warm,
+        }
     # a new severity: new adapter blend and prompt embedding (with compile: must not recompile)
     graphs = _compiled_graphs()
     sync(device)
@@ -246,8 +341,9 @@ def anchor_batch_fill(batch_size: int = 8, steps=(0.05, 0.1, 0.25, 1.0)) -> dict
 def _compiled_graphs() -> int:
     try:
         from torch._dynamo.utils import counters
+
         return int(counters["stats"]["unique_graphs"])
-    except Exception:  # noqa: BLE001 - a counter only
+    except Exception:
         return -1
 
 
@@ -263,11 +359,18 @@ def main(argv=None) -> dict:
     ap.add_argument("--repeats", type=int, default=None, help="timed calls per batch size (default 5, 1 --tiny)")
     ap.add_argument("--no-compile", action="store_true", help="skip torch.compile (default: compile on CUDA)")
     ap.add_argument("--compile-mode", default=None, help="torch.compile mode (default: torch's default)")
-    ap.add_argument("--budget-s", type=float, default=None,
-                    help="skip the compiled run if less than --compile-reserve-s is left of this budget")
+    ap.add_argument(
+        "--budget-s",
+        type=float,
+        default=None,
+        help="skip the compiled run if less than --compile-reserve-s is left of this budget",
+    )
     ap.add_argument("--compile-reserve-s", type=float, default=240.0)
-    ap.add_argument("--compiled-batches", default="8,16",
-                    help="batch sizes for compiled runs, one fresh compile each (default 8,16)")
+    ap.add_argument(
+        "--compiled-batches",
+        default="8,16",
+        help="batch sizes for compiled runs, one fresh compile each (default 8,16)",
+    )
     ap.add_argument("--out", help="also write the JSON here (rewritten after each stage)")
     ap.add_argument("--workdir", help="where to save the random model (default: a temporary folder)")
     args = ap.parse_args(argv)
@@ -275,6 +378,7 @@ def main(argv=None) -> dict:
 
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
+
     for lib in (dlog, tlog):  # JSON on stdout; keep stderr to real problems
         lib.set_verbosity_error()
         lib.disable_progress_bar()
@@ -292,12 +396,21 @@ def main(argv=None) -> dict:
 
     result: dict = {
         "device": torch.cuda.get_device_name(0) if device.type == "cuda" else platform.processor() or "cpu",
-        "torch": torch.__version__, "diffusers": __import__("diffusers").__version__,
+        "torch": torch.__version__,
+        "diffusers": __import__("diffusers").__version__,
         "peft": __import__("peft").__version__,
         "model": "tiny random SDXL" if args.tiny else "random-weight full-size SDXL (base 1.0 configs)",
-        "settings": {"size_px": size, "steps": args.steps, "strength": args.strength, "guidance": args.guidance,
-                     "scheduler": "UniPC", "dtype": str(dtype).replace("torch.", ""), "loras": 4,
-                     "severity": 1.5, "channels_last": channels_last},
+        "settings": {
+            "size_px": size,
+            "steps": args.steps,
+            "strength": args.strength,
+            "guidance": args.guidance,
+            "scheduler": "UniPC",
+            "dtype": str(dtype).replace("torch.", ""),
+            "loras": 4,
+            "severity": 1.5,
+            "channels_last": channels_last,
+        },
         "goal": "trialsim >= 4x the seed project's batch-1 throughput (<= 0.15 s/image on an H100)",
     }
 
@@ -305,7 +418,7 @@ def main(argv=None) -> dict:
         t0 = time.perf_counter()
         try:
             result[name] = fn()
-        except Exception as err:  # noqa: BLE001 - a failed stage is reported, the others still run
+        except Exception as err:
             result[name] = {"error": f"{err.__class__.__name__}: {str(err)[:500]}"}
         result.setdefault("stage_s", {})[name] = time.perf_counter() - t0
         emit(final=False)
@@ -319,8 +432,11 @@ def main(argv=None) -> dict:
         if final:
             print(text)
         else:
-            print(f"bench_sdxl: {list(result.get('stage_s', {}))[-1]} done "
-                  f"({time.perf_counter() - t_start:.0f} s)", file=sys.stderr, flush=True)
+            print(
+                f"bench_sdxl: {list(result.get('stage_s', {}))[-1]} done ({time.perf_counter() - t_start:.0f} s)",
+                file=sys.stderr,
+                flush=True,
+            )
 
     tmp = tempfile.TemporaryDirectory(prefix="bench_sdxl_") if not args.workdir else None
     work = Path(args.workdir or tmp.name)
@@ -328,13 +444,29 @@ def main(argv=None) -> dict:
     t0 = time.perf_counter()
     base = build_model(work, args.tiny, device, dtype)
     result["build_model_s"] = time.perf_counter() - t0
-    common = dict(size=size, steps=args.steps, strength=args.strength, guidance=args.guidance, device=device,
-                  dtype_name="fp16" if dtype == torch.float16 else "fp32", channels_last=channels_last)
+    common = dict(
+        size=size,
+        steps=args.steps,
+        strength=args.strength,
+        guidance=args.guidance,
+        device=device,
+        dtype_name="fp16" if dtype == torch.float16 else "fp32",
+        channels_last=channels_last,
+    )
 
-    stage("seed_project", lambda: seed_way(base, work / "loras", size, per_grade, args.steps, args.strength,
-                                           args.guidance, device, dtype))
-    stage("trialsim_eager", lambda: trialsim_way(base, work / "loras", batches=batches, repeats=repeats,
-                                                 compile_mode=None, step_ms=True, **common))
+    stage(
+        "seed_project",
+        lambda: seed_way(
+            base, work / "loras", size, per_grade, args.steps, args.strength, args.guidance, device, dtype
+        ),
+    )
+    stage(
+        "trialsim_eager",
+        lambda: trialsim_way(
+            base, work / "loras", batches=batches, repeats=repeats, compile_mode=None, step_ms=True, **common
+        ),
+    )
+
     def left() -> float:
         return float("inf") if args.budget_s is None else args.budget_s - (time.perf_counter() - t_start)
 
@@ -345,12 +477,30 @@ def main(argv=None) -> dict:
                 result[name] = {"skipped": f"{left():.0f} s left of --budget-s"}
                 continue
             torch._dynamo.reset()  # a static compile for this batch size
-            stage(name, lambda cb=cb: trialsim_way(base, work / "loras", batches=[cb], repeats=repeats,
-                                                   compile_mode=args.compile_mode or True, **common))
+            stage(
+                name,
+                lambda cb=cb: trialsim_way(
+                    base,
+                    work / "loras",
+                    batches=[cb],
+                    repeats=repeats,
+                    compile_mode=args.compile_mode or True,
+                    **common,
+                ),
+            )
     if left() >= 60:
-        stage("trialsim_peft_layers", lambda: trialsim_way(base, work / "loras", batches=[max(batches)],
-                                                           repeats=repeats, compile_mode=None, merge_loras=False,
-                                                           **common))
+        stage(
+            "trialsim_peft_layers",
+            lambda: trialsim_way(
+                base,
+                work / "loras",
+                batches=[max(batches)],
+                repeats=repeats,
+                compile_mode=None,
+                merge_loras=False,
+                **common,
+            ),
+        )
     seed = result["seed_project"]
     speed: dict = {}
     if "s_per_image" in seed:
@@ -359,12 +509,21 @@ def main(argv=None) -> dict:
                 if key.startswith("batch_") and isinstance(v, dict):
                     speed[f"{name}.{key}"] = seed["s_per_image"] / v["s_per_image"]
     result["speedup_vs_seed_batch1"] = speed
-    best = min(((v["s_per_image"], f"{n}.{k}") for n in result
-                if n.startswith("trialsim_") and n != "trialsim_peft_layers"
-                for k, v in result[n].items() if k.startswith("batch_") and isinstance(v, dict)),
-               default=(None, None))
-    result["best"] = {"config": best[1], "s_per_image": best[0],
-                      "speedup_vs_seed_batch1": speed.get(best[1]) if best[1] else None}
+    best = min(
+        (
+            (v["s_per_image"], f"{n}.{k}")
+            for n in result
+            if n.startswith("trialsim_") and n != "trialsim_peft_layers"
+            for k, v in result[n].items()
+            if k.startswith("batch_") and isinstance(v, dict)
+        ),
+        default=(None, None),
+    )
+    result["best"] = {
+        "config": best[1],
+        "s_per_image": best[0],
+        "speedup_vs_seed_batch1": speed.get(best[1]) if best[1] else None,
+    }
     result["goal_met"] = bool(best[1] and speed.get(best[1], 0) >= 4.0)
     result["total_s"] = time.perf_counter() - t_start
     emit(final=True)

@@ -6,8 +6,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 PROTOCOLS = ROOT / "protocols"
-ANCHOR_CSV_CANDIDATES = [ROOT.parent / "shared" / "anchors" / "sim_acne.csv",
-                         ROOT / "tests" / "data" / "sim_acne.csv"]
+ANCHOR_CSV_CANDIDATES = [ROOT.parent / "shared" / "anchors" / "sim_acne.csv", ROOT / "tests" / "data" / "sim_acne.csv"]
 
 
 @pytest.fixture
@@ -21,7 +20,8 @@ def anchor_csv() -> Path:
 def small_protocol_dict(**overrides) -> dict:
     """A small, fast protocol as plain data; ``overrides`` replace top-level sections."""
     d = {
-        "name": "small", "seed": 3,
+        "name": "small",
+        "seed": 3,
         "patients": {"n": 3, "baseline_severity": {"mean": 2.5, "sd": 0.2}},
         "treatments": [
             {"label": "A", "effect": -1.0, "effect_sd": 0.1, "onset_days": 2, "washout_days": 2},

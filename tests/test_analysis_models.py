@@ -1,4 +1,5 @@
 """Statistical behaviour of analysis.models and analysis.evaluate on latent truth (no images)."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -75,16 +76,15 @@ def test_randomization_test_with_many_blocks_reaches_small_p_for_a_large_effect(
     arm_b = np.tile([False, False, True, True], n_blocks)
     y = np.where(arm_b, 1.0, 0.0) + np.random.default_rng(1).normal(0, 0.1, len(arm_b))
     r = randomization_test(y, arm_b, period, block, np.random.default_rng(0))
-    assert r["n_assignments"] == 2 ** n_blocks
-    assert r["min_p"] == pytest.approx(2 / 2 ** n_blocks)
-    assert r["p_value"] <= 2 / 2 ** n_blocks + 1e-12
+    assert r["n_assignments"] == 2**n_blocks
+    assert r["min_p"] == pytest.approx(2 / 2**n_blocks)
+    assert r["p_value"] <= 2 / 2**n_blocks + 1e-12
 
 
 def test_patient_tests_detect_a_large_effect_with_welch_ar1_and_permutation():
     days = _days(load_protocol(ROOT / "protocols" / "anchor_sim_acne.yaml"))
     p = days[days["patient_id"] == "1"].sort_values("day")
-    res = {r["test"]: r for r in patient_tests(p, "severity_latent", "Antibiotics", "Cream",
-                                              np.random.default_rng(0))}
+    res = {r["test"]: r for r in patient_tests(p, "severity_latent", "Antibiotics", "Cream", np.random.default_rng(0))}
     assert set(res) == {"welch", "ar1", "permutation", "randomization"}
     assert res["welch"]["p_value"] < 0.01
     assert res["permutation"]["p_value"] < 0.01

@@ -1,4 +1,5 @@
 """What the embedder sees: the spot map counts red spots whatever the light."""
+
 from __future__ import annotations
 
 import cv2

@@ -1,4 +1,5 @@
 """Real-photo path: any size, EXIF rotation, greyscale/RGBA, several photos a day, a corrupt file."""
+
 from __future__ import annotations
 
 import json
@@ -41,7 +42,7 @@ def make_photo_folder(root, corrupt: bool = True):
                 name = f"photos/p{p}_day{day}_{k}.jpg"
                 mode = "L" if (p == 1 and day == 5) else "RGB"
                 im = _photo(rng, sev, sizes[p], mode)
-                if p == 2 and day == 7:   # stored sideways with an EXIF orientation tag
+                if p == 2 and day == 7:  # stored sideways with an EXIF orientation tag
                     im = im.transpose(Image.Transpose.ROTATE_90)
                     exif = Image.Exif()
                     exif[0x0112] = 6
@@ -62,7 +63,7 @@ def make_photo_folder(root, corrupt: bool = True):
 def test_loader_applies_exif_orientation_and_any_size_to_square_rgb(tmp_path):
     root = make_photo_folder(tmp_path / "ds", corrupt=False)
     data = load_dataset(root)
-    assert data.treatments == ["A", "B"]            # Baseline is not a treatment to contrast
+    assert data.treatments == ["A", "B"]  # Baseline is not a treatment to contrast
     assert data.manifest["day"].min() == 1 and data.manifest["day"].max() == 12  # from timestamp
     data, X = load_images(data, 64)
     assert X.shape == (len(data.manifest), 3, 64, 64) and X.dtype == np.uint8
@@ -70,30 +71,30 @@ def test_loader_applies_exif_orientation_and_any_size_to_square_rgb(tmp_path):
 
 def test_exif_rotated_photo_is_loaded_upright(tmp_path):
     from analysis.dataset import _open_image
-    upright = np.zeros((120, 80, 3), np.uint8)   # portrait, red top half, blue bottom half
+
+    upright = np.zeros((120, 80, 3), np.uint8)  # portrait, red top half, blue bottom half
     upright[:60] = [255, 0, 0]
     upright[60:] = [0, 0, 255]
     stored = Image.fromarray(upright).transpose(Image.Transpose.ROTATE_90)  # sideways pixels
     exif = Image.Exif()
-    exif[0x0112] = 6   # "rotate 90° clockwise to display"
+    exif[0x0112] = 6  # "rotate 90° clockwise to display"
     stored.save(tmp_path / "rot.jpg", exif=exif.tobytes(), quality=95)
     x = _open_image(tmp_path / "rot.jpg", 40)
     assert x.shape == (40, 40, 3)
-    assert x[2, 20, 0] > 200 and x[2, 20, 2] < 60      # top is red
-    assert x[37, 20, 2] > 200 and x[37, 20, 0] < 60    # bottom is blue
+    assert x[2, 20, 0] > 200 and x[2, 20, 2] < 60  # top is red
+    assert x[37, 20, 2] > 200 and x[37, 20, 0] < 60  # bottom is blue
 
 
 def test_corrupt_photo_raises_error_naming_the_file(tmp_path):
     root = make_photo_folder(tmp_path / "ds")
-    with pytest.raises(AnalysisInputError, match="p0_day11_0.jpg"):
+    with pytest.raises(AnalysisInputError, match=r"p0_day11_0\.jpg"):
         analyze(root, tmp_path / "out", AnalysisConfig(method="pixel-pca", image_size=64))
 
 
 def test_real_photos_end_to_end_with_skip_bad_reports_one_skipped(tmp_path):
     root = make_photo_folder(tmp_path / "ds")
     out = tmp_path / "out"
-    res = analyze(root, out, AnalysisConfig(method="ae,pixel-pca", image_size=64, epochs=3, skip_bad=True,
-                                            n_perm=200))
+    res = analyze(root, out, AnalysisConfig(method="ae,pixel-pca", image_size=64, epochs=3, skip_bad=True, n_perm=200))
     assert res["skipped_images"] == 1
     assert res["truth"] is None
     assert res["embedding"]["spearman_pc1_latent"] is None and res["embedding"]["sign_aligned"] is False
@@ -111,9 +112,22 @@ def test_real_photos_end_to_end_with_skip_bad_reports_one_skipped(tmp_path):
 
 def test_cli_analyze_exits_2_naming_the_corrupt_file(tmp_path):
     from trialsim.cli import main
+
     root = make_photo_folder(tmp_path / "ds")
-    r = CliRunner().invoke(main, ["analyze", str(root), "--out", str(tmp_path / "out"), "--method", "pixel-pca",
-                                  "--image-size", "64", "--quiet"])
+    r = CliRunner().invoke(
+        main,
+        [
+            "analyze",
+            str(root),
+            "--out",
+            str(tmp_path / "out"),
+            "--method",
+            "pixel-pca",
+            "--image-size",
+            "64",
+            "--quiet",
+        ],
+    )
     assert r.exit_code == 2
     assert "p0_day11_0.jpg" in r.output
     assert "Traceback" not in r.output

@@ -1,16 +1,16 @@
 """analysis.pipeline end to end on simulated datasets (Contract 2)."""
+
 from __future__ import annotations
 
 import json
 
 import pandas as pd
 import pytest
+from conftest import small_protocol_dict
 
 from analysis.pipeline import AnalysisConfig, analyze
 from trialsim.protocol import protocol_from_dict
 from trialsim.simulate import simulate
-
-from conftest import small_protocol_dict
 
 
 def _small(tmp_path, renderer: str, **kw):
@@ -28,14 +28,27 @@ def test_oracle_on_truth_only_dataset_writes_contract_2_and_recovers_the_sign(tm
     assert pop["contrast"] == "B − A" and pop["df"] == 3
     truth = res["truth"][0]
     assert truth["nominal"] == pytest.approx(-1.0)
-    assert truth["realised"] < -0.5                       # B is the better arm
+    assert truth["realised"] < -0.5  # B is the better arm
     assert pop["estimate"] == pytest.approx(truth["latent_model"]["estimate"], abs=1e-9)
     assert abs(pop["estimate_severity"] - truth["realised"]) < 0.3
     assert res["embedding"]["spearman_pc1_latent"] == pytest.approx(1.0)
     assert res["embedding"]["sign_aligned"] is True
     saved = json.loads((tmp_path / "out" / "results.json").read_text())
-    for key in ("population", "patients", "embedding", "truth", "formulas", "timings_s", "config", "versions",
-                "seed", "protocol", "n_images", "n_patients", "skipped_images"):
+    for key in (
+        "population",
+        "patients",
+        "embedding",
+        "truth",
+        "formulas",
+        "timings_s",
+        "config",
+        "versions",
+        "seed",
+        "protocol",
+        "n_images",
+        "n_patients",
+        "skipped_images",
+    ):
         assert key in saved
     tests = {p["test"] for p in saved["patients"]}
     assert tests == {"welch", "ar1", "permutation", "randomization"}
@@ -57,6 +70,7 @@ def test_method_all_reports_three_methods_side_by_side_and_is_deterministic(tmp_
 
 def test_unknown_method_is_bad_input(tmp_path):
     from analysis.errors import AnalysisInputError
+
     ds = _small(tmp_path, "none")
     with pytest.raises(AnalysisInputError, match="method"):
         analyze(ds, tmp_path / "out", AnalysisConfig(method="vae"))

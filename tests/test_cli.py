@@ -1,4 +1,5 @@
 """Command line: exit codes, messages naming file and field, nothing half-written; property-based."""
+
 from __future__ import annotations
 
 import string
@@ -6,11 +7,11 @@ import string
 import pandas as pd
 import yaml
 from click.testing import CliRunner
-from hypothesis import HealthCheck, given, settings, strategies as st
+from conftest import small_protocol_dict
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from trialsim.cli import main
-
-from conftest import small_protocol_dict
 
 
 def run(args):
@@ -80,8 +81,14 @@ def test_from_csv_anchor_loads_as_is(tmp_path, anchor_csv):
 
 # --- property-based: random and malformed protocols never crash -------------------------------
 
-_scalars = st.one_of(st.none(), st.booleans(), st.integers(-5, 50), st.floats(-5, 50), st.just(float("nan")),
-                     st.text(string.ascii_letters + " :-[]{}", max_size=6))
+_scalars = st.one_of(
+    st.none(),
+    st.booleans(),
+    st.integers(-5, 50),
+    st.floats(-5, 50),
+    st.just(float("nan")),
+    st.text(string.ascii_letters + " :-[]{}", max_size=6),
+)
 
 
 @st.composite
@@ -94,9 +101,28 @@ def protocols(draw):
     d["schedule"]["design"] = draw(st.sampled_from(["fixed", "randomized_blocks"]))
     for _ in range(draw(st.integers(0, 3))):
         section = draw(st.sampled_from(["patients", "schedule", "dynamics", "observation", "treatments", "top"]))
-        key = draw(st.sampled_from(["n", "period_days", "sequence", "ar1_rho", "sd_obs", "effect", "label",
-                                    "onset_days", "photos_per_day", "missing_photo_prob", "seed", "bogus",
-                                    "floor", "ceiling", "blocks", "design"]))
+        key = draw(
+            st.sampled_from(
+                [
+                    "n",
+                    "period_days",
+                    "sequence",
+                    "ar1_rho",
+                    "sd_obs",
+                    "effect",
+                    "label",
+                    "onset_days",
+                    "photos_per_day",
+                    "missing_photo_prob",
+                    "seed",
+                    "bogus",
+                    "floor",
+                    "ceiling",
+                    "blocks",
+                    "design",
+                ]
+            )
+        )
         value = draw(_scalars)
         if section == "top":
             d[key] = value

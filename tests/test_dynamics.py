@@ -1,15 +1,14 @@
 """Schedules and latent dynamics: onset/washout, carry-over, noise, clipping, grading."""
+
 from __future__ import annotations
 
 import numpy as np
 import pytest
+from conftest import small_protocol_dict
 
-from trialsim.dynamics import (exposure_levels, grade_from_count, patient_trajectory, severity_grade,
-                               target_lesion_count)
+from trialsim.dynamics import exposure_levels, grade_from_count, patient_trajectory, severity_grade, target_lesion_count
 from trialsim.protocol import protocol_from_dict
 from trialsim.schedule import patient_schedule
-
-from conftest import small_protocol_dict
 
 
 def test_acne04_thresholds_map_counts_to_grades():
@@ -33,8 +32,9 @@ def test_first_order_onset_and_washout_time_constants():
 
 
 def test_randomized_blocks_respect_cap_and_differ_between_patients():
-    d = small_protocol_dict(schedule={"design": "randomized_blocks", "blocks": 6, "period_days": 2,
-                                      "max_consecutive_periods": 2})
+    d = small_protocol_dict(
+        schedule={"design": "randomized_blocks", "blocks": 6, "period_days": 2, "max_consecutive_periods": 2}
+    )
     p = protocol_from_dict(d)
     orders = set()
     for i in range(20):
@@ -49,8 +49,10 @@ def test_randomized_blocks_respect_cap_and_differ_between_patients():
 
 
 def test_noise_free_trajectory_reaches_baseline_plus_effect_and_noise_is_clipped():
-    d = small_protocol_dict(schedule={"sequence": "A", "blocks": 1, "period_days": 40, "run_in_days": 5},
-                            dynamics={"ar1_rho": 0.8, "ar1_sd": 2.0})
+    d = small_protocol_dict(
+        schedule={"sequence": "A", "blocks": 1, "period_days": 40, "run_in_days": 5},
+        dynamics={"ar1_rho": 0.8, "ar1_sd": 2.0},
+    )
     p = protocol_from_dict(d)
     s = patient_schedule(p, "1", np.random.default_rng(0))
     traj = patient_trajectory(p, s, {"baseline": 2.5, "effects": {"A": -1.0, "B": -2.0}}, np.random.default_rng(1))
@@ -62,12 +64,19 @@ def test_noise_free_trajectory_reaches_baseline_plus_effect_and_noise_is_clipped
 
 
 def test_ar1_noise_has_the_requested_autocorrelation():
-    d = small_protocol_dict(schedule={"sequence": "A", "blocks": 1, "period_days": 3000, "run_in_days": 0},
-                            treatments=[{"label": "A", "effect": 0.0}],
-                            patients={"n": 1, "baseline_severity": {"mean": 1.5, "sd": 0}},
-                            dynamics={"ar1_rho": 0.7, "ar1_sd": 0.1})
+    d = small_protocol_dict(
+        schedule={"sequence": "A", "blocks": 1, "period_days": 3000, "run_in_days": 0},
+        treatments=[{"label": "A", "effect": 0.0}],
+        patients={"n": 1, "baseline_severity": {"mean": 1.5, "sd": 0}},
+        dynamics={"ar1_rho": 0.7, "ar1_sd": 0.1},
+    )
     p = protocol_from_dict(d)
     s = patient_schedule(p, "1", np.random.default_rng(0))
-    y = patient_trajectory(p, s, {"baseline": 1.5, "effects": {"A": 0.0}}, np.random.default_rng(2))["severity_latent"].to_numpy() - 1.5
+    y = (
+        patient_trajectory(p, s, {"baseline": 1.5, "effects": {"A": 0.0}}, np.random.default_rng(2))[
+            "severity_latent"
+        ].to_numpy()
+        - 1.5
+    )
     assert np.std(y) == pytest.approx(0.1, rel=0.1)
     assert np.corrcoef(y[:-1], y[1:])[0, 1] == pytest.approx(0.7, abs=0.05)

@@ -1,4 +1,5 @@
 """The lesion population process: counts follow the target, lesions persist, life cycles, view geometry."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -11,8 +12,9 @@ from trialsim.lesions import ACTIVE_TYPES, MARK, allowed_region, feature_mask, l
 
 def days_frame(severity) -> pd.DataFrame:
     sev = np.asarray(severity, float)
-    return pd.DataFrame({"day": np.arange(1, len(sev) + 1), "severity_latent": sev,
-                         "lesion_target": target_lesion_count(sev)})
+    return pd.DataFrame(
+        {"day": np.arange(1, len(sev) + 1), "severity_latent": sev, "lesion_target": target_lesion_count(sev)}
+    )
 
 
 def trial_severity(n=120, seed=0) -> np.ndarray:
@@ -57,8 +59,10 @@ def test_persistence_at_steady_target_at_least_90_percent_within_2px():
     for day in range(1, 100):
         a = act[act["day"] == day]
         b = act[act["day"] == day + 1]
-        d = np.hypot((a["x"].to_numpy()[:, None] - b["x"].to_numpy()[None]) * w,
-                     (a["y"].to_numpy()[:, None] - b["y"].to_numpy()[None]) * h)
+        d = np.hypot(
+            (a["x"].to_numpy()[:, None] - b["x"].to_numpy()[None]) * w,
+            (a["y"].to_numpy()[:, None] - b["y"].to_numpy()[None]) * h,
+        )
         kept += int((d.min(axis=1) <= 2.0).sum())
         total += len(a)
     assert kept / total >= 0.90, kept / total
@@ -85,6 +89,7 @@ def test_severe_acne_has_more_inflammatory_lesions_than_mild():
         pop = lesion_population(days_frame(np.full(60, sev)), np.random.default_rng(7))
         act = pop[pop["stage"] != MARK]
         return act["type"].isin(["papule", "pustule", "nodule"]).mean()
+
     assert share(2.9) > share(0.8) + 0.05
 
 

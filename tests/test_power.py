@@ -1,4 +1,5 @@
 """Power studies: identical results on 1 or 2 workers and on a Dask cluster; resume after a kill."""
+
 from __future__ import annotations
 
 import os
@@ -10,10 +11,9 @@ import time
 import pandas as pd
 import pytest
 import yaml
+from conftest import small_protocol_dict
 
 from trialsim.power import PowerStudy, apply_grid_point, parse_grid, replicate_seed, run_power
-
-from conftest import small_protocol_dict
 
 
 def _protocol_file(tmp_path):
@@ -45,19 +45,27 @@ def test_workers_and_dask_cluster_give_identical_replicates(tmp_path):
     one = (tmp_path / "w1" / "replicates.csv").read_bytes()
     assert one == (tmp_path / "w2" / "replicates.csv").read_bytes()
     from distributed import LocalCluster
+
     with LocalCluster(n_workers=2, threads_per_worker=1, processes=True, dashboard_address=None) as cluster:
         run_power(_study(f), tmp_path / "dask", scheduler=cluster.scheduler_address, progress=False)
         # `trialsim simulate --scheduler` renders patients on the same cluster, byte for byte
         from trialsim.protocol import protocol_from_dict
         from trialsim.simulate import simulate
+
         d = small_protocol_dict()
         d["rendering"] = {"renderer": "procedural", "image_size": 64}
         proto = protocol_from_dict(d)
         simulate(proto, tmp_path / "sim_local", workers=1)
         simulate(proto, tmp_path / "sim_dask", scheduler=cluster.scheduler_address)
     assert one == (tmp_path / "dask" / "replicates.csv").read_bytes()
-    local = {p.relative_to(tmp_path / "sim_local"): p.read_bytes() for p in (tmp_path / "sim_local").rglob("*") if p.is_file()}
-    remote = {p.relative_to(tmp_path / "sim_dask"): p.read_bytes() for p in (tmp_path / "sim_dask").rglob("*") if p.is_file()}
+    local = {
+        p.relative_to(tmp_path / "sim_local"): p.read_bytes()
+        for p in (tmp_path / "sim_local").rglob("*")
+        if p.is_file()
+    }
+    remote = {
+        p.relative_to(tmp_path / "sim_dask"): p.read_bytes() for p in (tmp_path / "sim_dask").rglob("*") if p.is_file()
+    }
     assert any(str(k).endswith(".jpg") for k in local) and local == remote
     rep = pd.read_csv(tmp_path / "w1" / "replicates.csv")
     lmm = rep[rep["test"] == "lmm"]
@@ -83,13 +91,28 @@ def test_failed_replicates_are_counted_not_dropped(tmp_path):
 
 def test_killed_study_resumes_to_the_same_results(tmp_path):
     f = _protocol_file(tmp_path)
-    args = [sys.executable, "-m", "trialsim", "power", str(f), "--replicates", "6", "--grid", "effect=0,1.0",
-            "--method", "oracle", "--seed", "5", "--quiet"]
+    args = [
+        sys.executable,
+        "-m",
+        "trialsim",
+        "power",
+        str(f),
+        "--replicates",
+        "6",
+        "--grid",
+        "effect=0,1.0",
+        "--method",
+        "oracle",
+        "--seed",
+        "5",
+        "--quiet",
+    ]
     full = subprocess.run(args + ["--out", str(tmp_path / "full")], capture_output=True, text=True)
     assert full.returncode == 0, full.stderr
     part = tmp_path / "part"
-    proc = subprocess.Popen(args + ["--out", str(part)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
-                            start_new_session=True)
+    proc = subprocess.Popen(
+        args + ["--out", str(part)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True
+    )
     rep = part / "replicates.csv"
     deadline = time.time() + 120
     while time.time() < deadline:
@@ -110,10 +133,25 @@ def test_bad_grid_exits_2_and_writes_nothing(tmp_path):
     from click.testing import CliRunner
 
     from trialsim.cli import main
+
     f = _protocol_file(tmp_path)
     for grid in ["effect=abc", "nosuch.field=3", "patients=0"]:
-        r = CliRunner().invoke(main, ["power", str(f), "--replicates", "2", "--grid", grid, "--method", "oracle",
-                                      "--out", str(tmp_path / "study"), "--quiet"])
+        r = CliRunner().invoke(
+            main,
+            [
+                "power",
+                str(f),
+                "--replicates",
+                "2",
+                "--grid",
+                grid,
+                "--method",
+                "oracle",
+                "--out",
+                str(tmp_path / "study"),
+                "--quiet",
+            ],
+        )
         assert r.exit_code == 2, (grid, r.output)
         assert "--grid" in r.output or "patients.n" in r.output
         assert not (tmp_path / "study").exists()

@@ -1,13 +1,13 @@
 """Protocol files: validation with field names, ready protocols load, resolution is complete."""
+
 from __future__ import annotations
 
 import pytest
 import yaml
+from conftest import PROTOCOLS, small_protocol_dict
 
 from trialsim.errors import BadInput
 from trialsim.protocol import load_protocol, protocol_from_dict
-
-from conftest import PROTOCOLS, small_protocol_dict
 
 
 @pytest.mark.parametrize("name", ["anchor_sim_acne", "hia_pilot", "null_effect", "demo"])
@@ -22,7 +22,12 @@ def test_ready_protocols_load_and_resolve(name):
 
 def test_ready_protocol_designs_match_their_descriptions():
     anchor = load_protocol(PROTOCOLS / "anchor_sim_acne.yaml")
-    assert (anchor.patients.n, anchor.n_days, anchor.schedule.run_in_days, anchor.schedule.period_days) == (10, 140, 28, 28)
+    assert (anchor.patients.n, anchor.n_days, anchor.schedule.run_in_days, anchor.schedule.period_days) == (
+        10,
+        140,
+        28,
+        28,
+    )
     hia = load_protocol(PROTOCOLS / "hia_pilot.yaml")
     assert (hia.patients.n, hia.n_days, hia.observation.photos_per_day, hia.schedule.blocks) == (5, 16, 3, 4)
     null = load_protocol(PROTOCOLS / "null_effect.yaml")
@@ -30,18 +35,21 @@ def test_ready_protocol_designs_match_their_descriptions():
     assert effects["Cream"] == effects["Antibiotics"]
 
 
-@pytest.mark.parametrize("mutate, field", [
-    (lambda d: d.update(colour="red"), "colour"),
-    (lambda d: d["schedule"].update(period_days=0), "schedule.period_days"),
-    (lambda d: d["schedule"].update(period_days=-3), "schedule.period_days"),
-    (lambda d: d["treatments"][0].update(onset_days=0), "treatments.0.onset_days"),
-    (lambda d: d["patients"]["baseline_severity"].update(mean=3.5), "patients.baseline_severity.mean"),
-    (lambda d: d["schedule"].update(sequence="AXB"), "schedule.sequence"),
-    (lambda d: d["treatments"][1].update(label="A"), "treatments"),
-    (lambda d: d.pop("treatments"), "treatments"),
-    (lambda d: d["dynamics"].update(ar1_rho=1.0), "dynamics.ar1_rho"),
-    (lambda d: d["treatments"][0].update(wash_out_days=3), "treatments.0.wash_out_days"),
-])
+@pytest.mark.parametrize(
+    "mutate, field",
+    [
+        (lambda d: d.update(colour="red"), "colour"),
+        (lambda d: d["schedule"].update(period_days=0), "schedule.period_days"),
+        (lambda d: d["schedule"].update(period_days=-3), "schedule.period_days"),
+        (lambda d: d["treatments"][0].update(onset_days=0), "treatments.0.onset_days"),
+        (lambda d: d["patients"]["baseline_severity"].update(mean=3.5), "patients.baseline_severity.mean"),
+        (lambda d: d["schedule"].update(sequence="AXB"), "schedule.sequence"),
+        (lambda d: d["treatments"][1].update(label="A"), "treatments"),
+        (lambda d: d.pop("treatments"), "treatments"),
+        (lambda d: d["dynamics"].update(ar1_rho=1.0), "dynamics.ar1_rho"),
+        (lambda d: d["treatments"][0].update(wash_out_days=3), "treatments.0.wash_out_days"),
+    ],
+)
 def test_invalid_protocols_name_the_field(mutate, field):
     d = small_protocol_dict()
     mutate(d)

@@ -1,4 +1,5 @@
 """The procedural renderer: identity, persistence, severity fidelity, photo conditions, determinism."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,9 +9,9 @@ import cv2
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PROTOCOLS, small_protocol_dict
 from scipy.stats import spearmanr
 
-from conftest import PROTOCOLS, small_protocol_dict
 from trialsim.lesions import MARK, feature_mask
 from trialsim.protocol import load_protocol, protocol_from_dict
 from trialsim.render import nuisance as nz
@@ -21,8 +22,13 @@ from trialsim.simulate import simulate, simulate_truth
 def proto(size=64, n=3, nuisance=1.0, view="cheek", aspect=1.0, **over):
     d = small_protocol_dict(**over)
     d["patients"]["n"] = n
-    d["rendering"] = {"renderer": "procedural", "image_size": size, "nuisance": nuisance, "view": view,
-                      "aspect": aspect}
+    d["rendering"] = {
+        "renderer": "procedural",
+        "image_size": size,
+        "nuisance": nuisance,
+        "view": view,
+        "aspect": aspect,
+    }
     return protocol_from_dict(d)
 
 
@@ -31,8 +37,11 @@ def decode(data: bytes) -> np.ndarray:
 
 
 def digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def detect_lesions(bgr: np.ndarray) -> int:
@@ -50,6 +59,7 @@ def detect_lesions(bgr: np.ndarray) -> int:
 
 
 # --- identity ---------------------------------------------------------------------------------
+
 
 def embed(bgr: np.ndarray) -> np.ndarray:
     """Downsampled pixels, log, exposure removed (a simple, analysis-free embedding)."""
@@ -70,7 +80,7 @@ def test_patients_are_reidentified_across_days_on_the_anchor_protocol():
             day.append(meta.day)
     emb, who, day = np.array(emb), np.array(who), np.array(day)
     assert len(emb) == 1400
-    sq = (emb ** 2).sum(1)
+    sq = (emb**2).sum(1)
     d = sq[:, None] + sq[None, :] - 2 * emb @ emb.T
     d[day[:, None] == day[None, :]] = np.inf  # other days only
     nn = d.argmin(axis=1)
@@ -104,11 +114,13 @@ def test_default_cohort_covers_at_least_five_fitzpatrick_types_and_overrides_win
 
 # --- lesions in the images --------------------------------------------------------------------
 
+
 @pytest.fixture(scope="module")
 def trial_256():
     """Clean and photographed images of a small trial at 256 px (severity from ~0 to 3)."""
-    p = proto(size=256, n=3, schedule={"design": "fixed", "sequence": "AB", "blocks": 1, "period_days": 8,
-                                        "run_in_days": 6})
+    p = proto(
+        size=256, n=3, schedule={"design": "fixed", "sequence": "AB", "blocks": 1, "period_days": 8, "run_in_days": 6}
+    )
     r = ProceduralRenderer(p)
     rows = []
     for job in simulate_truth(p):
@@ -116,11 +128,17 @@ def trial_256():
         photos = {img.image: img for img in r.render_patient(job)}
         for clean in r.clean_images(job):
             meta = job.images.set_index("image").loc[clean.image]
-            rows.append({"patient": job.patient_index, "day": int(meta["day"]), "clean": clean,
-                         "photo": decode(photos[clean.image].data),
-                         "target": int(days.loc[meta["day"], "lesion_target"]),
-                         "grade": int(days.loc[meta["day"], "severity_grade"]),
-                         "identity": r.identity_image(job.patient_index, job.patient_id)})
+            rows.append(
+                {
+                    "patient": job.patient_index,
+                    "day": int(meta["day"]),
+                    "clean": clean,
+                    "photo": decode(photos[clean.image].data),
+                    "target": int(days.loc[meta["day"], "lesion_target"]),
+                    "grade": int(days.loc[meta["day"], "severity_grade"]),
+                    "identity": r.identity_image(job.patient_index, job.patient_id),
+                }
+            )
     return rows
 
 
@@ -152,13 +170,20 @@ def test_truth_blind_detector_follows_truth_on_the_anchor_protocol():
 
 
 def test_lesion_area_and_redness_rise_with_grade(trial_256):
-    df = pd.DataFrame([{
-        "grade": row["grade"],
-        "area": row["clean"].lesion_mask.mean(),
-        # redness added to the patient's clear skin: a* of the image minus a* of the identity
-        "redness": (cv2.cvtColor(row["clean"].pixels, cv2.COLOR_RGB2LAB)[..., 1].astype(float).mean()
-                    - cv2.cvtColor(row["identity"], cv2.COLOR_RGB2LAB)[..., 1].astype(float).mean()),
-    } for row in trial_256])
+    df = pd.DataFrame(
+        [
+            {
+                "grade": row["grade"],
+                "area": row["clean"].lesion_mask.mean(),
+                # redness added to the patient's clear skin: a* of the image minus a* of the identity
+                "redness": (
+                    cv2.cvtColor(row["clean"].pixels, cv2.COLOR_RGB2LAB)[..., 1].astype(float).mean()
+                    - cv2.cvtColor(row["identity"], cv2.COLOR_RGB2LAB)[..., 1].astype(float).mean()
+                ),
+            }
+            for row in trial_256
+        ]
+    )
     by = df.groupby("grade").mean()
     assert len(by) >= 3
     assert (np.diff(by["area"].to_numpy()) > 0).all(), by
@@ -185,6 +210,7 @@ def test_lesions_stay_put_in_the_clean_frame(trial_256):
 def test_lesions_look_raised_red_and_headed(trial_256):
     """Papule centres are redder than their skin; a dome is brighter toward the light than away."""
     from trialsim.render.procedural import lesion_sprite
+
     F, A, W = lesion_sprite("papule", 5.0, 1.0, 0.3, (-0.7, -0.7))
     c = F.shape[0] // 2
     assert F[c, c, 0] > F[c, c, 1] * 1.3  # red channel kept more than green: erythema
@@ -197,6 +223,7 @@ def test_lesions_look_raised_red_and_headed(trial_256):
 
 
 # --- photo conditions -------------------------------------------------------------------------
+
 
 def test_nuisance_strength_zero_is_the_clean_image():
     px = ProceduralRenderer(proto(size=128)).identity_image(0, "1")
@@ -230,6 +257,7 @@ def test_lighting_differs_by_time_of_day():
 
 
 # --- dataset folder: determinism, workers, resume, contact sheets -----------------------------
+
 
 def test_same_seed_same_bytes_whatever_the_workers(tmp_path):
     p = proto(size=64, n=3)
@@ -297,8 +325,14 @@ def test_portrait_frame_and_several_photos_a_day(tmp_path):
 
 
 def test_face_view_keeps_eyes_brows_and_lips_free_of_lesions():
-    p = proto(size=128, n=1, view="face", aspect=4 / 3, nuisance=0.0,
-              patients={"n": 1, "baseline_severity": {"mean": 3.0, "sd": 0.0}})
+    p = proto(
+        size=128,
+        n=1,
+        view="face",
+        aspect=4 / 3,
+        nuisance=0.0,
+        patients={"n": 1, "baseline_severity": {"mean": 3.0, "sd": 0.0}},
+    )
     r = ProceduralRenderer(p)
     job = simulate_truth(p)[0]
     h, w = 128, 96

@@ -6,6 +6,7 @@ hand-written manifest (real data, no truth). The browser tests open the reports
 in headless Chromium; with ``TRIALSIM_UPDATE_DOCS=1`` the demo's first screen is
 saved as ``docs/report_first_screen.png`` for the README.
 """
+
 from __future__ import annotations
 
 import json
@@ -17,12 +18,11 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import PROTOCOLS, ROOT
 
 from analysis.errors import AnalysisInputError
 from analysis.pipeline import AnalysisConfig, analyze
 from analysis.report import build_report, verdict, write_report
-
-from conftest import PROTOCOLS, ROOT
 
 SECTIONS = ["headline", "design", "images", "embedding", "effects", "provenance"]
 HEADINGS = ["Headline", "Design", "Images", "Embedding", "Effects", "Model and provenance"]
@@ -33,15 +33,16 @@ VERDICTS_WITHOUT_TRUTH = {"detected", "not detected", "not estimable"}
 
 # ---------------------------------------------------------------- analysis folders, made by the real pipeline
 
+
 @pytest.fixture(scope="session")
 def demo_analysis(tmp_path_factory) -> Path:
     """protocols/demo.yaml, procedural renderer, the demo's own analysis settings (as `trialsim demo`)."""
     from trialsim.protocol import load_protocol
     from trialsim.simulate import simulate
+
     root = tmp_path_factory.mktemp("demo")
     simulate(load_protocol(PROTOCOLS / "demo.yaml"), root / "dataset", renderer="procedural", workers=2)
-    analyze(root / "dataset", root / "analysis",
-            AnalysisConfig(method="ae,pixel-pca,oracle", n_perm=200))
+    analyze(root / "dataset", root / "analysis", AnalysisConfig(method="ae,pixel-pca,oracle", n_perm=200))
     return root / "analysis"
 
 
@@ -58,13 +59,14 @@ def _photo(rng: np.random.Generator, h: int, w: int, spots: int) -> np.ndarray:
     return np.clip(img, 0, 255).astype(np.uint8)
 
 
-MISSED_PHOTOS = {("P02", 6), ("P03", 11)}   # days without a photo, as in any real trial
+MISSED_PHOTOS = {("P02", 6), ("P03", 11)}  # days without a photo, as in any real trial
 
 
 @pytest.fixture(scope="session")
 def real_analysis(tmp_path_factory) -> Path:
     """Real-data layout: photos of odd sizes and formats, a manifest with image, patient_id, day, treatment only."""
     from PIL import Image
+
     root = tmp_path_factory.mktemp("real")
     ds = root / "photos"
     rng = np.random.default_rng(7)
@@ -74,7 +76,7 @@ def real_analysis(tmp_path_factory) -> Path:
         for day in range(1, 17):
             if (pid, day) in MISSED_PHOTOS:
                 continue
-            treatment = "on" if (day - 1) // 2 % 2 else "off"   # 2 days off, 2 days on, as in Fu et al. 2023
+            treatment = "on" if (day - 1) // 2 % 2 else "off"  # 2 days off, 2 days on, as in Fu et al. 2023
             name = f"{pid}/{pid}_day{day:02d}." + ("png" if day % 5 == 0 else "jpg")
             arr = _photo(rng, 120, 90 if day % 3 else 160, 4 if treatment == "on" else 12)
             Image.fromarray(arr).save(ds / name)
@@ -108,17 +110,21 @@ def _external_refs(html: str) -> list[str]:
 
 # ---------------------------------------------------------------- the verdict rule
 
-@pytest.mark.parametrize("p, est, realised, nominal, expected", [
-    (0.01, +1.2, +0.45, +0.9, "recovered"),
-    (0.01, -1.2, +0.45, +0.9, "wrong sign"),
-    (0.30, +0.1, +0.45, +0.9, "missed"),
-    (0.01, +0.4, 0.0, 0.0, "false positive"),
-    (0.01, +0.4, 0.03, None, "false positive"),     # |realised| under the tolerance counts as null
-    (0.01, +0.4, None, 0.0, "false positive"),      # no realised effect: the nominal one decides
-    (0.01, -1.6, -0.39, 0.0, "recovered"),          # carry-over made equal nominal effects differ: real
-    (0.60, +0.1, 0.0, 0.0, "correctly null"),
-    (None, None, +0.45, +0.9, "not estimable"),
-])
+
+@pytest.mark.parametrize(
+    "p, est, realised, nominal, expected",
+    [
+        (0.01, +1.2, +0.45, +0.9, "recovered"),
+        (0.01, -1.2, +0.45, +0.9, "wrong sign"),
+        (0.30, +0.1, +0.45, +0.9, "missed"),
+        (0.01, +0.4, 0.0, 0.0, "false positive"),
+        (0.01, +0.4, 0.03, None, "false positive"),  # |realised| under the tolerance counts as null
+        (0.01, +0.4, None, 0.0, "false positive"),  # no realised effect: the nominal one decides
+        (0.01, -1.6, -0.39, 0.0, "recovered"),  # carry-over made equal nominal effects differ: real
+        (0.60, +0.1, 0.0, 0.0, "correctly null"),
+        (None, None, +0.45, +0.9, "not estimable"),
+    ],
+)
 def test_verdict_follows_the_stated_rule(p, est, realised, nominal, expected):
     entry = {"p_value": p, "estimate_std": est, "estimate": est}
     assert verdict(entry, {"realised": realised, "nominal": nominal}) == expected
@@ -135,6 +141,7 @@ def test_verdict_ignores_the_sign_when_pc1_is_not_aligned():
 
 # ---------------------------------------------------------------- the report, read as text
 
+
 def test_demo_report_has_six_sections_in_order_and_shows_truth(demo_analysis):
     html = _report(demo_analysis)
     assert _section_ids(html) == SECTIONS
@@ -143,7 +150,7 @@ def test_demo_report_has_six_sections_in_order_and_shows_truth(demo_analysis):
     verdicts = set(re.findall(r'<span class="verdict [a-z]+" data-truth>([a-z ]+)</span>', html))
     assert verdicts and verdicts <= VERDICTS_WITH_TRUTH
     assert "PC1's sign is aligned with the truth" in html
-    assert "Autoencoder reconstructions" in html           # the AE ran
+    assert "Autoencoder reconstructions" in html  # the AE ran
     assert html.count("data:image/jpeg;base64,") >= 6 * 10  # filmstrip thumbnails (+ reconstructions)
     assert "y ~ C(treatment" in html and "Resolved protocol" in html
     assert _external_refs(html) == []
@@ -157,7 +164,7 @@ def test_real_data_report_leaves_the_truth_out_cleanly(real_analysis):
     verdicts = set(re.findall(r'<span class="verdict [a-z]+">([a-z ]+)</span>', html))
     assert verdicts and verdicts <= VERDICTS_WITHOUT_TRUTH
     assert "PC1's sign is arbitrary" in html
-    assert "latent" not in _text(html).lower()        # nothing about a truth that is not there
+    assert "latent" not in _text(html).lower()  # nothing about a truth that is not there
     assert html.count("data:image/jpeg;base64,") >= 3 * 10  # filmstrip of the real photos
     assert _external_refs(html) == []
 
@@ -188,7 +195,9 @@ def test_missing_results_json_names_the_folder(tmp_path):
 
 def test_cli_report_rebuilds_report_html(demo_analysis, tmp_path):
     from click.testing import CliRunner
+
     from trialsim.cli import main
+
     folder = tmp_path / "analysis"
     shutil.copytree(demo_analysis, folder)
     (folder / "report.html").unlink()
@@ -202,6 +211,7 @@ def test_anchor_trial_report_is_at_most_10_mb(tmp_path):
     """The seed project's 10 patients × 140 days = 1400 photos, procedural renderer at the protocol's size."""
     from trialsim.protocol import load_protocol
     from trialsim.simulate import simulate
+
     sim = simulate(load_protocol(PROTOCOLS / "anchor_sim_acne.yaml"), tmp_path / "dataset", workers=2)
     assert len(sim.manifest) == 1400
     analyze(tmp_path / "dataset", tmp_path / "analysis", AnalysisConfig(method="pixel-pca,oracle", n_perm=200))
@@ -211,15 +221,23 @@ def test_anchor_trial_report_is_at_most_10_mb(tmp_path):
 
 # ---------------------------------------------------------------- the report, opened in headless Chromium
 
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+]
 
 
 def _no_browser(reason: str):
     if os.environ.get("CI", "").lower() == "true":
         pytest.fail(f"headless Chromium is required in CI: {reason}")
-    pytest.skip(f"headless Chromium not available ({reason}); install Debian's chromium "
-                "(apt-get install chromium chromium-driver) to run the report's browser tests")
+    pytest.skip(
+        f"headless Chromium not available ({reason}); install Debian's chromium "
+        "(apt-get install chromium chromium-driver) to run the report's browser tests"
+    )
 
 
 @pytest.fixture(scope="module")
@@ -228,13 +246,17 @@ def browser():
         from playwright.sync_api import Error, sync_playwright
     except ImportError:
         _no_browser("the playwright package is not installed")
-    candidates = [os.environ.get("TRIALSIM_CHROMIUM"), shutil.which("chromium"), shutil.which("chromium-browser"),
-                  "/usr/bin/chromium"]
+    candidates = [
+        os.environ.get("TRIALSIM_CHROMIUM"),
+        shutil.which("chromium"),
+        shutil.which("chromium-browser"),
+        "/usr/bin/chromium",
+    ]
     with sync_playwright() as p:
         errors = []
         for exe in [c for c in dict.fromkeys(candidates) if c and Path(c).exists()] + [None]:
             try:
-                b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)   # None: playwright's own build
+                b = p.chromium.launch(executable_path=exe, args=CHROMIUM_ARGS)  # None: playwright's own build
                 break
             except Error as e:
                 errors.append(f"{exe or 'playwright chromium'}: {str(e).splitlines()[0]}")
@@ -257,19 +279,23 @@ def _open(browser, html_path: Path, screenshot: Path) -> dict:
             route.continue_()
         else:
             route.abort()
+
     page.route("**/*", only_local)
     page.goto(html_path.resolve().as_uri(), wait_until="load")
     page.wait_for_function("Array.from(document.images).every(i => i.complete)", timeout=15_000)
     info = {
-        "errors": errors, "requests": requests,
+        "errors": errors,
+        "requests": requests,
         "n_images": page.evaluate("document.images.length"),
         "images_ok": page.evaluate("Array.from(document.images).every(i => i.complete && i.naturalWidth > 0)"),
         "sections": page.evaluate("Array.from(document.querySelectorAll('main > section')).map(s => s.id)"),
         "headings": page.evaluate("Array.from(document.querySelectorAll('main > section > h2')).map(h => h.innerText)"),
         "truth": page.evaluate("document.querySelectorAll('[data-truth]').length"),
         "width": page.evaluate("document.documentElement.scrollWidth"),
-        "notes": page.evaluate("Array.from(document.querySelectorAll('.callout')).map(n => n.innerText)"
-                               ".filter(t => t.includes('could not be drawn'))"),
+        "notes": page.evaluate(
+            "Array.from(document.querySelectorAll('.callout')).map(n => n.innerText)"
+            ".filter(t => t.includes('could not be drawn'))"
+        ),
     }
     page.screenshot(path=str(screenshot))
     page.screenshot(path=str(screenshot.with_name(screenshot.stem + "_full.png")), full_page=True)
@@ -291,14 +317,18 @@ def _assert_clean(info: dict):
 @pytest.mark.browser
 def test_demo_report_opens_offline_in_chromium(browser, demo_analysis, tmp_path):
     from PIL import Image
+
     shot = tmp_path / "report_first_screen.png"
-    info = _open(browser, demo_analysis / "report.html" if (demo_analysis / "report.html").exists()
-                 else write_report(demo_analysis), shot)
+    info = _open(
+        browser,
+        demo_analysis / "report.html" if (demo_analysis / "report.html").exists() else write_report(demo_analysis),
+        shot,
+    )
     _assert_clean(info)
     assert info["truth"] > 0
     with Image.open(shot) as im:
         assert im.size == (1366, 768)
-        assert np.asarray(im.convert("L")).std() > 20      # a page, not a blank screen
+        assert np.asarray(im.convert("L")).std() > 20  # a page, not a blank screen
     if os.environ.get("TRIALSIM_UPDATE_DOCS") == "1":
         (ROOT / "docs").mkdir(exist_ok=True)
         shutil.copyfile(shot, ROOT / "docs" / "report_first_screen.png")
@@ -306,7 +336,10 @@ def test_demo_report_opens_offline_in_chromium(browser, demo_analysis, tmp_path)
 
 @pytest.mark.browser
 def test_real_data_report_opens_offline_without_truth(browser, real_analysis, tmp_path):
-    info = _open(browser, real_analysis / "report.html" if (real_analysis / "report.html").exists()
-                 else write_report(real_analysis), tmp_path / "real_first_screen.png")
+    info = _open(
+        browser,
+        real_analysis / "report.html" if (real_analysis / "report.html").exists() else write_report(real_analysis),
+        tmp_path / "real_first_screen.png",
+    )
     _assert_clean(info)
     assert info["truth"] == 0

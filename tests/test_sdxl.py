@@ -5,6 +5,7 @@ encoders, tokenizers with a vocabulary written here) and four LoRAs in the seed
 project's layout (``acne{g}/pytorch_lora_weights.safetensors``); the tests run the
 real loading path, through ``trialsim simulate --renderer sdxl`` where it matters.
 """
+
 from __future__ import annotations
 
 import io
@@ -21,14 +22,13 @@ from click.testing import CliRunner
 from PIL import Image
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-import tiny_sdxl  # noqa: E402
+import tiny_sdxl
 
-from trialsim.cli import main  # noqa: E402
-from trialsim.errors import BadInput  # noqa: E402
-from trialsim.protocol import protocol_from_dict  # noqa: E402
-from trialsim.render.sdxl import (SDXLRenderer, grade_blend, parse_lora_specs,  # noqa: E402
-                                  quantise_severity)
-from trialsim.simulate import simulate_truth  # noqa: E402
+from trialsim.cli import main
+from trialsim.errors import BadInput
+from trialsim.protocol import protocol_from_dict
+from trialsim.render.sdxl import SDXLRenderer, grade_blend, parse_lora_specs, quantise_severity
+from trialsim.simulate import simulate_truth
 
 SIZE = 64
 
@@ -37,8 +37,7 @@ SIZE = 64
 def tiny(tmp_path_factory) -> dict:
     """A saved tiny SDXL folder and four per-grade LoRA folders."""
     root = tmp_path_factory.mktemp("tiny_sdxl")
-    base = tiny_sdxl.save_tiny_sdxl(root / "base", components=tiny_sdxl.build_components(
-        tokenizer_dir=root / "tok"))
+    base = tiny_sdxl.save_tiny_sdxl(root / "base", components=tiny_sdxl.build_components(tokenizer_dir=root / "tok"))
     loras = tiny_sdxl.save_lora_folders(base, root / "loras")
     return {"base": base, "loras": loras, "root": root}
 
@@ -46,7 +45,8 @@ def tiny(tmp_path_factory) -> dict:
 def _protocol_dict() -> dict:
     """2 patients × 3 days at 64 px."""
     return {
-        "name": "sdxl-tiny", "seed": 5,
+        "name": "sdxl-tiny",
+        "seed": 5,
         "patients": {"n": 2, "baseline_severity": {"mean": 2.4, "sd": 0.2}},
         "treatments": [{"label": "A", "effect": -1.5, "onset_days": 1, "washout_days": 1}],
         "schedule": {"design": "fixed", "sequence": "A", "blocks": 1, "period_days": 2, "run_in_days": 1},
@@ -67,6 +67,7 @@ def _simulate(args: list[str], env: dict | None = None):
 
 # ---------------------------------------------------------------- continuous severity
 
+
 def test_grade_blend_of_severity_1_5_is_half_grade_1_half_grade_2():
     assert grade_blend(1.5, [0, 1, 2, 3]) == {1: 0.5, 2: 0.5}
     assert grade_blend(2.0, [0, 1, 2, 3]) == {2: 1.0}
@@ -79,6 +80,7 @@ def test_grade_blend_of_severity_1_5_is_half_grade_1_half_grade_2():
 
 def test_batches_hold_equal_severities_and_at_most_batch_size_photos():
     from trialsim.render.sdxl import plan_batches
+
     plan = plan_batches([1.5, 0.5, 1.5, 1.5, 0.5, 1.5], 3)
     assert plan == [(0.5, [1, 4]), (1.5, [0, 2, 3]), (1.5, [5])]
     assert plan_batches([], 8) == []
@@ -115,9 +117,14 @@ def _anchor_renderer(tiny, tmp_path, **kw) -> SDXLRenderer:
     Image.fromarray(np.full((80, 80, 3), 180, np.uint8)).save(photos / "face.png")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the "no GPU, slow" warning
-        return SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]),
-                            lora=[f"{g}={p}" for g, p in tiny["loras"].items()], mode="anchor",
-                            base_photos=str(photos), **kw)
+        return SDXLRenderer(
+            protocol_from_dict(_protocol_dict()),
+            base_model=str(tiny["base"]),
+            lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
+            mode="anchor",
+            base_photos=str(photos),
+            **kw,
+        )
 
 
 def test_adapter_weights_used_for_severity_1_5_are_half_grade_1_half_grade_2(tiny, tmp_path):
@@ -137,13 +144,14 @@ def test_adapter_weights_used_for_severity_1_5_are_half_grade_1_half_grade_2(tin
     base = load_file(str(Path(tiny["base"]) / "unet" / "diffusion_pytorch_model.safetensors"))
     lora = {g: load_file(str(tiny["loras"][g] / "pytorch_lora_weights.safetensors")) for g in (1, 2)}
     modules = dict(r.pipe.unet.named_modules())
-    keys = [k[len("unet."):-len(".lora_A.weight")] for k in lora[1] if k.endswith(".lora_A.weight")]
+    keys = [k[len("unet.") : -len(".lora_A.weight")] for k in lora[1] if k.endswith(".lora_A.weight")]
     assert len(keys) >= 8
     for name in keys:
         expected = base[name + ".weight"].float()
         for g in (1, 2):
-            expected = expected + 0.5 * (lora[g][f"unet.{name}.lora_B.weight"].float()
-                                         @ lora[g][f"unet.{name}.lora_A.weight"].float())
+            expected = expected + 0.5 * (
+                lora[g][f"unet.{name}.lora_B.weight"].float() @ lora[g][f"unet.{name}.lora_A.weight"].float()
+            )
         got = modules[name].weight.detach().float()
         assert type(modules[name]).__name__ == "Linear"  # peft's wrapper is gone
         assert np.abs((got - expected).numpy()).max() < 1e-5, name
@@ -174,8 +182,7 @@ def test_text_encoder_loras_are_folded_too(tiny, tmp_path):
     from peft.tuners.lora import LoraLayer
     from safetensors.torch import load_file
 
-    loras = {g: tiny_sdxl.save_lora_with_text_encoders(tiny["base"], tmp_path / f"te{g}", seed=200 + g)
-             for g in (1, 2)}
+    loras = {g: tiny_sdxl.save_lora_with_text_encoders(tiny["base"], tmp_path / f"te{g}", seed=200 + g) for g in (1, 2)}
     specs = [f"{g}={p}" for g, p in loras.items()]
     pixels = np.random.default_rng(2).integers(0, 256, (1, SIZE, SIZE, 3), dtype=np.uint8)
     with warnings.catch_warnings():
@@ -184,8 +191,11 @@ def test_text_encoder_loras_are_folded_too(tiny, tmp_path):
         folded = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=specs, mode="anchor")
         peft = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=specs, mode="anchor", merge_loras=False)
     assert folded.lora_blend_ is not None
-    assert not any(isinstance(m, LoraLayer) for c in ("unet", "text_encoder", "text_encoder_2")
-                   for m in getattr(folded.pipe, c).modules())
+    assert not any(
+        isinstance(m, LoraLayer)
+        for c in ("unet", "text_encoder", "text_encoder_2")
+        for m in getattr(folded.pipe, c).modules()
+    )
     a = folded.render_batch(pixels, 1.5, [7])
     b = peft.render_batch(pixels, 1.5, [7])
     assert np.abs(a.astype(int) - b.astype(int)).max() <= 2
@@ -195,10 +205,15 @@ def test_text_encoder_loras_are_folded_too(tiny, tmp_path):
     name = "encoder.layers.0.self_attn.q_proj"  # as the files name it (the model may nest it deeper)
     expected = te[name + ".weight"].float()
     for g in (1, 2):
-        expected = expected + 0.5 * (files[g][f"text_encoder.{name}.lora_B.weight"].float()
-                                     @ files[g][f"text_encoder.{name}.lora_A.weight"].float())
-    [got] = [m.weight.detach().float() for n, m in folded.pipe.text_encoder.named_modules()
-             if n == name or n.endswith("." + name)]
+        expected = expected + 0.5 * (
+            files[g][f"text_encoder.{name}.lora_B.weight"].float()
+            @ files[g][f"text_encoder.{name}.lora_A.weight"].float()
+        )
+    [got] = [
+        m.weight.detach().float()
+        for n, m in folded.pipe.text_encoder.named_modules()
+        if n == name or n.endswith("." + name)
+    ]
     assert np.abs((got - expected).numpy()).max() < 1e-5
 
 
@@ -209,6 +224,7 @@ def test_bf16_runs_the_vae_without_the_fp32_round_trip(tiny, tmp_path):
     assert r32.pipe.vae.config.force_upcast  # SDXL's own VAE config asks for the fp32 upcast
     assert not r16.pipe.vae.config.force_upcast
     import torch
+
     assert r16.pipe.vae.dtype == torch.bfloat16 and r16.pipe.unet.dtype == torch.bfloat16
     a, b = r16.render_batch(pixels, 1.5, [9]), r32.render_batch(pixels, 1.5, [9])
     assert r16.pipe.vae.dtype == torch.bfloat16  # no switch to fp32 during the call
@@ -227,12 +243,16 @@ def test_loras_that_cannot_be_folded_run_through_peft_layers(tiny, tmp_path):
     folders = {}
     for g in (1, 2):
         folders[g] = tmp_path / f"conv{g}"
-        tiny_sdxl.save_lora(unet, folders[g], seed=300 + g, scale=0.3,
-                            targets=("to_q", "to_v", "conv1", "conv2"))
+        tiny_sdxl.save_lora(unet, folders[g], seed=300 + g, scale=0.3, targets=("to_q", "to_v", "conv1", "conv2"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        r = SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]),
-                         lora=[f"{g}={p}" for g, p in folders.items()], mode="anchor", fuse_qkv=False)
+        r = SDXLRenderer(
+            protocol_from_dict(_protocol_dict()),
+            base_model=str(tiny["base"]),
+            lora=[f"{g}={p}" for g, p in folders.items()],
+            mode="anchor",
+            fuse_qkv=False,
+        )
     assert r.lora_blend_ is None
     layers = [m for m in r.pipe.unet.modules() if isinstance(m, LoraLayer)]
     assert layers
@@ -260,13 +280,26 @@ def test_fused_qkv_projections_carry_the_lora_blend(tiny, tmp_path):
 
 # ---------------------------------------------------------------- end to end through the CLI
 
+
 @pytest.mark.parametrize("mode", ["anchor", "refine"])
 def test_simulate_renderer_sdxl_writes_a_complete_dataset(tiny, tmp_path, mode):
     proto_path = tmp_path / "p.yaml"
     proto_path.write_text(yaml.safe_dump(_protocol_dict()))
     out = tmp_path / "out"
-    res = _simulate([str(proto_path), "--out", str(out), "--renderer", "sdxl", "--sdxl-mode", mode,
-                     "--base-model", str(tiny["base"]), *_lora_args(tiny)])
+    res = _simulate(
+        [
+            str(proto_path),
+            "--out",
+            str(out),
+            "--renderer",
+            "sdxl",
+            "--sdxl-mode",
+            mode,
+            "--base-model",
+            str(tiny["base"]),
+            *_lora_args(tiny),
+        ]
+    )
     assert res.exit_code == 0, res.output
     man = pd.read_csv(out / "manifest.csv")
     assert len(man) == 6 and man["patient_id"].nunique() == 2 and sorted(man["day"].unique()) == [1, 2, 3]
@@ -280,12 +313,14 @@ def test_simulate_renderer_sdxl_writes_a_complete_dataset(tiny, tmp_path, mode):
         # SDXL places lesions itself: no per-lesion truth, the count is the simulator's target
         assert len(lesions) == 0
         target = pd.concat([j.days.assign(patient_id=j.patient_id) for j in jobs])[
-            ["patient_id", "day", "lesion_target"]]
+            ["patient_id", "day", "lesion_target"]
+        ]
         m = man.astype({"patient_id": str}).merge(target, on=["patient_id", "day"])
         assert (m["lesion_count"] == m["lesion_target"]).all()
     else:
         # refine keeps the procedural lesions exactly: same truth as the procedural renderer's
         from trialsim.render.procedural import ProceduralRenderer
+
         pr = ProceduralRenderer(proto)
         want, counts = [], {}
         for j in jobs:
@@ -297,8 +332,9 @@ def test_simulate_renderer_sdxl_writes_a_complete_dataset(tiny, tmp_path, mode):
         assert len(lesions) == len(want) > 0
         assert (lesions["image"].to_numpy() == want["image"].to_numpy()).all()
         assert (lesions["lesion_id"].to_numpy() == want["lesion_id"].to_numpy()).all()
-        assert np.allclose(lesions[["x", "y", "radius"]].to_numpy(float),
-                           want[["x", "y", "radius"]].to_numpy(float), atol=1e-3)
+        assert np.allclose(
+            lesions[["x", "y", "radius"]].to_numpy(float), want[["x", "y", "radius"]].to_numpy(float), atol=1e-3
+        )
         assert man.set_index("image")["lesion_count"].to_dict() == counts
     assert (out / "contact_sheets").is_dir()
 
@@ -306,6 +342,7 @@ def test_simulate_renderer_sdxl_writes_a_complete_dataset(tiny, tmp_path, mode):
 @pytest.mark.slow
 def test_cli_passes_the_sdxl_speed_and_refine_options_to_the_renderer(tiny, tmp_path, monkeypatch):
     import trialsim.simulate as sim
+
     seen = {}
 
     def spy(protocol, name=None, **options):
@@ -315,10 +352,29 @@ def test_cli_passes_the_sdxl_speed_and_refine_options_to_the_renderer(tiny, tmp_
     monkeypatch.setattr(sim, "make_renderer", spy)
     proto_path = tmp_path / "p.yaml"
     proto_path.write_text(yaml.safe_dump(_protocol_dict()))
-    res = _simulate([str(proto_path), "--out", str(tmp_path / "out"), "--renderer", "sdxl",
-                     "--base-model", str(tiny["base"]), *_lora_args(tiny), "--sdxl-refine", "inpaint",
-                     "--vae", "/models/vae-fp16-fix", "--sdxl-batch-size", "3", "--sdxl-severity-step", "0.1",
-                     "--sdxl-compile", "--sdxl-dtype", "bf16"])
+    res = _simulate(
+        [
+            str(proto_path),
+            "--out",
+            str(tmp_path / "out"),
+            "--renderer",
+            "sdxl",
+            "--base-model",
+            str(tiny["base"]),
+            *_lora_args(tiny),
+            "--sdxl-refine",
+            "inpaint",
+            "--vae",
+            "/models/vae-fp16-fix",
+            "--sdxl-batch-size",
+            "3",
+            "--sdxl-severity-step",
+            "0.1",
+            "--sdxl-compile",
+            "--sdxl-dtype",
+            "bf16",
+        ]
+    )
     assert res.exit_code == 2 and not (tmp_path / "out").exists()
     assert seen["name"] == "sdxl" and seen["refine_method"] == "inpaint" and seen["batch_size"] == 3
     assert seen["severity_step"] == 0.1 and seen["compile"] is True and seen["vae"] == "/models/vae-fp16-fix"
@@ -330,9 +386,24 @@ def test_cli_inpaint_refine_with_batch_1_and_exact_severities_writes_the_dataset
     proto_path = tmp_path / "p.yaml"
     proto_path.write_text(yaml.safe_dump(_protocol_dict()))
     out = tmp_path / "out"
-    res = _simulate([str(proto_path), "--out", str(out), "--renderer", "sdxl", "--base-model", str(tiny["base"]),
-                     *_lora_args(tiny), "--sdxl-refine", "inpaint", "--sdxl-batch-size", "1",
-                     "--sdxl-severity-step", "0"])
+    res = _simulate(
+        [
+            str(proto_path),
+            "--out",
+            str(out),
+            "--renderer",
+            "sdxl",
+            "--base-model",
+            str(tiny["base"]),
+            *_lora_args(tiny),
+            "--sdxl-refine",
+            "inpaint",
+            "--sdxl-batch-size",
+            "1",
+            "--sdxl-severity-step",
+            "0",
+        ]
+    )
     assert res.exit_code == 0, res.output
     man = pd.read_csv(out / "manifest.csv")
     assert len(man) == 6 and all((out / rel).stat().st_size > 0 for rel in man["image"])
@@ -343,8 +414,18 @@ def test_resume_rerenders_only_the_missing_image(tiny, tmp_path):
     proto_path = tmp_path / "p.yaml"
     proto_path.write_text(yaml.safe_dump(_protocol_dict()))
     out = tmp_path / "out"
-    args = [str(proto_path), "--out", str(out), "--renderer", "sdxl", "--sdxl-mode", "refine",
-            "--base-model", str(tiny["base"]), *_lora_args(tiny)]
+    args = [
+        str(proto_path),
+        "--out",
+        str(out),
+        "--renderer",
+        "sdxl",
+        "--sdxl-mode",
+        "refine",
+        "--base-model",
+        str(tiny["base"]),
+        *_lora_args(tiny),
+    ]
     assert _simulate(args).exit_code == 0
     man = pd.read_csv(out / "manifest.csv")
     keep = out / man["image"][0]
@@ -360,8 +441,9 @@ def test_resume_rerenders_only_the_missing_image(tiny, tmp_path):
 
 @pytest.mark.slow
 def test_same_seed_gives_the_same_pixels_whatever_the_batch_size(tiny, tmp_path):
-    proto = protocol_from_dict(dict(_protocol_dict(), rendering={"renderer": "sdxl", "image_size": SIZE,
-                                                                  "nuisance": 0.0}))
+    proto = protocol_from_dict(
+        dict(_protocol_dict(), rendering={"renderer": "sdxl", "image_size": SIZE, "nuisance": 0.0})
+    )
     job = simulate_truth(proto)[0]
     job.images = job.images.assign(image=job.images["image"] + ".jpg")
     job.days = job.days.assign(severity_latent=1.0)  # one severity: one batch of 3 vs 3 batches of 1
@@ -369,8 +451,14 @@ def test_same_seed_gives_the_same_pixels_whatever_the_batch_size(tiny, tmp_path)
     for bs in (1, 3):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            r = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=[f"1={tiny['loras'][1]}"],
-                             mode="refine", batch_size=bs, steps=10)
+            r = SDXLRenderer(
+                proto,
+                base_model=str(tiny["base"]),
+                lora=[f"1={tiny['loras'][1]}"],
+                mode="refine",
+                batch_size=bs,
+                steps=10,
+            )
         px[bs] = [np.asarray(Image.open(io.BytesIO(x.data)), dtype=float) for x in r.render_patient(job)]
     for a, b in zip(px[1], px[3]):
         assert np.abs(a - b).mean() < 1.0  # JPEG of float-level differences: under one grey level
@@ -378,14 +466,23 @@ def test_same_seed_gives_the_same_pixels_whatever_the_batch_size(tiny, tmp_path)
 
 @pytest.mark.slow
 def test_inpaint_refine_changes_pixels_only_near_lesions(tiny):
-    proto = protocol_from_dict(dict(_protocol_dict(), rendering={"renderer": "sdxl", "image_size": SIZE,
-                                                                  "nuisance": 0.0}))
+    proto = protocol_from_dict(
+        dict(_protocol_dict(), rendering={"renderer": "sdxl", "image_size": SIZE, "nuisance": 0.0})
+    )
     job = simulate_truth(proto)[0]
     job.images = job.images.assign(image=job.images["image"] + ".jpg")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        r = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
-                         mode="refine", refine_method="inpaint", strength=0.5, steps=10, mask_dilation_px=2)
+        r = SDXLRenderer(
+            proto,
+            base_model=str(tiny["base"]),
+            lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
+            mode="refine",
+            refine_method="inpaint",
+            strength=0.5,
+            steps=10,
+            mask_dilation_px=2,
+        )
     clean = [c for c in r._procedural().clean_images(job) if np.asarray(c.lesion_mask).any()][:1]
     assert clean, "the test protocol should put lesions on some day"
     for c in clean:
@@ -402,8 +499,10 @@ def test_inpaint_refine_changes_pixels_only_near_lesions(tiny):
 
 # ---------------------------------------------------------------- bad input → exit 2
 
+
 def _bad(tiny, tmp_path, extra: list[str], env: dict | None = None):
     import tempfile
+
     proto_path = tmp_path / "p.yaml"
     proto_path.write_text(yaml.safe_dump(_protocol_dict()))
     out = tempfile.mkdtemp(dir=tmp_path, prefix="out")
@@ -435,11 +534,16 @@ def test_lora_folder_without_the_seed_layout_file_exits_2_naming_the_file_looked
 def test_lora_with_weights_for_another_model_exits_2(tiny, tmp_path):
     import torch
     from safetensors.torch import save_file
+
     wrong = tmp_path / "sd15"
     wrong.mkdir()
-    save_file({"unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 320),
-               "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(320, 4)},
-              str(wrong / "pytorch_lora_weights.safetensors"))
+    save_file(
+        {
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_A.weight": torch.zeros(4, 320),
+            "unet.down_blocks.0.attentions.0.transformer_blocks.0.attn1.to_q.lora_B.weight": torch.zeros(320, 4),
+        },
+        str(wrong / "pytorch_lora_weights.safetensors"),
+    )
     res = _bad(tiny, tmp_path, ["--base-model", str(tiny["base"]), f"--lora={wrong}"])
     assert res.exit_code == 2, res.output
     assert "wrong LoRA layout" in res.output and str(wrong) in res.output
@@ -454,9 +558,10 @@ def test_a_peft_too_old_for_text_encoder_loras_is_named_not_called_a_wrong_layou
     monkeypatch.setattr(StableDiffusionXLImg2ImgPipeline, "load_lora_weights", refuse)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        with pytest.raises(BadInput, match="text-encoder LoRA weights.*newer peft") as err:
-            SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]),
-                         lora=[f"1={tiny['loras'][1]}"])
+        with pytest.raises(BadInput, match=r"text-encoder LoRA weights.*newer peft") as err:
+            SDXLRenderer(
+                protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]), lora=[f"1={tiny['loras'][1]}"]
+            )
     assert "wrong LoRA layout" not in str(err.value) and err.value.field == "--lora 1=" + str(tiny["loras"][1])
 
 
@@ -477,9 +582,11 @@ def test_hub_ids_without_network_exit_2_naming_the_cache(tiny, tmp_path):
     assert "nobody-here/acne1-lora" in res.output and "pytorch_lora_weights.safetensors" in res.output
     # without HF_HUB_OFFLINE: fails fast too (no network here; with network the repo does not exist)
     import time
+
     t0 = time.perf_counter()
-    res = _bad(tiny, tmp_path, ["--base-model", "nobody-here/sdxl-missing", *_lora_args(tiny)],
-               env={"HF_HUB_OFFLINE": None})
+    res = _bad(
+        tiny, tmp_path, ["--base-model", "nobody-here/sdxl-missing", *_lora_args(tiny)], env={"HF_HUB_OFFLINE": None}
+    )
     assert res.exit_code == 2, res.output
     assert "nobody-here/sdxl-missing" in res.output and time.perf_counter() - t0 < 60
 
@@ -494,20 +601,26 @@ def test_without_gpu_warns_that_it_will_be_slow(tiny):
 @pytest.mark.slow
 def test_bench_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     import importlib.util
-    spec = importlib.util.spec_from_file_location("bench_sdxl", Path(__file__).resolve().parent.parent
-                                                  / "bench" / "bench_sdxl.py")
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_sdxl", Path(__file__).resolve().parent.parent / "bench" / "bench_sdxl.py"
+    )
     bench = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(bench)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        result = bench.main(["--tiny", "--steps", "10", "--workdir", str(tmp_path),
-                             "--out", str(tmp_path / "bench.json")])
+        result = bench.main(
+            ["--tiny", "--steps", "10", "--workdir", str(tmp_path), "--out", str(tmp_path / "bench.json")]
+        )
     assert result["trialsim_eager"]["adapter_weights"] == {"acne1": 0.5, "acne2": 0.5}
     assert result["trialsim_eager"]["lora_path"] == "folded into the weights"
     assert result["trialsim_peft_layers"]["lora_path"].startswith("peft")
     assert result["seed_project"]["images"] == 4 and result["seed_project"]["s_per_image"] > 0
-    assert set(result["speedup_vs_seed_batch1"]) == {"trialsim_eager.batch_1", "trialsim_eager.batch_2",
-                                                     "trialsim_peft_layers.batch_2"}
+    assert set(result["speedup_vs_seed_batch1"]) == {
+        "trialsim_eager.batch_1",
+        "trialsim_eager.batch_2",
+        "trialsim_peft_layers.batch_2",
+    }
     assert not any(k.startswith("trialsim_compiled") for k in result)  # no compile on the CPU
     fill = result["anchor_trial_batches_of_8"]
     assert fill["step_0.05"]["photos"] == 1400

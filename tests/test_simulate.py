@@ -1,4 +1,5 @@
 """The simulator core end to end with --renderer none: contract 1, anchor compatibility, determinism."""
+
 from __future__ import annotations
 
 import hashlib
@@ -8,17 +9,19 @@ import numpy as np
 import pandas as pd
 import pytest
 import yaml
+from conftest import PROTOCOLS, small_protocol_dict
 
 from trialsim.errors import BadInput
 from trialsim.protocol import load_protocol, protocol_from_dict
 from trialsim.simulate import simulate
 
-from conftest import PROTOCOLS, small_protocol_dict
-
 
 def folder_digest(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file()}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file()
+    }
 
 
 def test_anchor_protocol_matches_the_seed_projects_csv(tmp_path, anchor_csv):
@@ -26,8 +29,7 @@ def test_anchor_protocol_matches_the_seed_projects_csv(tmp_path, anchor_csv):
     res = simulate(p, tmp_path / "ds", renderer="none")
     man = pd.read_csv(tmp_path / "ds" / "manifest.csv")
     assert len(man) == 1400
-    for col in ["image", "patient_id", "day", "treatment", "severity_latent", "severity_grade",
-                "lesion_count", "seed"]:
+    for col in ["image", "patient_id", "day", "treatment", "severity_latent", "severity_grade", "lesion_count", "seed"]:
         assert col in man.columns
     ours = pd.read_csv(tmp_path / "ds" / "schedule.csv", index_col=0)
     anchor = pd.read_csv(anchor_csv, index_col=0)
@@ -84,7 +86,9 @@ def test_missing_photos_dropout_and_several_photos_a_day(tmp_path):
     assert man.groupby("patient_id")["day"].max().max() <= p.n_days
     assert man["photo"].isin([0, 1, 2]).all()
     ts = pd.to_datetime(man["timestamp"])
-    assert (ts.dt.normalize() == pd.to_datetime(p.observation.start_date) + pd.to_timedelta(man["day"] - 1, unit="D")).all()
+    assert (
+        ts.dt.normalize() == pd.to_datetime(p.observation.start_date) + pd.to_timedelta(man["day"] - 1, unit="D")
+    ).all()
     # morning, midday and evening photos
     assert ts.dt.hour.min() < 10 and ts.dt.hour.max() >= 19
     # images named uniquely and one per row
@@ -93,6 +97,7 @@ def test_missing_photos_dropout_and_several_photos_a_day(tmp_path):
 
 def test_from_csv_uses_the_anchor_severities_as_truth(tmp_path, anchor_csv):
     from trialsim.anchor_csv import jobs_from_csv, protocol_for_csv, read_anchor_csv
+
     df = read_anchor_csv(anchor_csv)
     proto = protocol_for_csv(df, seed=1, rendering={"renderer": "none"})
     res = simulate(proto, tmp_path / "ds", renderer="none", jobs=jobs_from_csv(df, proto))

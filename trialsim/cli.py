@@ -3,6 +3,7 @@
 Exit codes: 0 success, 2 bad input (one paragraph naming file, field and allowed
 values; no traceback), 1 internal error.
 """
+
 from __future__ import annotations
 
 import functools
@@ -26,6 +27,7 @@ def _fail_bad_input(err: AnalysisInputError) -> None:
 
 def handle_errors(fn):
     """Turn library errors into exit codes: BadInput → 2, anything else → 1."""
+
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
         try:
@@ -34,12 +36,15 @@ def handle_errors(fn):
             _fail_bad_input(err)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
-        except Exception as err:  # noqa: BLE001 - the last line of defence
+        except Exception as err:
             if os.environ.get("TRIALSIM_DEBUG"):
                 traceback.print_exc()
-            click.echo(f"trialsim: internal error: {err.__class__.__name__}: {err} "
-                       "(set TRIALSIM_DEBUG=1 for the traceback)", err=True)
+            click.echo(
+                f"trialsim: internal error: {err.__class__.__name__}: {err} (set TRIALSIM_DEBUG=1 for the traceback)",
+                err=True,
+            )
             sys.exit(1)
+
     return wrapper
 
 
@@ -54,8 +59,12 @@ def main():
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="dataset folder to write")
 @click.option("--seed", type=click.IntRange(min=0), help="replace the protocol's seed")
 @click.option("--renderer", type=click.Choice(["procedural", "sdxl", "none"]), help="override rendering.renderer")
-@click.option("--from-csv", "from_csv", type=click.Path(dir_okay=False, path_type=Path),
-              help="render the anchor's protocol CSV as given (its severities are the truth)")
+@click.option(
+    "--from-csv",
+    "from_csv",
+    type=click.Path(dir_okay=False, path_type=Path),
+    help="render the anchor's protocol CSV as given (its severities are the truth)",
+)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="parallel processes")
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) to render patients on")
 @click.option("--image-size", type=click.IntRange(min=32, max=4096), help="override rendering.image_size")
@@ -66,60 +75,140 @@ def main():
 @click.option("--base-model", help="SDXL: base model folder or hub id")
 @click.option("--lora", multiple=True, help="SDXL: GRADE=PATH per severity grade (0..3), or PATH for one LoRA")
 @click.option("--sdxl-mode", type=click.Choice(["anchor", "refine"]), default="refine", show_default=True)
-@click.option("--base-photos", type=click.Path(file_okay=False, path_type=Path),
-              help="SDXL anchor mode: folder of base portraits (one per patient)")
-@click.option("--sdxl-refine", type=click.Choice(["img2img", "inpaint"]), default="img2img", show_default=True,
-              help="SDXL refine mode: the whole photo at low strength, or inpainting inside the lesion masks")
-@click.option("--vae", help="SDXL: an fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix); "
-                            "runs in half precision without the fp32 upcast")
-@click.option("--sdxl-batch-size", type=click.IntRange(min=1), help="SDXL: photos per pipeline call "
-                                                                     "(default 8 on a GPU, 2 on the CPU)")
-@click.option("--sdxl-severity-step", type=click.FloatRange(min=0, max=1), default=0.05, show_default=True,
-              help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)")
-@click.option("--sdxl-dtype", type=click.Choice(["auto", "fp16", "bf16", "fp32"]), default="auto", show_default=True,
-              help="SDXL precision (auto: fp16 on a GPU, fp32 on the CPU; bf16 needs no VAE upcast)")
-@click.option("--sdxl-compile", is_flag=True,
-              help="SDXL: torch.compile the UNet and VAE (GPU; a few minutes once, then faster)")
+@click.option(
+    "--base-photos",
+    type=click.Path(file_okay=False, path_type=Path),
+    help="SDXL anchor mode: folder of base portraits (one per patient)",
+)
+@click.option(
+    "--sdxl-refine",
+    type=click.Choice(["img2img", "inpaint"]),
+    default="img2img",
+    show_default=True,
+    help="SDXL refine mode: the whole photo at low strength, or inpainting inside the lesion masks",
+)
+@click.option(
+    "--vae",
+    help="SDXL: an fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix); "
+    "runs in half precision without the fp32 upcast",
+)
+@click.option(
+    "--sdxl-batch-size",
+    type=click.IntRange(min=1),
+    help="SDXL: photos per pipeline call (default 8 on a GPU, 2 on the CPU)",
+)
+@click.option(
+    "--sdxl-severity-step",
+    type=click.FloatRange(min=0, max=1),
+    default=0.05,
+    show_default=True,
+    help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)",
+)
+@click.option(
+    "--sdxl-dtype",
+    type=click.Choice(["auto", "fp16", "bf16", "fp32"]),
+    default="auto",
+    show_default=True,
+    help="SDXL precision (auto: fp16 on a GPU, fp32 on the CPU; bf16 needs no VAE upcast)",
+)
+@click.option(
+    "--sdxl-compile", is_flag=True, help="SDXL: torch.compile the UNet and VAE (GPU; a few minutes once, then faster)"
+)
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @handle_errors
-def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_size, nuisance, view,
-             overwrite, resume, base_model, lora, sdxl_mode, base_photos, sdxl_refine, vae, sdxl_batch_size,
-             sdxl_severity_step, sdxl_dtype, sdxl_compile, quiet):
+def simulate(
+    protocol,
+    out,
+    seed,
+    renderer,
+    from_csv,
+    workers,
+    scheduler,
+    image_size,
+    nuisance,
+    view,
+    overwrite,
+    resume,
+    base_model,
+    lora,
+    sdxl_mode,
+    base_photos,
+    sdxl_refine,
+    vae,
+    sdxl_batch_size,
+    sdxl_severity_step,
+    sdxl_dtype,
+    sdxl_compile,
+    quiet,
+):
     """Simulate a trial from PROTOCOL (YAML) and write its dataset folder."""
     from .protocol import load_protocol
     from .simulate import simulate as run
 
-    rendering = {k: v for k, v in {"image_size": image_size, "nuisance": nuisance, "view": view}.items()
-                 if v is not None}
+    rendering = {
+        k: v for k, v in {"image_size": image_size, "nuisance": nuisance, "view": view}.items() if v is not None
+    }
     options = {}
     if (renderer or "") == "sdxl" or base_model or lora:
-        options = {"base_model": base_model, "lora": list(lora), "mode": sdxl_mode,
-                   "base_photos": str(base_photos) if base_photos else None, "refine_method": sdxl_refine,
-                   "vae": vae, "batch_size": sdxl_batch_size, "severity_step": sdxl_severity_step,
-                   "dtype": sdxl_dtype, "compile": sdxl_compile}
+        options = {
+            "base_model": base_model,
+            "lora": list(lora),
+            "mode": sdxl_mode,
+            "base_photos": str(base_photos) if base_photos else None,
+            "refine_method": sdxl_refine,
+            "vae": vae,
+            "batch_size": sdxl_batch_size,
+            "severity_step": sdxl_severity_step,
+            "dtype": sdxl_dtype,
+            "compile": sdxl_compile,
+        }
     t0 = time.perf_counter()
     if from_csv is not None:
         from .anchor_csv import jobs_from_csv, protocol_for_csv, read_anchor_csv
+
         if protocol is not None:
             raise BadInput("give either PROTOCOL or --from-csv, not both", field="--from-csv")
         df = read_anchor_csv(from_csv)
         proto = protocol_for_csv(df, seed if seed is not None else 0, rendering)
-        header = (f"# Rendered from {Path(from_csv).name}: the CSV's severities are the latent truth;\n"
-                  "# treatment effects below are the arms' mean change from Baseline in that CSV.\n")
-        result = run(proto, out, renderer=renderer, workers=workers, overwrite=overwrite, resume=resume,
-                     progress=not quiet, renderer_options=options, jobs=jobs_from_csv(df, proto),
-                     protocol_yaml=header + proto.to_yaml(), scheduler=scheduler)
+        header = (
+            f"# Rendered from {Path(from_csv).name}: the CSV's severities are the latent truth;\n"
+            "# treatment effects below are the arms' mean change from Baseline in that CSV.\n"
+        )
+        result = run(
+            proto,
+            out,
+            renderer=renderer,
+            workers=workers,
+            overwrite=overwrite,
+            resume=resume,
+            progress=not quiet,
+            renderer_options=options,
+            jobs=jobs_from_csv(df, proto),
+            protocol_yaml=header + proto.to_yaml(),
+            scheduler=scheduler,
+        )
     else:
         if protocol is None:
             raise BadInput("missing PROTOCOL (a YAML file; see protocols/) or --from-csv", field="PROTOCOL")
         proto = load_protocol(protocol, seed=seed)
         if rendering:
             proto = proto.model_copy(update={"rendering": proto.rendering.model_copy(update=rendering)})
-        result = run(proto, out, renderer=renderer, workers=workers, overwrite=overwrite, resume=resume,
-                     progress=not quiet, renderer_options=options, scheduler=scheduler)
+        result = run(
+            proto,
+            out,
+            renderer=renderer,
+            workers=workers,
+            overwrite=overwrite,
+            resume=resume,
+            progress=not quiet,
+            renderer_options=options,
+            scheduler=scheduler,
+        )
     n_img = len(result.manifest)
-    click.echo(f"simulated {result.manifest['patient_id'].nunique()} patients, {n_img} images "
-               f"in {time.perf_counter() - t0:.1f} s → {result.out}")
+    click.echo(
+        f"simulated {result.manifest['patient_id'].nunique()} patients, {n_img} images "
+        f"in {time.perf_counter() - t0:.1f} s → {result.out}"
+    )
 
 
 @main.command()
@@ -130,26 +219,46 @@ def simulate(protocol, out, seed, renderer, from_csv, workers, scheduler, image_
 @click.option("--preset", type=click.Choice(["default", "schneider2023"]), default="default", show_default=True)
 @click.option("--image-size", type=click.IntRange(min=16, max=1024), help="embedder input size (px)")
 @click.option("--epochs", type=click.IntRange(min=1), help="autoencoder epochs")
-@click.option("--reduction", type=click.Choice(["within", "global", "per-patient"]), default=None,
-              help="PC1 of within-patient variation (default), over all images, or per patient")
-@click.option("--normalize", type=click.Choice(["spots", "redness", "grey-world", "retinex", "none"]), default=None,
-              help="what the embedder sees: spots (default: a map of red spots, one dot each), redness "
-                   "(local redness contrast), grey-world or retinex (photometric normalisation), none")
+@click.option(
+    "--reduction",
+    type=click.Choice(["within", "global", "per-patient"]),
+    default=None,
+    help="PC1 of within-patient variation (default), over all images, or per patient",
+)
+@click.option(
+    "--normalize",
+    type=click.Choice(["spots", "redness", "grey-world", "retinex", "none"]),
+    default=None,
+    help="what the embedder sees: spots (default: a map of red spots, one dot each), redness "
+    "(local redness contrast), grey-world or retinex (photometric normalisation), none",
+)
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing or unreadable images (and say how many)")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, skip_bad,
-            quiet):
+def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, skip_bad, quiet):
     """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
-    from analysis.pipeline import AnalysisConfig, analyze as run
-    cfg = AnalysisConfig(method=method, seed=seed, preset=preset, image_size=image_size, epochs=epochs,
-                         reduction=reduction, normalize=normalize, time_terms=time_terms, skip_bad=skip_bad,
-                         progress=not quiet)
+    from analysis.pipeline import AnalysisConfig
+    from analysis.pipeline import analyze as run
+
+    cfg = AnalysisConfig(
+        method=method,
+        seed=seed,
+        preset=preset,
+        image_size=image_size,
+        epochs=epochs,
+        reduction=reduction,
+        normalize=normalize,
+        time_terms=time_terms,
+        skip_bad=skip_bad,
+        progress=not quiet,
+    )
     results = run(dataset, out, cfg)
     for pop in results["population"]:
-        click.echo(f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "
-                   f"(95% CI {pop['ci_low']:+.3f} to {pop['ci_high']:+.3f}), p = {pop['p_value']:.3g}")
+        click.echo(
+            f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "
+            f"(95% CI {pop['ci_low']:+.3f} to {pop['ci_high']:+.3f}), p = {pop['p_value']:.3g}"
+        )
     click.echo(f"results → {Path(out) / 'results.json'}; report → {Path(out) / 'report.html'}")
 
 
@@ -159,6 +268,7 @@ def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, n
 def report(results_dir):
     """Rebuild report.html from an analysis folder."""
     from analysis.report import write_report
+
     path = write_report(results_dir)
     click.echo(f"report → {path}")
 
@@ -178,8 +288,10 @@ def report(results_dir):
 def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, quiet):
     """Monte Carlo power, type-I error, bias and coverage over a design grid."""
     from .power import PowerStudy, run_power
-    study = PowerStudy.from_cli(protocol, replicates=replicates, grid=list(grid), methods=method, seed=seed,
-                                keep_images=keep_images)
+
+    study = PowerStudy.from_cli(
+        protocol, replicates=replicates, grid=list(grid), methods=method, seed=seed, keep_images=keep_images
+    )
     summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)
     click.echo(summary.to_string(index=False))
     click.echo(f"power study → {Path(out) / 'summary.csv'}, {Path(out) / 'power.html'}")
@@ -193,18 +305,23 @@ def power(protocol, replicates, out, grid, method, seed, workers, scheduler, kee
 def demo(out, workers, quiet):
     """The main job on protocols/demo.yaml: simulate, analyze, report."""
     from .demo import run_demo
+
     paths = run_demo(out, workers=workers, progress=not quiet, echo=click.echo)
     for k, v in paths.items():
         click.echo(f"{k:>9}: {v}")
-
 
 
 @main.command()
 @click.option("--out", default="docs/skin_grid.png", show_default=True, type=click.Path(dir_okay=False, path_type=Path))
 @click.option("--fitzpatrick", default="2,4,6", show_default=True, help="comma list of skin types 1..6, one row each")
 @click.option("--image-size", type=click.IntRange(min=32, max=2048), default=256, show_default=True)
-@click.option("--aspect", type=click.FloatRange(min=0.2, max=5.0), default=1.0, show_default=True,
-              help="height / width (4/3 ≈ 1.333 for a 3:4 portrait frame)")
+@click.option(
+    "--aspect",
+    type=click.FloatRange(min=0.2, max=5.0),
+    default=1.0,
+    show_default=True,
+    help="height / width (4/3 ≈ 1.333 for a 3:4 portrait frame)",
+)
 @click.option("--view", type=click.Choice(["cheek", "face"]), default="cheek", show_default=True)
 @click.option("--nuisance", type=click.FloatRange(min=0, max=4), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
@@ -212,15 +329,20 @@ def demo(out, workers, quiet):
 def gallery(out, fitzpatrick, image_size, aspect, view, nuisance, seed):
     """A PNG grid of patients of different skin types (rows) at ACNE04 grades 0-3 (columns)."""
     from .gallery import write_skin_grid
+
     try:
         types = tuple(int(t) for t in fitzpatrick.split(","))
     except ValueError:
         types = ()
     if not types or not all(1 <= t <= 6 for t in types):
-        raise BadInput(f"expected a comma list of skin types, got {fitzpatrick!r}", field="--fitzpatrick",
-                       allowed="integers 1 to 6, e.g. 2,4,6")
-    path = write_skin_grid(out, fitzpatrick=types, image_size=image_size, aspect=aspect, view=view,
-                           nuisance=nuisance, seed=seed)
+        raise BadInput(
+            f"expected a comma list of skin types, got {fitzpatrick!r}",
+            field="--fitzpatrick",
+            allowed="integers 1 to 6, e.g. 2,4,6",
+        )
+    path = write_skin_grid(
+        out, fitzpatrick=types, image_size=image_size, aspect=aspect, view=view, nuisance=nuisance, seed=seed
+    )
     click.echo(f"skin grid → {path}")
 
 

@@ -13,8 +13,10 @@ Tables are written only once every image is in place, so a folder with a
 ``manifest.csv`` is complete; an interrupted run leaves images (each written to a
 temporary name and renamed) that ``--resume`` keeps.
 """
+
 from __future__ import annotations
 
+import contextlib
 import os
 import shutil
 import tempfile
@@ -33,8 +35,19 @@ CONTACT_DIR = "contact_sheets"
 _OUTPUTS = (MANIFEST, LESIONS, SCHEDULE, PROTOCOL, IMAGES_DIR, CONTACT_DIR)
 
 MANIFEST_COLUMNS = [
-    "image", "patient_id", "day", "treatment", "timestamp", "block", "period", "photo",
-    "severity_latent", "severity_noisefree", "severity_grade", "lesion_count", "seed",
+    "image",
+    "patient_id",
+    "day",
+    "treatment",
+    "timestamp",
+    "block",
+    "period",
+    "photo",
+    "severity_latent",
+    "severity_noisefree",
+    "severity_grade",
+    "lesion_count",
+    "seed",
 ]
 SCHEDULE_COLUMNS = ["patient_id", "date", "block", "day", "treatment", "AcneSeverity"]
 
@@ -50,10 +63,8 @@ def atomic_write_bytes(path: Path, data: bytes) -> None:
         os.chmod(tmp, 0o644)  # mkstemp makes files private; dataset files are for sharing
         os.replace(tmp, path)
     except BaseException:
-        try:
+        with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
-        except FileNotFoundError:
-            pass
         raise
 
 
@@ -78,13 +89,21 @@ def prepare_output(out: Path, protocol_yaml: str, overwrite: bool, resume: bool)
         raise BadInput("the output path exists and is not a folder", file=str(out), field="--out")
     existing = out.is_dir() and any(out.iterdir())
     if existing and not (overwrite or resume):
-        raise BadInput("the output folder already exists and is not empty; pass --overwrite to replace "
-                       "it or --resume to finish an interrupted run", file=str(out), field="--out")
+        raise BadInput(
+            "the output folder already exists and is not empty; pass --overwrite to replace "
+            "it or --resume to finish an interrupted run",
+            file=str(out),
+            field="--out",
+        )
     if existing and resume:
         prev = out / PROTOCOL
         if prev.exists() and prev.read_text(encoding="utf-8") != protocol_yaml:
-            raise BadInput("cannot resume: the folder was made with a different protocol or seed",
-                           file=str(prev), field="protocol", allowed="the same protocol and --seed as before")
+            raise BadInput(
+                "cannot resume: the folder was made with a different protocol or seed",
+                file=str(prev),
+                field="protocol",
+                allowed="the same protocol and --seed as before",
+            )
     if existing and overwrite:
         for name in _OUTPUTS:
             p = out / name
@@ -102,14 +121,16 @@ def prepare_output(out: Path, protocol_yaml: str, overwrite: bool, resume: bool)
 
 def anchor_schedule_table(days: pd.DataFrame) -> pd.DataFrame:
     """The anchor's CSV layout (unnamed index column, severity rounded to 3 decimals)."""
-    t = pd.DataFrame({
-        "patient_id": days["patient_id"].to_numpy(),
-        "date": days["date"].to_numpy(),
-        "block": days["period"].to_numpy(),
-        "day": days["day"].to_numpy(),
-        "treatment": days["treatment"].to_numpy(),
-        "AcneSeverity": days["severity_latent"].round(3).to_numpy(),
-    })
+    t = pd.DataFrame(
+        {
+            "patient_id": days["patient_id"].to_numpy(),
+            "date": days["date"].to_numpy(),
+            "block": days["period"].to_numpy(),
+            "day": days["day"].to_numpy(),
+            "treatment": days["treatment"].to_numpy(),
+            "AcneSeverity": days["severity_latent"].round(3).to_numpy(),
+        }
+    )
     t.index = range(len(t))
     return t
 

@@ -16,6 +16,7 @@ follows the ACNE04 (Hayashi) thresholds: grade 0 mild 1–5 lesions, grade 1 mod
 6–20, grade 2 severe 21–50, grade 3 very severe > 50, with grade boundaries at
 severity 0.5, 1.5 and 2.5.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -78,8 +79,9 @@ def draw_patient_parameters(protocol: Protocol, patient_id: str, rng: np.random.
     return {"baseline": baseline, "effects": effects}
 
 
-def patient_trajectory(protocol: Protocol, schedule: pd.DataFrame, params: dict,
-                       rng: np.random.Generator) -> pd.DataFrame:
+def patient_trajectory(
+    protocol: Protocol, schedule: pd.DataFrame, params: dict, rng: np.random.Generator
+) -> pd.DataFrame:
     """Add the truth columns to one patient's schedule.
 
     Adds ``severity_noisefree`` (clipped baseline + treatment effects),
@@ -89,9 +91,12 @@ def patient_trajectory(protocol: Protocol, schedule: pd.DataFrame, params: dict,
     dyn = protocol.dynamics
     n = len(schedule)
     labels = [t.label for t in protocol.treatments]
-    levels = exposure_levels(schedule["treatment"].to_numpy(), labels,
-                             [t.onset_days for t in protocol.treatments],
-                             [t.washout_days for t in protocol.treatments])
+    levels = exposure_levels(
+        schedule["treatment"].to_numpy(),
+        labels,
+        [t.onset_days for t in protocol.treatments],
+        [t.washout_days for t in protocol.treatments],
+    )
     effect = levels @ np.array([params["effects"][l] for l in labels])
     mean = params["baseline"] + effect
 
@@ -101,7 +106,7 @@ def patient_trajectory(protocol: Protocol, schedule: pd.DataFrame, params: dict,
     drift = np.cumsum(steps)
     u = np.zeros(n)
     if n and dyn.ar1_sd > 0:
-        innov = rng.normal(0.0, dyn.ar1_sd * np.sqrt(1.0 - dyn.ar1_rho ** 2), size=n)
+        innov = rng.normal(0.0, dyn.ar1_sd * np.sqrt(1.0 - dyn.ar1_rho**2), size=n)
         u[0] = rng.normal(0.0, dyn.ar1_sd)
         for t in range(1, n):
             u[t] = dyn.ar1_rho * u[t - 1] + innov[t]

@@ -1,4 +1,5 @@
 """Errors that carry enough context for a one-paragraph message to the user."""
+
 from __future__ import annotations
 
 from analysis.errors import AnalysisInputError

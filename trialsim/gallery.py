@@ -6,6 +6,7 @@ and one column per ACNE04 grade 0–3, each image the patient's photo after thre
 weeks at a steady severity in that grade. It is the picture to look at, as a
 dermatologist would, before trusting the simulator.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,35 +27,78 @@ _ROMAN = ("I", "II", "III", "IV", "V", "VI")
 _DAYS = 21
 
 
-def gallery_protocol(fitzpatrick=(2, 4, 6), image_size: int = 256, aspect: float = 1.0, view: str = "cheek",
-                     nuisance: float = 1.0, seed: int = 0):
+def gallery_protocol(
+    fitzpatrick=(2, 4, 6),
+    image_size: int = 256,
+    aspect: float = 1.0,
+    view: str = "cheek",
+    nuisance: float = 1.0,
+    seed: int = 0,
+):
     ids = [f"type{_ROMAN[f - 1]}" for f in fitzpatrick]
-    return protocol_from_dict({
-        "name": "gallery", "seed": seed,
-        "patients": {"n": len(ids), "ids": ids,
-                     "overrides": [{"patient_id": i, "fitzpatrick": f} for i, f in zip(ids, fitzpatrick)]},
-        "treatments": [{"label": "None", "effect": 0.0}],
-        "rendering": {"renderer": "procedural", "image_size": image_size, "aspect": aspect, "view": view,
-                      "nuisance": nuisance},
-    }, source="<gallery>")
+    return protocol_from_dict(
+        {
+            "name": "gallery",
+            "seed": seed,
+            "patients": {
+                "n": len(ids),
+                "ids": ids,
+                "overrides": [{"patient_id": i, "fitzpatrick": f} for i, f in zip(ids, fitzpatrick)],
+            },
+            "treatments": [{"label": "None", "effect": 0.0}],
+            "rendering": {
+                "renderer": "procedural",
+                "image_size": image_size,
+                "aspect": aspect,
+                "view": view,
+                "nuisance": nuisance,
+            },
+        },
+        source="<gallery>",
+    )
 
 
 def steady_job(protocol, patient_index: int, patient_id: str, severity: float, days: int = _DAYS) -> PatientJob:
     """A patient held at one severity for ``days`` days, photographed on the last day."""
     day = np.arange(1, days + 1)
-    d = pd.DataFrame({"patient_id": patient_id, "day": day, "treatment": "None",
-                      "severity_latent": float(severity), "severity_noisefree": float(severity),
-                      "severity_grade": int(severity_grade(severity)),
-                      "lesion_target": int(target_lesion_count(severity))})
-    images = pd.DataFrame([{"image": f"{patient_id}_s{severity:.2f}.jpg", "day": days, "photo": 0, "hour": 13.0,
-                            "timestamp": "", "seed": image_seed(protocol.seed, patient_index, days, 0)}])
+    d = pd.DataFrame(
+        {
+            "patient_id": patient_id,
+            "day": day,
+            "treatment": "None",
+            "severity_latent": float(severity),
+            "severity_noisefree": float(severity),
+            "severity_grade": int(severity_grade(severity)),
+            "lesion_target": int(target_lesion_count(severity)),
+        }
+    )
+    images = pd.DataFrame(
+        [
+            {
+                "image": f"{patient_id}_s{severity:.2f}.jpg",
+                "day": days,
+                "photo": 0,
+                "hour": 13.0,
+                "timestamp": "",
+                "seed": image_seed(protocol.seed, patient_index, days, 0),
+            }
+        ]
+    )
     return PatientJob(protocol, patient_id, patient_index, d, images)
 
 
-def skin_grid(fitzpatrick=(2, 4, 6), image_size: int = 256, aspect: float = 1.0, view: str = "cheek",
-              nuisance: float = 1.0, seed: int = 0, grades=(0, 1, 2, 3)) -> np.ndarray:
+def skin_grid(
+    fitzpatrick=(2, 4, 6),
+    image_size: int = 256,
+    aspect: float = 1.0,
+    view: str = "cheek",
+    nuisance: float = 1.0,
+    seed: int = 0,
+    grades=(0, 1, 2, 3),
+) -> np.ndarray:
     """The grid as a BGR uint8 image: rows = patients (skin types), columns = grades."""
     from .render.procedural import ProceduralRenderer
+
     proto = gallery_protocol(fitzpatrick, image_size, aspect, view, nuisance, seed)
     renderer = ProceduralRenderer(proto)
     tiles = []
@@ -64,15 +108,22 @@ def skin_grid(fitzpatrick=(2, 4, 6), image_size: int = 256, aspect: float = 1.0,
             job = steady_job(proto, i, pid, sev)
             img = next(iter(renderer.render_patient(job)))
             px = cv2.imdecode(np.frombuffer(img.data, np.uint8), cv2.IMREAD_COLOR)
-            tiles.append(label_tile(px, [f"Fitzpatrick {_ROMAN[fitzpatrick[i] - 1]}, grade {g} ({GRADE_NAMES[g]})",
-                                         f"{img.lesion_count} lesions, severity {sev:.1f}"],
-                                    height=image_size))
+            tiles.append(
+                label_tile(
+                    px,
+                    [
+                        f"Fitzpatrick {_ROMAN[fitzpatrick[i] - 1]}, grade {g} ({GRADE_NAMES[g]})",
+                        f"{img.lesion_count} lesions, severity {sev:.1f}",
+                    ],
+                    height=image_size,
+                )
+            )
     return grid(tiles, len(grades), title="trialsim procedural renderer: skin types x ACNE04 grades")
 
 
 def write_skin_grid(out: str | Path, **kwargs) -> Path:
     """Render :func:`skin_grid` and write it as PNG to ``out``."""
     out = Path(out)
-    ok, buf = cv2.imencode(".png", skin_grid(**kwargs))
+    _ok, buf = cv2.imencode(".png", skin_grid(**kwargs))
     atomic_write_bytes(out, buf.tobytes())
     return out

@@ -12,6 +12,7 @@ normalised (``x`` as a fraction of the frame width, ``y`` of the height) and rad
 are fractions of the frame height, so every renderer (and ``--renderer none``) maps
 the same truth onto its own canonical frame with :func:`to_pixels`.
 """
+
 from __future__ import annotations
 
 import numpy as np
@@ -29,14 +30,14 @@ _TYPE_WEIGHTS_S3 = np.array([0.06, 0.09, 0.45, 0.28, 0.12])
 # per type: peak radius range (fraction of frame height, cheek close-up; 0.006 ≈ 3 px at
 # 512 px), days of growth, of peak, of resolution, and the chance of leaving a mark
 _TYPE_SPEC = {
-    "open_comedone":   dict(radius=(0.0032, 0.0055), grow=(2, 4), peak=(10, 24), resolve=(3, 6), mark=0.0),
+    "open_comedone": dict(radius=(0.0032, 0.0055), grow=(2, 4), peak=(10, 24), resolve=(3, 6), mark=0.0),
     "closed_comedone": dict(radius=(0.0038, 0.0065), grow=(2, 4), peak=(8, 20), resolve=(3, 6), mark=0.05),
-    "papule":          dict(radius=(0.0050, 0.0110), grow=(1, 3), peak=(5, 12), resolve=(3, 6), mark=0.6),
-    "pustule":         dict(radius=(0.0060, 0.0120), grow=(1, 2), peak=(4, 8), resolve=(2, 5), mark=0.6),
-    "nodule":          dict(radius=(0.0120, 0.0200), grow=(3, 6), peak=(10, 20), resolve=(6, 12), mark=0.9),
+    "papule": dict(radius=(0.0050, 0.0110), grow=(1, 3), peak=(5, 12), resolve=(3, 6), mark=0.6),
+    "pustule": dict(radius=(0.0060, 0.0120), grow=(1, 2), peak=(4, 8), resolve=(2, 5), mark=0.6),
+    "nodule": dict(radius=(0.0120, 0.0200), grow=(3, 6), peak=(10, 20), resolve=(6, 12), mark=0.9),
 }
 MARK_DAYS = (14, 56)  # post-inflammatory marks fade over two to eight weeks
-_FACE_SCALE = 0.45    # lesions are smaller relative to the frame in the whole-face view
+_FACE_SCALE = 0.45  # lesions are smaller relative to the frame in the whole-face view
 
 # --- view geometry -------------------------------------------------------------------------
 # Face view, in height units (v down from the top in [0, 1], u across, centre at half
@@ -50,8 +51,12 @@ FACE = {
     "hairline_v": 0.22,
 }
 # lesion-free margins around the features (eye and brow merged into one eye region)
-_FACE_EXCLUDE = [(-0.115, 0.425, 0.095, 0.070), (0.115, 0.425, 0.095, 0.070),
-                 (0.0, 0.545, 0.060, 0.110), (0.0, 0.715, 0.105, 0.048)]
+_FACE_EXCLUDE = [
+    (-0.115, 0.425, 0.095, 0.070),
+    (0.115, 0.425, 0.095, 0.070),
+    (0.0, 0.545, 0.060, 0.110),
+    (0.0, 0.715, 0.105, 0.048),
+]
 
 
 def _in_ellipse(u, v, e, cu) -> np.ndarray:
@@ -86,9 +91,15 @@ def feature_mask(x, y, aspect: float, features=("eyes", "brows", "lips")) -> np.
     return hit
 
 
-def sample_positions(rng: np.random.Generator, n: int, view: str, aspect: float,
-                     hotspots: np.ndarray, occupied: np.ndarray | list[tuple[float, float, float]],
-                     radius: float) -> tuple[float, float]:
+def sample_positions(
+    rng: np.random.Generator,
+    n: int,
+    view: str,
+    aspect: float,
+    hotspots: np.ndarray,
+    occupied: np.ndarray | list[tuple[float, float, float]],
+    radius: float,
+) -> tuple[float, float]:
     """One free position (normalised x, y) for a lesion of ``radius`` (height units).
 
     Half the births fall near the patient's ``hotspots`` (acne clusters), the rest
@@ -112,8 +123,8 @@ def sample_positions(rng: np.random.Generator, n: int, view: str, aspect: float,
             du = du / aspect
         dv = cand[:, 1, None] - occ[:, 1]
         gap = 1.15 * (radius + occ[:, 2]) + 0.004
-        d2 = du ** 2 + dv ** 2
-        ok = allowed & (d2 >= gap ** 2).all(axis=1)
+        d2 = du**2 + dv**2
+        ok = allowed & (d2 >= gap**2).all(axis=1)
     idx = np.flatnonzero(ok)
     if len(idx):
         return float(cand[idx[0], 0]), float(cand[idx[0], 1])
@@ -138,8 +149,21 @@ def _hotspots(rng: np.random.Generator, view: str, aspect: float) -> np.ndarray:
 
 
 class _Lesion:
-    __slots__ = ("n", "type", "x", "y", "radius", "strength", "birth", "grow", "peak", "resolve",
-                 "leaves_mark", "mark_days", "end")
+    __slots__ = (
+        "birth",
+        "end",
+        "grow",
+        "leaves_mark",
+        "mark_days",
+        "n",
+        "peak",
+        "radius",
+        "resolve",
+        "strength",
+        "type",
+        "x",
+        "y",
+    )
 
     def active_end(self) -> int:
         return self.birth + self.grow + self.peak + self.resolve
@@ -198,8 +222,9 @@ def _state(le: _Lesion, day: int) -> tuple[str, float, float] | None:
     return MARK, 0.6 * le.strength * (1.0 - a / le.mark_days), le.radius * 0.9
 
 
-def lesion_population(days: pd.DataFrame, rng: np.random.Generator, view: str = "cheek",
-                      aspect: float = 1.0) -> pd.DataFrame:
+def lesion_population(
+    days: pd.DataFrame, rng: np.random.Generator, view: str = "cheek", aspect: float = 1.0
+) -> pd.DataFrame:
     """Every lesion's state on every observed day of one patient.
 
     ``days``: one row per study day (``day`` sorted, ``lesion_target``, ``severity_latent``).
@@ -214,8 +239,7 @@ def lesion_population(days: pd.DataFrame, rng: np.random.Generator, view: str = 
     active: list[_Lesion] = []
     day_list = days["day"].to_numpy(int)
     targets = days["lesion_target"].to_numpy(int)
-    sev = (days["severity_latent"].to_numpy(float) if "severity_latent" in days
-           else np.full(len(days), 1.5))
+    sev = days["severity_latent"].to_numpy(float) if "severity_latent" in days else np.full(len(days), 1.5)
     born_by = np.zeros(len(day_list), np.int64)  # lesions born up to and including each day
     marks: list[_Lesion] = []  # ended lesions whose mark may still show, in order of ending
     for i, (day, target) in enumerate(zip(day_list, targets)):
@@ -277,8 +301,10 @@ def _population_rows(lesions: list[_Lesion], day_list: np.ndarray, born_by: np.n
     cols = ["day", "lesion_n", "type", "x", "y", "radius", "stage", "intensity"]
     if not lesions:
         return pd.DataFrame([], columns=cols)
-    L = {f: np.array([getattr(le, f) for le in lesions]) for f in
-         ("birth", "grow", "peak", "resolve", "mark_days", "strength", "radius", "x", "y", "leaves_mark")}
+    L = {
+        f: np.array([getattr(le, f) for le in lesions])
+        for f in ("birth", "grow", "peak", "resolve", "mark_days", "strength", "radius", "x", "y", "leaves_mark")
+    }
     end = np.array([np.iinfo(np.int64).max if le.end is None else le.end for le in lesions], np.int64)
     n_les = len(lesions)
     d = day_list.astype(np.int64)[:, None]  # (days, 1) against (lesions,)
@@ -290,8 +316,7 @@ def _population_rows(lesions: list[_Lesion], day_list: np.ndarray, born_by: np.n
     if not len(di):
         return pd.DataFrame([], columns=cols)  # as the row-by-row build made it (object columns)
     a, e = a[di, li], end[li]
-    grow, peak, resolve, strength, radius = (L[f][li]
-                                             for f in ("grow", "peak", "resolve", "strength", "radius"))
+    grow, peak, resolve, strength, radius = (L[f][li] for f in ("grow", "peak", "resolve", "strength", "radius"))
     is_mark = ~live[di, li]
     is_grow = ~is_mark & (a < grow)
     is_peak = ~is_mark & ~is_grow & (a < grow + peak)
@@ -307,10 +332,19 @@ def _population_rows(lesions: list[_Lesion], day_list: np.ndarray, born_by: np.n
     stage = np.select([is_grow, is_peak, is_res], ["grow", "peak", "resolve"], MARK).astype(object)
     types = np.array([le.type for le in lesions], dtype=object)[li]
     types[is_mark] = MARK
-    return pd.DataFrame({
-        "day": d[di, 0], "lesion_n": li.astype(np.int64), "type": types, "x": L["x"][li].astype(float),
-        "y": L["y"][li].astype(float), "radius": rad, "stage": stage,
-        "intensity": _round4(inten)}, columns=cols)
+    return pd.DataFrame(
+        {
+            "day": d[di, 0],
+            "lesion_n": li.astype(np.int64),
+            "type": types,
+            "x": L["x"][li].astype(float),
+            "y": L["y"][li].astype(float),
+            "radius": rad,
+            "stage": stage,
+            "intensity": _round4(inten),
+        },
+        columns=cols,
+    )
 
 
 def _round4(x: np.ndarray) -> np.ndarray:
@@ -343,8 +377,9 @@ def to_pixels(population: pd.DataFrame, height: int, width: int) -> pd.DataFrame
 TRUTH_COLUMNS = ["image", "lesion_id", "type", "x", "y", "radius", "stage", "intensity"]
 
 
-def lesion_truth(job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float
-                 ) -> tuple[pd.DataFrame, dict[int, dict[str, np.ndarray]]]:
+def lesion_truth(
+    job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float
+) -> tuple[pd.DataFrame, dict[int, dict[str, np.ndarray]]]:
     """The population in pixels, and per day its columns as arrays (``x``, ``y``, ``radius``
     rounded to 0.01 px as written to ``lesions.csv``), for a
     :class:`~trialsim.render.base.PatientJob`."""
@@ -370,8 +405,7 @@ def truth_rows(day_cols: dict[str, np.ndarray] | None, image: str) -> pd.DataFra
     return pd.DataFrame({"image": np.full(n, image, dtype=object), **day_cols}, columns=TRUTH_COLUMNS)
 
 
-def image_truth(by_day: dict[int, dict[str, np.ndarray]], images: list[str], days: list[int]
-                ) -> list[pd.DataFrame]:
+def image_truth(by_day: dict[int, dict[str, np.ndarray]], images: list[str], days: list[int]) -> list[pd.DataFrame]:
     """Per image, the frame :func:`truth_rows` gives for it (same columns, dtypes and values).
 
     ``images`` and ``days`` are parallel lists (one entry per photo). One table is built for
@@ -384,9 +418,13 @@ def image_truth(by_day: dict[int, dict[str, np.ndarray]], images: list[str], day
     if parts:
         sizes = [len(cols["x"]) for _, cols in parts]
         table = pd.DataFrame(
-            {"image": np.repeat(np.array([images[i] for i, _ in parts], dtype=object), sizes),
-             **{c: np.concatenate([cols[c] for _, cols in parts]) for c in TRUTH_COLUMNS[1:]}},
-            columns=TRUTH_COLUMNS, index=np.concatenate([np.arange(n) for n in sizes]))
+            {
+                "image": np.repeat(np.array([images[i] for i, _ in parts], dtype=object), sizes),
+                **{c: np.concatenate([cols[c] for _, cols in parts]) for c in TRUTH_COLUMNS[1:]},
+            },
+            columns=TRUTH_COLUMNS,
+            index=np.concatenate([np.arange(n) for n in sizes]),
+        )
         ends = np.cumsum(sizes).tolist()
         for (i, _), lo, hi in zip(parts, [0] + ends[:-1], ends):
             out[i] = table.iloc[lo:hi]

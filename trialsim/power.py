@@ -6,6 +6,7 @@ grid point. Each replicate has a seed derived from (study seed, grid point value
 replicate index), so results depend neither on worker count nor on order. Rows are
 appended to ``replicates.csv`` as replicates finish; a rerun skips what is there.
 """
+
 from __future__ import annotations
 
 import json
@@ -23,8 +24,22 @@ import yaml
 from .errors import BadInput
 from .protocol import load_protocol, protocol_from_dict
 
-REPLICATE_COLUMNS = ["grid_point", "replicate", "seed", "method", "test", "contrast", "estimate", "ci_low",
-                     "ci_high", "p_value", "known", "estimate_raw", "known_raw", "error"]
+REPLICATE_COLUMNS = [
+    "grid_point",
+    "replicate",
+    "seed",
+    "method",
+    "test",
+    "contrast",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "known",
+    "estimate_raw",
+    "known_raw",
+    "error",
+]
 METHODS = ("ae", "pixel-pca", "oracle")
 ALPHA = 0.05
 
@@ -85,8 +100,11 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     grid: dict[str, list] = {}
     for item in items:
         if "=" not in item:
-            raise BadInput(f"expected KEY=V1,V2,… got {item!r}", field="--grid",
-                           allowed="effect, " + ", ".join(GRID_ALIASES) + " or a dotted protocol field")
+            raise BadInput(
+                f"expected KEY=V1,V2,… got {item!r}",
+                field="--grid",
+                allowed="effect, " + ", ".join(GRID_ALIASES) + " or a dotted protocol field",
+            )
         k, vals = item.split("=", 1)
         values = [_parse_value(v.strip()) for v in vals.split(",") if v.strip()]
         if not values:
@@ -113,7 +131,7 @@ def replicate_seed(study_seed: int, point: dict, replicate: int) -> int:
 
 @dataclass
 class PowerStudy:
-    base: dict                        # resolved base protocol as plain data
+    base: dict  # resolved base protocol as plain data
     grid: dict[str, list]
     replicates: int
     methods: list[str]
@@ -127,34 +145,53 @@ class PowerStudy:
         for k, values in self.grid.items():
             bad = [v for v in values if k == "effect" and not isinstance(v, (int, float))]
             if bad:
-                raise BadInput(f"non-numeric value(s) {bad}", field=f"--grid {k}",
-                               allowed="numbers (severity units, last − first treatment)")
+                raise BadInput(
+                    f"non-numeric value(s) {bad}",
+                    field=f"--grid {k}",
+                    allowed="numbers (severity units, last − first treatment)",
+                )
         for p in self.points:  # every grid point must be a valid protocol
             source = f"{self.source} with --grid {point_key(p)}"
             try:
                 d = apply_grid_point(self.base, p)
             except (KeyError, IndexError, ValueError, TypeError) as e:
-                raise BadInput(f"cannot apply the grid point ({e.__class__.__name__}: {e})", file=source,
-                               field="--grid", allowed="effect, " + ", ".join(GRID_ALIASES)
-                               + " or a dotted protocol field such as treatments.1.effect_sd") from None
+                raise BadInput(
+                    f"cannot apply the grid point ({e.__class__.__name__}: {e})",
+                    file=source,
+                    field="--grid",
+                    allowed="effect, "
+                    + ", ".join(GRID_ALIASES)
+                    + " or a dotted protocol field such as treatments.1.effect_sd",
+                ) from None
             protocol_from_dict(d, source=source)
         bad = [m for m in self.methods if m not in METHODS]
         if bad or not self.methods:
             raise BadInput(f"unknown method(s) {bad}", field="--method", allowed=", ".join(METHODS))
 
     @classmethod
-    def from_cli(cls, protocol_path, replicates: int, grid: list[str], methods: str, seed: int = 0,
-                 keep_images: bool = False) -> "PowerStudy":
+    def from_cli(
+        cls, protocol_path, replicates: int, grid: list[str], methods: str, seed: int = 0, keep_images: bool = False
+    ) -> PowerStudy:
         p = load_protocol(protocol_path)
         ms = [m.strip() for m in methods.split(",") if m.strip()]
         if ms == ["all"]:
             ms = list(METHODS)
-        return cls(base=p.resolved(), grid=parse_grid(grid), replicates=replicates, methods=ms, seed=seed,
-                   keep_images=keep_images, source=str(protocol_path))
+        return cls(
+            base=p.resolved(),
+            grid=parse_grid(grid),
+            replicates=replicates,
+            methods=ms,
+            seed=seed,
+            keep_images=keep_images,
+            source=str(protocol_path),
+        )
 
     def tasks(self) -> list[dict]:
-        return [{"point": p, "key": point_key(p), "replicate": r, "seed": replicate_seed(self.seed, p, r)}
-                for p in self.points for r in range(self.replicates)]
+        return [
+            {"point": p, "key": point_key(p), "replicate": r, "seed": replicate_seed(self.seed, p, r)}
+            for p in self.points
+            for r in range(self.replicates)
+        ]
 
 
 def _rows_from_results(res: dict, task: dict) -> list[dict]:
@@ -162,20 +199,41 @@ def _rows_from_results(res: dict, task: dict) -> list[dict]:
     rows = []
     for pop in res["population"]:
         tr = truth.get(pop["contrast"], {})
-        rows.append({"method": pop["method"], "test": "lmm", "contrast": pop["contrast"],
-                     "estimate": pop.get("estimate_std"), "ci_low": pop.get("ci_low_std"),
-                     "ci_high": pop.get("ci_high_std"), "p_value": pop["p_value"],
-                     "known": tr.get("realised_std"), "estimate_raw": pop["estimate"],
-                     "known_raw": tr.get("realised"), "error": pop.get("error") or ""})
+        rows.append(
+            {
+                "method": pop["method"],
+                "test": "lmm",
+                "contrast": pop["contrast"],
+                "estimate": pop.get("estimate_std"),
+                "ci_low": pop.get("ci_low_std"),
+                "ci_high": pop.get("ci_high_std"),
+                "p_value": pop["p_value"],
+                "known": tr.get("realised_std"),
+                "estimate_raw": pop["estimate"],
+                "known_raw": tr.get("realised"),
+                "error": pop.get("error") or "",
+            }
+        )
     # per-patient tests: a replicate "detects" with a test when the majority of patients reject
     pats = pd.DataFrame(res.get("patients", []))
     if len(pats):
         for (method, contrast, test), g in pats.groupby(["method", "contrast", "test"], sort=True):
             share = float((g["p_value"] < ALPHA).mean())
-            rows.append({"method": method, "test": f"patients:{test}", "contrast": contrast,
-                         "estimate": float(g["estimate"].mean()), "ci_low": np.nan, "ci_high": np.nan,
-                         "p_value": float(np.median(g["p_value"])), "known": np.nan,
-                         "estimate_raw": share, "known_raw": np.nan, "error": ""})
+            rows.append(
+                {
+                    "method": method,
+                    "test": f"patients:{test}",
+                    "contrast": contrast,
+                    "estimate": float(g["estimate"].mean()),
+                    "ci_low": np.nan,
+                    "ci_high": np.nan,
+                    "p_value": float(np.median(g["p_value"])),
+                    "known": np.nan,
+                    "estimate_raw": share,
+                    "known_raw": np.nan,
+                    "error": "",
+                }
+            )
     for r in rows:
         r.update(grid_point=task["key"], replicate=task["replicate"], seed=task["seed"])
     return rows
@@ -195,14 +253,32 @@ def run_replicate(args) -> list[dict]:
         protocol = protocol_from_dict(d)
         renderer = "none" if methods == ["oracle"] else None
         simulate(protocol, work / "dataset", renderer=renderer, progress=False)
-        res = analyze(work / "dataset", work / "analysis",
-                      AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False, report=False))
+        res = analyze(
+            work / "dataset",
+            work / "analysis",
+            AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False, report=False),
+        )
         rows = _rows_from_results(res, task)
-    except Exception as e:  # noqa: BLE001 - a failed replicate is data, not a crash
-        rows = [{"grid_point": task["key"], "replicate": task["replicate"], "seed": task["seed"],
-                 "method": m, "test": "lmm", "contrast": "", "estimate": np.nan, "ci_low": np.nan,
-                 "ci_high": np.nan, "p_value": np.nan, "known": np.nan, "estimate_raw": np.nan,
-                 "known_raw": np.nan, "error": f"{e.__class__.__name__}: {e}"[:300]} for m in methods]
+    except Exception as e:
+        rows = [
+            {
+                "grid_point": task["key"],
+                "replicate": task["replicate"],
+                "seed": task["seed"],
+                "method": m,
+                "test": "lmm",
+                "contrast": "",
+                "estimate": np.nan,
+                "ci_low": np.nan,
+                "ci_high": np.nan,
+                "p_value": np.nan,
+                "known": np.nan,
+                "estimate_raw": np.nan,
+                "known_raw": np.nan,
+                "error": f"{e.__class__.__name__}: {e}"[:300],
+            }
+            for m in methods
+        ]
     finally:
         if keep_dir:
             dest = Path(keep_dir) / task["key"].replace(";", "_") / f"replicate_{task['replicate']:04d}"
@@ -223,12 +299,13 @@ def _read_done(path: Path) -> pd.DataFrame:
     cut = None
     if text and not text.endswith("\n"):
         # the last block was cut by a kill: drop its replicate entirely (it is rerun)
-        last = text[text.rfind("\n") + 1:]
+        last = text[text.rfind("\n") + 1 :]
         text = text[: text.rfind("\n") + 1]
         parts = last.split(",")
         if len(parts) > 1:
             cut = (parts[0], parts[1])
     from io import StringIO
+
     if not text.strip():
         return pd.DataFrame(columns=REPLICATE_COLUMNS)
     df = pd.read_csv(StringIO(text), keep_default_na=False, na_values=[""], dtype={"grid_point": str})
@@ -238,8 +315,9 @@ def _read_done(path: Path) -> pd.DataFrame:
 
 
 def _append(path: Path, rows: list[dict], columns: list[str]) -> None:
-    block = pd.DataFrame(rows, columns=columns).to_csv(index=False, header=False, lineterminator="\n",
-                                                                float_format="%.10g")
+    block = pd.DataFrame(rows, columns=columns).to_csv(
+        index=False, header=False, lineterminator="\n", float_format="%.10g"
+    )
     with open(path, "a", encoding="utf-8") as f:
         f.write(block)
         f.flush()
@@ -259,9 +337,16 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         point = dict(kv.split("=", 1) for kv in gp.split(";")) if gp != "base" else {}
         null = "effect" in point and float(point["effect"]) == 0.0
         reject = float((ok["p_value"] < ALPHA).mean()) if n else float("nan")
-        row = {**{k: _parse_value(v) for k, v in point.items()}, "grid_point": gp, "method": method, "test": test,
-               "replicates": len(g), "failed": int(failed.sum()), "rejection_rate": reject,
-               "rejection_mcse": _mcse_prop(reject, n)}
+        row = {
+            **{k: _parse_value(v) for k, v in point.items()},
+            "grid_point": gp,
+            "method": method,
+            "test": test,
+            "replicates": len(g),
+            "failed": int(failed.sum()),
+            "rejection_rate": reject,
+            "rejection_mcse": _mcse_prop(reject, n),
+        }
         row["power"] = reject if not null else float("nan")
         row["type1_error"] = reject if null else float("nan")
         err = (ok["estimate"] - ok["known"]).astype(float)
@@ -269,25 +354,43 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         if len(err):
             row["bias"] = float(err.mean())
             row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
-            rmse = float(np.sqrt((err ** 2).mean()))
+            rmse = float(np.sqrt((err**2).mean()))
             row["rmse"] = rmse
-            row["rmse_mcse"] = (float((err ** 2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
-                                if len(err) > 1 and rmse > 0 else float("nan"))
+            row["rmse_mcse"] = (
+                float((err**2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
+                if len(err) > 1 and rmse > 0
+                else float("nan")
+            )
             has_ci = ok[np.isfinite(ok["ci_low"].astype(float)) & np.isfinite(ok["known"].astype(float))]
             if len(has_ci):
                 cov = float(((has_ci["ci_low"] <= has_ci["known"]) & (has_ci["known"] <= has_ci["ci_high"])).mean())
                 row["coverage"] = cov
                 row["coverage_mcse"] = _mcse_prop(cov, len(has_ci))
         out.append(row)
-    cols = list(grid) + ["grid_point", "method", "test", "replicates", "failed", "power", "type1_error",
-                         "rejection_rate", "rejection_mcse", "bias", "bias_mcse", "rmse", "rmse_mcse",
-                         "coverage", "coverage_mcse"]
+    cols = list(grid) + [
+        "grid_point",
+        "method",
+        "test",
+        "replicates",
+        "failed",
+        "power",
+        "type1_error",
+        "rejection_rate",
+        "rejection_mcse",
+        "bias",
+        "bias_mcse",
+        "rmse",
+        "rmse_mcse",
+        "coverage",
+        "coverage_mcse",
+    ]
     df = pd.DataFrame(out)
     return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
 
 
-def run_power(study: PowerStudy, out: str | Path, workers: int = 1, scheduler: str | None = None,
-              progress: bool = True) -> pd.DataFrame:
+def run_power(
+    study: PowerStudy, out: str | Path, workers: int = 1, scheduler: str | None = None, progress: bool = True
+) -> pd.DataFrame:
     """Run (or finish) ``study`` into ``out``; returns the summary table."""
     from .dataset import atomic_write_text, write_csv
     from .scaleout import run_local, run_on_cluster
@@ -297,19 +400,29 @@ def run_power(study: PowerStudy, out: str | Path, workers: int = 1, scheduler: s
     client = None
     if scheduler:
         from .scaleout import connect
+
         client = connect(scheduler)
     out.mkdir(parents=True, exist_ok=True)
-    spec = {"base": study.base, "grid": study.grid, "replicates": study.replicates, "methods": study.methods,
-            "seed": study.seed}
+    spec = {
+        "base": study.base,
+        "grid": study.grid,
+        "replicates": study.replicates,
+        "methods": study.methods,
+        "seed": study.seed,
+    }
     spec_path = out / "study.yaml"
     spec_text = yaml.safe_dump(spec, sort_keys=False)
     if spec_path.exists():
         prev = yaml.safe_load(spec_path.read_text())
-        same = {k: prev.get(k) for k in ("base", "grid", "methods", "seed")} == \
-               {k: spec[k] for k in ("base", "grid", "methods", "seed")}
+        same = {k: prev.get(k) for k in ("base", "grid", "methods", "seed")} == {
+            k: spec[k] for k in ("base", "grid", "methods", "seed")
+        }
         if not same:
-            raise BadInput("the folder holds a different study (protocol, grid, methods or seed); "
-                           "use another --out", file=str(spec_path), field="--out")
+            raise BadInput(
+                "the folder holds a different study (protocol, grid, methods or seed); use another --out",
+                file=str(spec_path),
+                field="--out",
+            )
     atomic_write_text(spec_path, spec_text)
 
     rep_path = out / "replicates.csv"
@@ -328,8 +441,8 @@ def run_power(study: PowerStudy, out: str | Path, workers: int = 1, scheduler: s
     bar = None
     if progress and args:
         from tqdm.auto import tqdm
-        bar = tqdm(total=len(study.tasks()), initial=len(study.tasks()) - len(todo), desc="replicates",
-                   unit="trial")
+
+        bar = tqdm(total=len(study.tasks()), initial=len(study.tasks()) - len(todo), desc="replicates", unit="trial")
     for _, rows in it:
         _append(rep_path, [dict(r, **todo_points[(r["grid_point"], r["replicate"])]) for r in rows], columns)
         if bar is not None:
@@ -341,12 +454,16 @@ def run_power(study: PowerStudy, out: str | Path, workers: int = 1, scheduler: s
         client.close()
     rep = _read_done(rep_path)
     order = {t["key"]: i for i, t in enumerate(study.tasks())}
-    rep = rep.assign(_o=rep["grid_point"].map(order)).sort_values(
-        ["_o", "replicate", "method", "test", "contrast"], kind="stable").drop(columns="_o")
+    rep = (
+        rep.assign(_o=rep["grid_point"].map(order))
+        .sort_values(["_o", "replicate", "method", "test", "contrast"], kind="stable")
+        .drop(columns="_o")
+    )
     write_csv(rep_path, rep.reindex(columns=columns))
     summary = summarise(rep, study.grid)
 
     write_csv(out / "summary.csv", summary)
     from .power_report import write_power_report
+
     write_power_report(out, summary, rep, spec)
     return summary

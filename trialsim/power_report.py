@@ -1,4 +1,5 @@
 """``power.html``: the power study's summary table and curves in one self-contained file."""
+
 from __future__ import annotations
 
 import base64
@@ -35,15 +36,23 @@ def _curve_png(summary: pd.DataFrame) -> str | None:
     if "effect" not in lmm.columns or lmm["effect"].nunique() < 2:
         return None
     import matplotlib
+
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
+
     other = [c for c in lmm.columns if c not in ("effect",) and c in summary.attrs.get("grid", [])]
     fig, ax = plt.subplots(figsize=(6.4, 4.0), dpi=100)
     for keys, g in lmm.groupby(["method"] + other, sort=True):
         g = g.sort_values("effect")
         label = " ".join(str(k) for k in (keys if isinstance(keys, tuple) else (keys,)))
-        ax.errorbar(g["effect"].astype(float), g["rejection_rate"], yerr=1.96 * g["rejection_mcse"],
-                    marker="o", capsize=3, label=label)
+        ax.errorbar(
+            g["effect"].astype(float),
+            g["rejection_rate"],
+            yerr=1.96 * g["rejection_mcse"],
+            marker="o",
+            capsize=3,
+            label=label,
+        )
     ax.axhline(0.05, color="grey", ls=":", lw=1)
     ax.axhline(0.8, color="grey", ls="--", lw=1)
     ax.set_xlabel("effect (severity units, last − first treatment)")
@@ -59,20 +68,27 @@ def _curve_png(summary: pd.DataFrame) -> str | None:
 
 def write_power_report(out: Path, summary: pd.DataFrame, replicates: pd.DataFrame, spec: dict) -> Path:
     import yaml
+
     summary = summary.copy()
     summary.attrs["grid"] = list(spec.get("grid", {}))
     curve = _curve_png(summary)
     if curve is not None:
         from .dataset import atomic_write_bytes
+
         atomic_write_bytes(Path(out) / "power_curve.png", base64.b64decode(curve))
     fmt = summary.copy()
     for c in fmt.columns:
         if fmt[c].dtype.kind == "f":
             fmt[c] = fmt[c].map(lambda v: "" if pd.isna(v) else f"{v:.3f}")
-    html = _TEMPLATE.render(name=spec["base"].get("name", "study"), replicates=spec["replicates"],
-                            methods=spec["methods"], seed=spec["seed"], curve=curve,
-                            table=fmt.to_html(index=False, border=0),
-                            spec=yaml.safe_dump({k: spec[k] for k in ("grid", "methods", "replicates", "seed")}))
+    html = _TEMPLATE.render(
+        name=spec["base"].get("name", "study"),
+        replicates=spec["replicates"],
+        methods=spec["methods"],
+        seed=spec["seed"],
+        curve=curve,
+        table=fmt.to_html(index=False, border=0),
+        spec=yaml.safe_dump({k: spec[k] for k in ("grid", "methods", "replicates", "seed")}),
+    )
     path = Path(out) / "power.html"
     atomic_write_text(path, html)
     return path

@@ -6,6 +6,7 @@ durations are in days, severities and effects on the 0–3 severity scale of the
 anchor's protocol CSV, noise as standard deviations in severity units.
 Unknown fields are errors, so a typo never silently falls back to a default.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -83,8 +84,9 @@ class Treatment(_Strict):
     """One arm. ``effect`` is the change in severity at full onset (negative = better)."""
 
     label: str = Field(min_length=1)
-    code: str | None = Field(None, min_length=1, max_length=1,
-                             description="letter used in schedule sequences (default A, B, C… in order)")
+    code: str | None = Field(
+        None, min_length=1, max_length=1, description="letter used in schedule sequences (default A, B, C… in order)"
+    )
     effect: float = Field(0.0, ge=-3.0, le=3.0, description="severity change at full onset, 0–3 scale")
     effect_sd: float = Field(0.0, ge=0.0, le=3.0, description="between-patient SD of the effect")
     onset_days: float = Field(3.0, gt=0.0, le=3650, description="first-order onset time constant, days")
@@ -182,11 +184,13 @@ class Protocol(_Strict):
         if unknown:
             raise ValueError(
                 f"schedule.sequence names unknown treatment code(s) {unknown}; known codes: "
-                f"{', '.join(f'{c}={l}' for l, c in codes.items())}")
+                f"{', '.join(f'{c}={l}' for l, c in codes.items())}"
+            )
         if self.observation.days is not None and self.observation.days > self.planned_days:
             raise ValueError(
                 f"observation.days ({self.observation.days}) is longer than the schedule "
-                f"({self.planned_days} days = run-in + blocks × periods × period_days)")
+                f"({self.planned_days} days = run-in + blocks × periods × period_days)"
+            )
         return self
 
     @property
@@ -248,14 +252,16 @@ def _format_validation_error(err: ValidationError) -> tuple[str, str]:
 def protocol_from_dict(data, source: str = "<protocol>") -> Protocol:
     """Validate plain data into a :class:`Protocol`; raise :class:`BadInput` naming the field."""
     if not isinstance(data, dict):
-        raise BadInput("the protocol must be a YAML mapping of fields (name, seed, patients, treatments, …)",
-                       file=source)
+        raise BadInput(
+            "the protocol must be a YAML mapping of fields (name, seed, patients, treatments, …)", file=source
+        )
     try:
         return Protocol.model_validate(data)
     except ValidationError as err:
         field, msg = _format_validation_error(err)
-        raise BadInput(msg, file=source, field=field,
-                       allowed="see protocols/*.yaml for every field, its unit and its range") from None
+        raise BadInput(
+            msg, file=source, field=field, allowed="see protocols/*.yaml for every field, its unit and its range"
+        ) from None
 
 
 def load_protocol(path: str | Path, seed: int | None = None) -> Protocol:
@@ -273,7 +279,6 @@ def load_protocol(path: str | Path, seed: int | None = None) -> Protocol:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise BadInput(f"malformed YAML{where}: {getattr(e, 'problem', e)}", file=str(path)) from None
-    if seed is not None:
-        if isinstance(data, dict):
-            data = dict(data, seed=seed)
+    if seed is not None and isinstance(data, dict):
+        data = dict(data, seed=seed)
     return protocol_from_dict(data, source=str(path))

@@ -3,11 +3,12 @@
 Both paths yield ``(index, result)`` pairs as tasks finish, so callers can record
 results as they arrive; results never depend on which worker ran what.
 """
+
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
-from typing import Callable, Iterable, Iterator
 
 from .errors import BadInput
 
@@ -17,11 +18,13 @@ def _single_thread_worker() -> None:
     os.environ.setdefault("OMP_NUM_THREADS", "1")
     try:
         import torch
+
         torch.set_num_threads(1)
     except ImportError:  # pragma: no cover
         pass
     try:
         import cv2
+
         cv2.setNumThreads(1)
     except ImportError:  # pragma: no cover
         pass
@@ -48,9 +51,11 @@ def connect(address: str):
     try:
         return Client(address, timeout="10s")
     except (OSError, TimeoutError, ValueError) as e:
-        raise BadInput(f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}: {e})",
-                       field="--scheduler", allowed="the address a running `dask scheduler` prints, "
-                       "e.g. tcp://10.0.0.5:8786") from None
+        raise BadInput(
+            f"cannot reach the Dask scheduler at {address} ({e.__class__.__name__}: {e})",
+            field="--scheduler",
+            allowed="the address a running `dask scheduler` prints, e.g. tcp://10.0.0.5:8786",
+        ) from None
 
 
 def run_on_cluster(fn: Callable, args: list, client, retries: int = 2) -> Iterator[tuple[int, object]]:
@@ -60,6 +65,7 @@ def run_on_cluster(fn: Callable, args: list, client, retries: int = 2) -> Iterat
     lost worker costs only its unfinished tasks.
     """
     from distributed import as_completed as dask_as_completed
+
     futures = client.map(fn, args, pure=False, retries=retries)
     index = {f.key: i for i, f in enumerate(futures)}
     for fut in dask_as_completed(futures):
@@ -71,6 +77,7 @@ def map_ordered(tasks: Iterable[tuple[int, object]], n: int, progress: bool = Fa
     out: list = [None] * n
     if progress:
         from tqdm.auto import tqdm
+
         tasks = tqdm(tasks, total=n, desc=desc)
     for i, r in tasks:
         out[i] = r

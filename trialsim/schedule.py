@@ -6,6 +6,7 @@ A schedule is a DataFrame with one row per patient and study day:
 consecutive treatment periods from 1 (the run-in, when present, is period 1,
 as in the anchor's CSV).
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -62,11 +63,13 @@ def patient_schedule(protocol: Protocol, patient_id: str, rng: np.random.Generat
     rows = rows[: protocol.n_days]
     days = np.arange(1, len(rows) + 1)
     start = protocol.observation.start_date
-    return pd.DataFrame({
-        "patient_id": str(patient_id),
-        "day": days,
-        "date": [(start + _dt.timedelta(days=int(d) - 1)).isoformat() for d in days],
-        "block": [r[0] for r in rows],
-        "period": [r[1] for r in rows],
-        "treatment": [r[2] for r in rows],
-    })
+    return pd.DataFrame(
+        {
+            "patient_id": str(patient_id),
+            "day": days,
+            "date": [(start + _dt.timedelta(days=int(d) - 1)).isoformat() for d in days],
+            "block": [r[0] for r in rows],
+            "period": [r[1] for r in rows],
+            "treatment": [r[2] for r in rows],
+        }
+    )

@@ -4,6 +4,7 @@ Every random draw in a simulation comes from a ``numpy.random.Generator`` made
 here, keyed by (study seed, patient index, stream[, extra keys]). Results therefore
 depend neither on worker count nor on the order in which patients are processed.
 """
+
 from __future__ import annotations
 
 import numpy as np

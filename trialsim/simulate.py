@@ -5,6 +5,7 @@ and the list of photos to take; :func:`simulate` renders and writes a dataset
 folder (Contract 1), in parallel over patients when asked, with identical bytes
 whatever the worker count.
 """
+
 from __future__ import annotations
 
 import datetime as _dt
@@ -15,7 +16,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from .dataset import (IMAGES_DIR, MANIFEST_COLUMNS, atomic_write_bytes, prepare_output, write_tables)
+from .dataset import IMAGES_DIR, MANIFEST_COLUMNS, atomic_write_bytes, prepare_output, write_tables
 from .dynamics import draw_patient_parameters, patient_trajectory
 from .protocol import Protocol
 from .render.base import LESION_COLUMNS, PatientJob, Renderer
@@ -50,7 +51,7 @@ def patient_truth(protocol: Protocol, patient_index: int, patient_id: str) -> Pa
         days = days[days["day"] <= last_day].reset_index(drop=True)
 
     ppd = obs.photos_per_day
-    hours = ([13.0] if ppd == 1 else list(np.linspace(_FIRST_HOUR, _LAST_HOUR - 1, ppd)))
+    hours = [13.0] if ppd == 1 else list(np.linspace(_FIRST_HOUR, _LAST_HOUR - 1, ppd))
     width = max(3, len(str(protocol.n_days)))
     pdir = _safe(patient_id)
     rows = []
@@ -60,15 +61,20 @@ def patient_truth(protocol: Protocol, patient_index: int, patient_id: str) -> Pa
                 continue
             hour = hours[p] + jitter_min[r.day - 1, p] / 60.0
             stamp = (_dt.datetime.fromisoformat(r.date) + _dt.timedelta(hours=hour)).replace(microsecond=0)
-            rows.append({
-                "image": f"{IMAGES_DIR}/{pdir}/{pdir}_d{r.day:0{width}d}_p{p}",
-                "day": int(r.day), "photo": p, "hour": round(hour, 3),
-                "timestamp": stamp.isoformat(),
-                "seed": image_seed(seed, patient_index, r.day, p),
-            })
+            rows.append(
+                {
+                    "image": f"{IMAGES_DIR}/{pdir}/{pdir}_d{r.day:0{width}d}_p{p}",
+                    "day": int(r.day),
+                    "photo": p,
+                    "hour": round(hour, 3),
+                    "timestamp": stamp.isoformat(),
+                    "seed": image_seed(seed, patient_index, r.day, p),
+                }
+            )
     images = pd.DataFrame(rows, columns=["image", "day", "photo", "hour", "timestamp", "seed"])
-    return PatientJob(protocol=protocol, patient_id=str(patient_id), patient_index=patient_index,
-                      days=days, images=images)
+    return PatientJob(
+        protocol=protocol, patient_id=str(patient_id), patient_index=patient_index, days=days, images=images
+    )
 
 
 def simulate_truth(protocol: Protocol) -> list[PatientJob]:
@@ -81,12 +87,15 @@ def make_renderer(protocol: Protocol, name: str | None = None, **options) -> Ren
     name = name or protocol.rendering.renderer
     if name == "none":
         from .render.none import NoImageRenderer
+
         return NoImageRenderer(protocol)
     if name == "procedural":
         from .render.procedural import ProceduralRenderer
+
         return ProceduralRenderer(protocol, **options)
     if name == "sdxl":
         from .render.sdxl import SDXLRenderer
+
         return SDXLRenderer(protocol, **options)
     raise ValueError(f"unknown renderer {name!r}")
 
@@ -118,23 +127,30 @@ def render_patient_to_folder(job: PatientJob, renderer: Renderer, out: Path) -> 
         if rendered.data is not None:
             atomic_write_bytes(out / rendered.image, rendered.data)
         d = day_rows.loc[meta.day]
-        man_rows.append({
-            "image": meta.image, "patient_id": job.patient_id, "day": int(meta.day),
-            "treatment": d["treatment"], "timestamp": meta.timestamp, "block": int(d["block"]),
-            "period": int(d["period"]), "photo": int(meta.photo),
-            "severity_latent": float(d["severity_latent"]),
-            "severity_noisefree": float(d["severity_noisefree"]),
-            "severity_grade": int(d["severity_grade"]), "lesion_count": int(rendered.lesion_count),
-            "seed": int(meta.seed),
-        })
+        man_rows.append(
+            {
+                "image": meta.image,
+                "patient_id": job.patient_id,
+                "day": int(meta.day),
+                "treatment": d["treatment"],
+                "timestamp": meta.timestamp,
+                "block": int(d["block"]),
+                "period": int(d["period"]),
+                "photo": int(meta.photo),
+                "severity_latent": float(d["severity_latent"]),
+                "severity_noisefree": float(d["severity_noisefree"]),
+                "severity_grade": int(d["severity_grade"]),
+                "lesion_count": int(rendered.lesion_count),
+                "seed": int(meta.seed),
+            }
+        )
         if len(rendered.lesions):
             les = rendered.lesions
             lesion_frames.append(les if list(les.columns) == LESION_COLUMNS else les[LESION_COLUMNS])
     if hasattr(renderer, "finish_patient"):
         renderer.finish_patient(job, out)
     manifest = pd.DataFrame(man_rows, columns=MANIFEST_COLUMNS)
-    lesions = (pd.concat(lesion_frames, ignore_index=True) if lesion_frames
-               else pd.DataFrame(columns=LESION_COLUMNS))
+    lesions = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(columns=LESION_COLUMNS)
     return PatientResult(job.patient_id, manifest, lesions, job.days)
 
 
@@ -163,13 +179,23 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     if not enabled:
         return iterable
     from tqdm.auto import tqdm
+
     return tqdm(iterable, total=total, desc=desc, unit="patient")
 
 
-def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, workers: int = 1,
-             overwrite: bool = False, resume: bool = False, progress: bool = False,
-             renderer_options: dict | None = None, jobs: list[PatientJob] | None = None,
-             protocol_yaml: str | None = None, scheduler: str | None = None) -> SimulationResult:
+def simulate(
+    protocol: Protocol,
+    out: str | Path,
+    renderer: str | None = None,
+    workers: int = 1,
+    overwrite: bool = False,
+    resume: bool = False,
+    progress: bool = False,
+    renderer_options: dict | None = None,
+    jobs: list[PatientJob] | None = None,
+    protocol_yaml: str | None = None,
+    scheduler: str | None = None,
+) -> SimulationResult:
     """Simulate ``protocol`` and write its dataset folder to ``out``.
 
     ``renderer`` overrides ``protocol.rendering.renderer``; ``workers`` > 1 renders
@@ -180,8 +206,9 @@ def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, w
     out = Path(out)
     name = renderer or protocol.rendering.renderer
     if renderer and renderer != protocol.rendering.renderer:
-        protocol = protocol.model_copy(update={"rendering": protocol.rendering.model_copy(
-            update={"renderer": renderer})})
+        protocol = protocol.model_copy(
+            update={"rendering": protocol.rendering.model_copy(update={"renderer": renderer})}
+        )
     options = dict(renderer_options or {})
     # build the renderer before touching the folder: bad renderer input (a missing model,
     # a wrong LoRA) must leave nothing behind
@@ -189,6 +216,7 @@ def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, w
     client = None
     if scheduler:  # likewise a cluster that cannot be reached
         from .scaleout import connect
+
         client = connect(scheduler)
     prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
     if jobs is None:
@@ -198,16 +226,21 @@ def simulate(protocol: Protocol, out: str | Path, renderer: str | None = None, w
     args = [(job, name, options, out) for job in jobs]
     if client is not None or (workers > 1 and len(jobs) > 1):
         from .scaleout import map_ordered, run_local, run_on_cluster
+
         try:
-            tasks = (run_on_cluster(_worker_render, args, client) if client is not None
-                     else run_local(_worker_render, args, workers))
+            tasks = (
+                run_on_cluster(_worker_render, args, client)
+                if client is not None
+                else run_local(_worker_render, args, workers)
+            )
             results = map_ordered(tasks, len(args), progress=progress, desc="render")
         finally:
             if client is not None:
                 client.close()
     else:
-        results = [render_patient_to_folder(a[0], local_renderer, out)
-                   for a in _progress(args, len(args), "render", progress)]
+        results = [
+            render_patient_to_folder(a[0], local_renderer, out) for a in _progress(args, len(args), "render", progress)
+        ]
     manifest = pd.concat([r.manifest for r in results], ignore_index=True)
     nonempty = [r.lesions for r in results if len(r.lesions)]
     lesions = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame(columns=LESION_COLUMNS)

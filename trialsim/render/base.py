@@ -3,11 +3,12 @@
 The dataset writer hands a renderer one :class:`PatientJob` at a time and writes
 what comes back; it never needs to know how images are made.
 """
+
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from typing import Callable, Iterator
 
 import pandas as pd
 
@@ -36,9 +37,9 @@ class PatientJob:
 
 @dataclass
 class RenderedImage:
-    image: str                 # relative path, as in the manifest
-    data: bytes | None         # the encoded file, or None when the renderer makes no pixels
-    lesions: pd.DataFrame      # LESION_COLUMNS, one row per lesion visible in this image
+    image: str  # relative path, as in the manifest
+    data: bytes | None  # the encoded file, or None when the renderer makes no pixels
+    lesions: pd.DataFrame  # LESION_COLUMNS, one row per lesion visible in this image
     lesion_count: int
 
 
@@ -52,8 +53,9 @@ class Renderer(ABC):
         self.protocol = protocol
 
     @abstractmethod
-    def render_patient(self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
-                       ) -> Iterator[RenderedImage]:
+    def render_patient(
+        self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
+    ) -> Iterator[RenderedImage]:
         """Yield one :class:`RenderedImage` per row of ``job.images``, in order.
 
         ``wanted(image)`` False means the file already exists (resume): the renderer

@@ -5,6 +5,7 @@ severity (and its grade), so a reader sees at a glance whether the lesions follo
 the schedule. The sheet is built from the image files as written, so it shows
 exactly what an analysis will read, and is the same on a resumed run.
 """
+
 from __future__ import annotations
 
 import re
@@ -52,7 +53,7 @@ def grid(tiles: list[np.ndarray], columns: int, gap: int = 4, title: str | None 
     for i, t in enumerate(tiles):
         r, c = divmod(i, columns)
         y, x = top + gap + r * (th + gap), gap + c * (tw + gap)
-        sheet[y:y + t.shape[0], x:x + t.shape[1]] = t
+        sheet[y : y + t.shape[0], x : x + t.shape[1]] = t
     return sheet
 
 
@@ -70,8 +71,15 @@ def contact_sheet(job: PatientJob, folder: Path) -> np.ndarray | None:
         if px is None:
             continue
         d = days.loc[row.day]
-        tiles.append(label_tile(px, [f"day {int(row.day)}  {d['treatment']}",
-                                     f"sev {float(d['severity_latent']):.2f} (g{int(d['severity_grade'])})"]))
+        tiles.append(
+            label_tile(
+                px,
+                [
+                    f"day {int(row.day)}  {d['treatment']}",
+                    f"sev {float(d['severity_latent']):.2f} (g{int(d['severity_grade'])})",
+                ],
+            )
+        )
     if not tiles:
         return None
     return grid(tiles, min(COLUMNS, len(tiles)), title=f"patient {job.patient_id}")
@@ -82,7 +90,7 @@ def write_contact_sheet(job: PatientJob, folder: Path) -> Path | None:
     sheet = contact_sheet(job, folder)
     if sheet is None:
         return None
-    ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 6])
+    _ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 6])
     name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(job.patient_id)) or "_"
     path = Path(folder) / CONTACT_DIR / f"{name}.png"
     atomic_write_bytes(path, buf.tobytes())

@@ -4,9 +4,10 @@ Lesion truth comes from the same population process as the procedural renderer
 (:mod:`trialsim.lesions`), in the canonical frame of ``rendering.image_size`` and
 ``rendering.aspect``, so ``lesions.csv`` is the same whether or not pixels are made.
 """
+
 from __future__ import annotations
 
-from typing import Callable, Iterator
+from collections.abc import Callable, Iterator
 
 from ..lesions import active_count, canonical_size, lesion_truth, truth_rows
 from ..seeding import patient_rng
@@ -16,13 +17,15 @@ from .base import PatientJob, RenderedImage, Renderer
 class NoImageRenderer(Renderer):
     name = "none"
 
-    def render_patient(self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
-                       ) -> Iterator[RenderedImage]:
+    def render_patient(
+        self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
+    ) -> Iterator[RenderedImage]:
         r = self.protocol.rendering
         h, w = canonical_size(r.image_size, r.aspect)
         rng = patient_rng(self.protocol.seed, job.patient_index, "lesions")
         _, by_day = lesion_truth(job, h, w, rng, r.view, r.aspect)
         for row in job.images.itertuples(index=False):
             day = by_day.get(int(row.day))
-            yield RenderedImage(image=row.image, data=None, lesions=truth_rows(day, row.image),
-                                lesion_count=active_count(day))
+            yield RenderedImage(
+                image=row.image, data=None, lesions=truth_rows(day, row.image), lesion_count=active_count(day)
+            )

@@ -23,6 +23,7 @@ One multiplicative light field, one affine warp (rotation, scale, shift; reflect
 borders), one blur and a window of a fixed noise bank per image keep it fast; the
 result is deterministic.
 """
+
 from __future__ import annotations
 
 import functools
@@ -40,7 +41,7 @@ DEFOCUS_MAX_PX = 1.2
 NOISE_SD = 2.0 / 255.0
 GRADIENT_MAX = 0.15
 AUTO_EXPOSURE_TARGET = 150.0  # sRGB grey level the camera's metering aims for
-AUTO_EXPOSURE_PULL = 0.4      # how far toward it (0 = manual exposure, 1 = all the way)
+AUTO_EXPOSURE_PULL = 0.4  # how far toward it (0 = manual exposure, 1 = all the way)
 VIGNETTE_RANGE = (0.10, 0.30)
 
 
@@ -75,7 +76,7 @@ def _light_grid(gh: int, gw: int) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     yy, xx = np.mgrid[0:gh, 0:gw].astype(np.float32)
     yy = yy / (gh - 1) * 2 - 1
     xx = xx / (gw - 1) * 2 - 1
-    r2 = xx ** 2 + yy ** 2
+    r2 = xx**2 + yy**2
     for a in (yy, xx, r2):
         a.flags.writeable = False
     return yy, xx, r2
@@ -88,8 +89,7 @@ def white_balance_gains(kelvin: float) -> np.ndarray:
     return g / g.mean() * 1.0
 
 
-def draw_conditions(seed: int, strength: float, hour: float, shape: tuple[int, int],
-                    quality_range=(75, 95)) -> dict:
+def draw_conditions(seed: int, strength: float, hour: float, shape: tuple[int, int], quality_range=(75, 95)) -> dict:
     """The photo conditions of one image (numbers only; :func:`apply_nuisance` uses them)."""
     rng = np.random.default_rng(int(seed))
     z = rng.standard_normal(7)
@@ -98,7 +98,7 @@ def draw_conditions(seed: int, strength: float, hour: float, shape: tuple[int, i
     h, w = shape
     # time of day: light comes from the side the sun/window is on and is warmer off midday
     tod = np.clip((hour - 13.0) / 6.0, -1.5, 1.5)
-    kelvin = WHITE_BALANCE_MEAN_K + s * (WHITE_BALANCE_SD_K * z[1] - 700.0 * tod ** 2)
+    kelvin = WHITE_BALANCE_MEAN_K + s * (WHITE_BALANCE_SD_K * z[1] - 700.0 * tod**2)
     angle = np.pi * (0.5 + 0.35 * tod) + 0.6 * (u[0] - 0.5)
     lo, hi = quality_range
     quality = int(round(hi - (hi - lo) * u[4] * min(s, 1.0) - 10 * max(s - 1.0, 0.0) * u[4]))
@@ -165,7 +165,7 @@ def photograph_bgra(scene: np.ndarray, c: dict) -> np.ndarray:
     pos, neg = _noise_bank_parts(round(float(c["noise_sd"]) * 255.0, 6))
     if len(pos) > n:
         off = c["noise_offset"] % (len(pos) - n)
-        pos, neg = pos[off:off + n].reshape(h, w, 4), neg[off:off + n].reshape(h, w, 4)
+        pos, neg = pos[off : off + n].reshape(h, w, 4), neg[off : off + n].reshape(h, w, 4)
     else:
         pos, neg = np.resize(pos, n).reshape(h, w, 4), np.resize(neg, n).reshape(h, w, 4)
     # + the noise bank's window, saturated: its positive part added, its negative part subtracted
@@ -185,15 +185,13 @@ def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def apply_nuisance_scene(scene: np.ndarray, seed: int, strength: float, hour: float,
-                         quality_range=(75, 95)) -> bytes:
+def apply_nuisance_scene(scene: np.ndarray, seed: int, strength: float, hour: float, quality_range=(75, 95)) -> bytes:
     """:func:`apply_nuisance` for a uint8 BGRA scene (the renderer's internal form)."""
     c = draw_conditions(seed, strength, hour, scene.shape[:2], quality_range)
     return encode_jpeg(photograph_bgra(scene, c), c["quality"])
 
 
-def apply_nuisance(pixels: np.ndarray, seed: int, strength: float, hour: float,
-                   quality_range=(75, 95)) -> bytes:
+def apply_nuisance(pixels: np.ndarray, seed: int, strength: float, hour: float, quality_range=(75, 95)) -> bytes:
     """JPEG bytes of ``pixels`` (uint8 H×W×3 RGB, canonical frame) as a phone would have taken it."""
     scene = cv2.cvtColor(np.ascontiguousarray(pixels), cv2.COLOR_RGB2BGRA)
     return apply_nuisance_scene(scene, seed, strength, hour, quality_range)

@@ -12,12 +12,13 @@ The same clean images (:meth:`ProceduralRenderer.clean_images`) and the clean
 skin (:meth:`ProceduralRenderer.identity_image`) are what the SDXL renderer
 refines, so both renderers share lesion truth and identity.
 """
+
 from __future__ import annotations
 
 import functools
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import cv2
 import numpy as np
@@ -28,31 +29,28 @@ from ..protocol import Protocol
 from ..seeding import patient_rng
 from .base import PatientJob, RenderedImage, Renderer
 from .nuisance import apply_nuisance_scene
-from .skin import (HAEMOGLOBIN_ABS, MELANIN_ABS, SkinBase, build_skin, default_fitzpatrick, draw_identity)
+from .skin import HAEMOGLOBIN_ABS, MELANIN_ABS, SkinBase, build_skin, default_fitzpatrick, draw_identity
 
 
 @dataclass
 class CleanImage:
     """One photo's content before the photo conditions (canonical frame)."""
 
-    image: str                # relative path, as in the manifest
-    pixels: np.ndarray        # uint8 H×W×3 RGB
-    lesions: pd.DataFrame     # LESION_COLUMNS
-    lesion_count: int         # active (non-mark) lesions
-    lesion_mask: np.ndarray   # bool H×W: where lesions and their halos are drawn
+    image: str  # relative path, as in the manifest
+    pixels: np.ndarray  # uint8 H×W×3 RGB
+    lesions: pd.DataFrame  # LESION_COLUMNS
+    lesion_count: int  # active (non-mark) lesions
+    lesion_mask: np.ndarray  # bool H×W: where lesions and their halos are drawn
 
 
 # per type: halo width and redness, core redness, dome height, highlight, and a blend
 # toward a head/plug colour (RGB, radius as a fraction of the lesion radius, weight)
 _LOOK = {
-    "papule":          dict(halo=2.0, halo_h=1.8, core_h=3.2, dome=1.0, hl=0.07, head=None),
-    "pustule":         dict(halo=2.0, halo_h=1.8, core_h=2.6, dome=1.1, hl=0.16,
-                            head=((242, 232, 190), 0.5, 0.85)),
-    "nodule":          dict(halo=1.6, halo_h=1.3, core_h=3.2, dome=0.8, hl=0.10, head=None),
-    "closed_comedone": dict(halo=1.3, halo_h=0.6, core_h=0.0, dome=0.9, hl=0.08,
-                            head=((240, 228, 205), 0.6, 0.22)),
-    "open_comedone":   dict(halo=1.1, halo_h=0.18, core_h=0.0, dome=0.3, hl=0.0,
-                            head=((48, 38, 32), 0.5, 0.85)),
+    "papule": dict(halo=2.0, halo_h=1.8, core_h=3.2, dome=1.0, hl=0.07, head=None),
+    "pustule": dict(halo=2.0, halo_h=1.8, core_h=2.6, dome=1.1, hl=0.16, head=((242, 232, 190), 0.5, 0.85)),
+    "nodule": dict(halo=1.6, halo_h=1.3, core_h=3.2, dome=0.8, hl=0.10, head=None),
+    "closed_comedone": dict(halo=1.3, halo_h=0.6, core_h=0.0, dome=0.9, hl=0.08, head=((240, 228, 205), 0.6, 0.22)),
+    "open_comedone": dict(halo=1.1, halo_h=0.18, core_h=0.0, dome=0.3, hl=0.0, head=((48, 38, 32), 0.5, 0.85)),
 }
 
 
@@ -65,8 +63,8 @@ def _sprite_grid(ext: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     times fewer values than pixels) and spread over the patch with ``inv``; each pixel
     gets the value computed from its own d2, so the bits are those of a per-pixel pass.
     """
-    yy, xx = np.mgrid[-ext:ext + 1, -ext:ext + 1].astype(np.float32)
-    d2 = xx ** 2 + yy ** 2
+    yy, xx = np.mgrid[-ext : ext + 1, -ext : ext + 1].astype(np.float32)
+    d2 = xx**2 + yy**2
     d2u, inv = np.unique(d2.ravel(), return_inverse=True)
     for a in (yy, xx, d2u, inv):
         a.flags.writeable = False
@@ -94,11 +92,10 @@ def _sprite_shape(kind: str, r: float, light: tuple[float, float]) -> dict[str, 
     if kind == MARK:
         sh["g"] = np.exp(-d2 / (2 * (0.85 * r) ** 2))
         return sh
-    gh = np.exp(-d2 / (2 * halo ** 2))
+    gh = np.exp(-d2 / (2 * halo**2))
     # the inflamed core: a dome with a defined edge, inside a diffuse erythema halo
     gc = np.clip(1.0 - d2 / (1.1 * r) ** 2, 0.0, 1.0) ** 0.8
-    sh.update(gh=gh, gc=gc, hsum=look["halo_h"] * gh + look["core_h"] * gc,
-              dome=np.exp(-d2 / (2 * (0.9 * r) ** 2)))
+    sh.update(gh=gh, gc=gc, hsum=look["halo_h"] * gh + look["core_h"] * gc, dome=np.exp(-d2 / (2 * (0.9 * r) ** 2)))
     lx, ly = light
     sh["tilt"] = np.clip((xx * lx + yy * ly) / r, -2, 2)
     if look["head"] is not None:
@@ -107,13 +104,13 @@ def _sprite_shape(kind: str, r: float, light: tuple[float, float]) -> dict[str, 
     if look["hl"] > 0:
         hs = max(0.4 * r, 0.7)
         hx, hy = 0.35 * r * lx, 0.35 * r * ly
-        sh["hl"] = np.exp(-((xx - hx) ** 2 + (yy - hy) ** 2) / (2 * hs ** 2))
+        sh["hl"] = np.exp(-((xx - hx) ** 2 + (yy - hy) ** 2) / (2 * hs**2))
     return sh
 
 
-def lesion_sprite(kind: str, radius: float, intensity: float, melanin: float,
-                  light: tuple[float, float], shapes: dict | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def lesion_sprite(
+    kind: str, radius: float, intensity: float, melanin: float, light: tuple[float, float], shapes: dict | None = None
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A lesion as ``out = skin · F + A`` on a square patch centred on the lesion.
 
     Returns ``F`` (k×k×3 multiplicative, sRGB domain), ``A`` (k×k×3 additive, 0–255)
@@ -126,18 +123,28 @@ def lesion_sprite(kind: str, radius: float, intensity: float, melanin: float,
     return lesion_sprites(kind, radius, [intensity], melanin, light, shapes)[0]
 
 
-def lesion_sprites(kind: str, radius: float, intensities: list[float], melanin: float,
-                   light: tuple[float, float], shapes: dict | None = None
-                   ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
+def lesion_sprites(
+    kind: str,
+    radius: float,
+    intensities: list[float],
+    melanin: float,
+    light: tuple[float, float],
+    shapes: dict | None = None,
+) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """:func:`lesion_sprite` for several intensities of one type and radius: one (F, A, W)
     per intensity (see :func:`_sprite_stack`)."""
     F, A, W = _sprite_stack(kind, radius, intensities, melanin, light, shapes)
     return [(F[j], A[j], W[j]) for j in range(len(F))]
 
 
-def _sprite_stack(kind: str, radius: float, intensities: list[float], melanin: float,
-                  light: tuple[float, float], shapes: dict | None = None
-                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+def _sprite_stack(
+    kind: str,
+    radius: float,
+    intensities: list[float],
+    melanin: float,
+    light: tuple[float, float],
+    shapes: dict | None = None,
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`lesion_sprite` for several intensities of one type and radius, computed together.
 
     Returns stacks ``F`` (n×k×k×3), ``A`` (n×k×k×3) and ``W`` (n×k×k), float32, one
@@ -192,22 +199,28 @@ def _sprite_stack(kind: str, radius: float, intensities: list[float], melanin: f
     dome = spread(f32([0.45 * look["dome"] * i for i in Is])[:, :, 0] * sh["dome"])
     F = F * (1.0 + dome * sh["tilt"])[..., None]
     if look["head"] is not None:
-        col, frac, wgt = look["head"]
+        col, _frac, wgt = look["head"]
         w = spread(f32([wgt * i for i in Is])[:, :, 0] / sh["head_den"])
         F = F * (1.0 - w[..., None])
         A = A + w[..., None] * np.array(col, np.float32)
     if look["hl"] > 0:
         A = A + (f32([255.0 * look["hl"] * i for i in Is]) * sh["hl"])[..., None]
     W = spread(np.maximum(gh * f32([min(1.0, look["halo_h"] * 2 * i) for i in Is])[:, :, 0], gc * I))
-    return (F.astype(np.float32, copy=False), A.astype(np.float32, copy=False),
-            W.astype(np.float32, copy=False))
+    return (F.astype(np.float32, copy=False), A.astype(np.float32, copy=False), W.astype(np.float32, copy=False))
 
 
 class _PatientState:
     """What the renderer computes once per patient."""
 
-    def __init__(self, skin: SkinBase, by_day: dict[int, dict[str, np.ndarray]], sprite_keys: list[tuple],
-                 sprite_groups: list[int], stamps: dict[int, tuple[list, list, list]], with_mask: bool):
+    def __init__(
+        self,
+        skin: SkinBase,
+        by_day: dict[int, dict[str, np.ndarray]],
+        sprite_keys: list[tuple],
+        sprite_groups: list[int],
+        stamps: dict[int, tuple[list, list, list]],
+        with_mask: bool,
+    ):
         self.skin = skin
         self.sprite_keys = sprite_keys  # (type, radius px, intensity) per sprite number
         self.group_members: dict[int, list[int]] = {}  # sprite numbers per (type, radius) group
@@ -220,8 +233,7 @@ class _PatientState:
         self.by_day = by_day
         # per sprite number, built on first use: F (BGRA float32), A (BGRA uint8, None when all
         # zero), mask (bool), half-width
-        self.sprites: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, int] | None] = \
-            [None] * len(sprite_keys)
+        self.sprites: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, int] | None] = [None] * len(sprite_keys)
         self.shapes: dict[tuple, dict[str, np.ndarray]] = {}  # _sprite_shape per (type, radius)
         self.with_mask = with_mask  # only clean_images needs the lesion mask; it costs a third of the drawing
         self.day_cache: tuple[int, np.ndarray, np.ndarray] | None = None
@@ -305,8 +317,7 @@ class ProceduralRenderer(Renderer):
         kinds = pop["type"].to_numpy()[order]
         # one number per (type, radius, intensity): rq and iq are functions of the rounded steps
         _, kind_code = np.unique(kinds.astype(str), return_inverse=True)
-        code = ((kind_code.astype(np.int64) * 1_000_003 + r_steps.astype(np.int64)) * 1_003
-                + i_tenths.astype(np.int64))
+        code = (kind_code.astype(np.int64) * 1_000_003 + r_steps.astype(np.int64)) * 1_003 + i_tenths.astype(np.int64)
         ucode, first, sid = np.unique(code, return_index=True, return_inverse=True)
         keys = list(zip(kinds[first].tolist(), rq[first].tolist(), iq[first].tolist()))
         sid = sid.ravel().tolist()
@@ -316,8 +327,11 @@ class ProceduralRenderer(Renderer):
         cut = (np.flatnonzero(np.diff(days)) + 1).tolist()  # days stay sorted
         # sprites of one type and radius (same code but for the intensity) are built together
         _, group = np.unique(ucode // 1_003, return_inverse=True)
-        return keys, group.ravel().tolist(), {int(days[lo]): (sid[lo:hi], cxs[lo:hi], cys[lo:hi])
-                      for lo, hi in zip([0] + cut, cut + [len(sid)])}
+        return (
+            keys,
+            group.ravel().tolist(),
+            {int(days[lo]): (sid[lo:hi], cxs[lo:hi], cys[lo:hi]) for lo, hi in zip([0] + cut, cut + [len(sid)])},
+        )
 
     @staticmethod
     def _image_rows(st: _PatientState, job: PatientJob) -> tuple[list, list, list[pd.DataFrame], dict]:
@@ -335,8 +349,9 @@ class ProceduralRenderer(Renderer):
             return sp
         members = [j for j in st.group_members[st.sprite_groups[sid]] if st.sprites[j] is None]
         kind, r, _ = st.sprite_keys[sid]
-        F, A, W = _sprite_stack(kind, r, [st.sprite_keys[j][2] for j in members],
-                                st.skin.identity.melanin, st.skin.light, st.shapes)
+        F, A, W = _sprite_stack(
+            kind, r, [st.sprite_keys[j][2] for j in members], st.skin.identity.melanin, st.skin.light, st.shapes
+        )
         # BGRA: channels reversed, alpha kept (×1, +0)
         n, k = F.shape[:2]
         F4 = np.ones((n, k, k, 4), np.float32)
@@ -396,12 +411,14 @@ class ProceduralRenderer(Renderer):
         for image, day, lesions in zip(images, days, truth):
             scene, mask = self._draw_day(st, day)
             pixels = cv2.cvtColor(scene, cv2.COLOR_BGRA2RGB)
-            yield CleanImage(image=image, pixels=pixels, lesions=lesions,
-                             lesion_count=counts[day], lesion_mask=mask.copy())
+            yield CleanImage(
+                image=image, pixels=pixels, lesions=lesions, lesion_count=counts[day], lesion_mask=mask.copy()
+            )
 
     # --- the renderer interface ---------------------------------------------------------------
-    def render_patient(self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
-                       ) -> Iterator[RenderedImage]:
+    def render_patient(
+        self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
+    ) -> Iterator[RenderedImage]:
         st = self._state(job)
         images, days, truth, counts = self._image_rows(st, job)
         seeds = [int(v) for v in job.images["seed"].tolist()]
@@ -416,4 +433,5 @@ class ProceduralRenderer(Renderer):
     def finish_patient(self, job: PatientJob, out: Path) -> None:
         """Write the patient's contact sheet into ``out/contact_sheets/``."""
         from .contact import write_contact_sheet
+
         write_contact_sheet(job, out)

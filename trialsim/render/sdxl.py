@@ -42,15 +42,16 @@ A patient's input frames are held in memory while its batches are formed (140 da
 1024 px ≈ 440 MB); run SDXL with ``--workers 1`` on one GPU (each worker loads its own
 pipeline).
 """
+
 from __future__ import annotations
 
 import contextlib
 import os
 import re
 import warnings
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Iterator
 
 import numpy as np
 import pandas as pd
@@ -64,11 +65,18 @@ LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 SEED_PROMPT = "photo of a person with acne{grade}, portrait, close-up, cheek, detailed, HQ, photo, 4k"
 PHOTO_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff"}
 _GRADE_SPEC = re.compile(r"^\s*(?:acne)?([0-9]+)\s*=(.+)$")
-_DTYPES = {"fp16": "float16", "float16": "float16", "bf16": "bfloat16", "bfloat16": "bfloat16",
-           "fp32": "float32", "float32": "float32"}
+_DTYPES = {
+    "fp16": "float16",
+    "float16": "float16",
+    "bf16": "bfloat16",
+    "bfloat16": "bfloat16",
+    "fp32": "float32",
+    "float32": "float32",
+}
 
 
 # ---------------------------------------------------------------- severity → adapters
+
 
 def quantise_severity(severity: float, step: float) -> float:
     """``severity`` clipped to 0–3 and rounded to a multiple of ``step`` (6 decimals)."""
@@ -104,17 +112,22 @@ def plan_batches(severities, batch_size: int) -> list[tuple[float, list[int]]]:
     groups: dict[float, list[int]] = {}
     for i, s in enumerate(severities):
         groups.setdefault(float(s), []).append(i)
-    return [(s, idx[k:k + batch_size]) for s in sorted(groups) for idx in [groups[s]]
-            for k in range(0, len(idx), batch_size)]
+    return [
+        (s, idx[k : k + batch_size])
+        for s in sorted(groups)
+        for idx in [groups[s]]
+        for k in range(0, len(idx), batch_size)
+    ]
 
 
 # ---------------------------------------------------------------- resolving user input
 
+
 @dataclass
 class LoraSource:
-    grade: int | None      # None: one LoRA for every grade
-    spec: str              # as the user gave it
-    folder: str            # local folder holding LORA_WEIGHT_NAME (resolved)
+    grade: int | None  # None: one LoRA for every grade
+    spec: str  # as the user gave it
+    folder: str  # local folder holding LORA_WEIGHT_NAME (resolved)
     weight_name: str
 
     @property
@@ -138,10 +151,12 @@ def _hub_reachable(timeout_s: float = 3.0) -> bool:
     from urllib.parse import urlparse
 
     from huggingface_hub import constants
+
     url = urlparse(constants.ENDPOINT)
     try:
-        socket.create_connection((url.hostname, url.port or (443 if url.scheme == "https" else 80)),
-                                 timeout=timeout_s).close()
+        socket.create_connection(
+            (url.hostname, url.port or (443 if url.scheme == "https" else 80)), timeout=timeout_s
+        ).close()
         return True
     except OSError:
         return False
@@ -154,35 +169,48 @@ def _from_hub(load, spec: str, what: str, field: str, local_path: Path):
     """
     try:
         return load(True)
-    except Exception as err:  # noqa: BLE001 - not in the cache (or a broken cache entry)
+    except Exception as err:
         cache_err = err
     online = not _offline() and _hub_reachable()
     err = cache_err
     if online:
         try:
             return load(False)
-        except Exception as e:  # noqa: BLE001 - hub, network and file errors all mean "not available"
+        except Exception as e:
             err = e
     # the library's own text only adds information when the Hub itself answered
-    detail = (f": {str(err).splitlines()[0][:200]}" if online and str(err) else "")
-    hub = ("and on the Hub" if online else
-           "(HF_HUB_OFFLINE is set, so not on the Hub)" if _offline() else
-           "and not on the Hub: no network (could not reach it)")
-    raise BadInput(f"{what} not found: looked for a local folder {local_path.resolve()} (none), then for "
-                   f"hub repo '{spec}' in the Hugging Face cache {_hf_cache()} {hub} "
-                   f"({err.__class__.__name__}{detail})", field=field,
-                   allowed="a local folder, or a hub id already in the cache (or with network access)") from None
+    detail = f": {str(err).splitlines()[0][:200]}" if online and str(err) else ""
+    hub = (
+        "and on the Hub"
+        if online
+        else "(HF_HUB_OFFLINE is set, so not on the Hub)"
+        if _offline()
+        else "and not on the Hub: no network (could not reach it)"
+    )
+    raise BadInput(
+        f"{what} not found: looked for a local folder {local_path.resolve()} (none), then for "
+        f"hub repo '{spec}' in the Hugging Face cache {_hf_cache()} {hub} "
+        f"({err.__class__.__name__}{detail})",
+        field=field,
+        allowed="a local folder, or a hub id already in the cache (or with network access)",
+    ) from None
 
 
 def _hf_cache() -> str:
     from huggingface_hub import constants
+
     return str(constants.HF_HUB_CACHE)
 
 
 def _looks_like_path(spec: str) -> bool:
     """True when ``spec`` cannot be a hub id (``name`` or ``org/name``)."""
-    return (spec.startswith(("/", "./", "../", "~", "\\")) or spec.count("/") > 1 or "\\" in spec
-            or bool(re.match(r"^[A-Za-z]:", spec)) or spec.endswith("/"))
+    return (
+        spec.startswith(("/", "./", "../", "~", "\\"))
+        or spec.count("/") > 1
+        or "\\" in spec
+        or bool(re.match(r"^[A-Za-z]:", spec))
+        or spec.endswith("/")
+    )
 
 
 def parse_lora_specs(lora) -> list[tuple[int | None, str]]:
@@ -201,19 +229,24 @@ def parse_lora_specs(lora) -> list[tuple[int | None, str]]:
         if m:
             grade = int(m.group(1))
             if not 0 <= grade <= 3:
-                raise BadInput(f"LoRA grade {grade} in {item!r} is out of range", field="--lora",
-                               allowed="GRADE=PATH with GRADE 0, 1, 2 or 3, or a single PATH")
+                raise BadInput(
+                    f"LoRA grade {grade} in {item!r} is out of range",
+                    field="--lora",
+                    allowed="GRADE=PATH with GRADE 0, 1, 2 or 3, or a single PATH",
+                )
             out.append((grade, m.group(2).strip()))
         else:
             out.append((None, item.strip()))
     if any(g is None for g, _ in out) and len(out) > 1:
-        raise BadInput(f"got {len(out)} LoRAs but not all as GRADE=PATH: {items}", field="--lora",
-                       allowed="one PATH (a LoRA for all grades) or GRADE=PATH for each grade 0–3")
+        raise BadInput(
+            f"got {len(out)} LoRAs but not all as GRADE=PATH: {items}",
+            field="--lora",
+            allowed="one PATH (a LoRA for all grades) or GRADE=PATH for each grade 0–3",
+        )
     grades = [g for g, _ in out if g is not None]
     dup = sorted({g for g in grades if grades.count(g) > 1})
     if dup:
-        raise BadInput(f"grade(s) {dup} given more than once", field="--lora",
-                       allowed="one GRADE=PATH per grade 0–3")
+        raise BadInput(f"grade(s) {dup} given more than once", field="--lora", allowed="one GRADE=PATH per grade 0–3")
     return out
 
 
@@ -224,47 +257,71 @@ def resolve_lora(grade: int | None, spec: str) -> LoraSource:
     p = Path(spec).expanduser()
     if p.is_file():
         if p.suffix != ".safetensors":
-            raise BadInput(f"{p} is not a .safetensors LoRA file", field=where,
-                           allowed=f"a folder holding {LORA_WEIGHT_NAME}, that file, or a hub id")
+            raise BadInput(
+                f"{p} is not a .safetensors LoRA file",
+                field=where,
+                allowed=f"a folder holding {LORA_WEIGHT_NAME}, that file, or a hub id",
+            )
         return LoraSource(grade, spec, str(p.parent), p.name)
     if p.is_dir():
         if not (p / LORA_WEIGHT_NAME).is_file():
             found = sorted(x.name for x in p.iterdir())[:8]
-            raise BadInput(f"wrong LoRA layout: looked for {LORA_WEIGHT_NAME} in the folder {p.resolve()} "
-                           f"and found {found or 'nothing'}", field=where,
-                           allowed=f"a folder with {LORA_WEIGHT_NAME} (the seed project's layout, as "
-                                   "diffusers' save_lora_weights writes it)")
+            raise BadInput(
+                f"wrong LoRA layout: looked for {LORA_WEIGHT_NAME} in the folder {p.resolve()} "
+                f"and found {found or 'nothing'}",
+                field=where,
+                allowed=f"a folder with {LORA_WEIGHT_NAME} (the seed project's layout, as "
+                "diffusers' save_lora_weights writes it)",
+            )
         return LoraSource(grade, spec, str(p), LORA_WEIGHT_NAME)
     if _looks_like_path(spec):
-        raise BadInput(f"LoRA not found: no file or folder at {p.resolve()}", field=where,
-                       allowed=f"a folder holding {LORA_WEIGHT_NAME}, that file, or a hub id")
+        raise BadInput(
+            f"LoRA not found: no file or folder at {p.resolve()}",
+            field=where,
+            allowed=f"a folder holding {LORA_WEIGHT_NAME}, that file, or a hub id",
+        )
     from huggingface_hub import hf_hub_download
-    file = _from_hub(lambda local_only: hf_hub_download(repo_id=spec, filename=LORA_WEIGHT_NAME,
-                                                        local_files_only=local_only),
-                     spec, f"LoRA (file {LORA_WEIGHT_NAME})", where, p)
+
+    file = _from_hub(
+        lambda local_only: hf_hub_download(repo_id=spec, filename=LORA_WEIGHT_NAME, local_files_only=local_only),
+        spec,
+        f"LoRA (file {LORA_WEIGHT_NAME})",
+        where,
+        p,
+    )
     return LoraSource(grade, spec, str(Path(file).parent), LORA_WEIGHT_NAME)
 
 
 def _check_base_model(spec: str | None) -> tuple[str, bool]:
     """(what to pass to from_pretrained, is it a local folder)."""
     if not spec:
-        raise BadInput("the SDXL renderer needs a base model", field="--base-model",
-                       allowed="a local diffusers folder (with model_index.json) or a hub id such as "
-                               "stabilityai/stable-diffusion-xl-base-1.0")
+        raise BadInput(
+            "the SDXL renderer needs a base model",
+            field="--base-model",
+            allowed="a local diffusers folder (with model_index.json) or a hub id such as "
+            "stabilityai/stable-diffusion-xl-base-1.0",
+        )
     p = Path(spec).expanduser()
     if p.exists():
         if not (p.is_dir() and (p / "model_index.json").is_file()):
-            raise BadInput(f"not a diffusers pipeline folder: looked for model_index.json in {p.resolve()}",
-                           field="--base-model", allowed="a folder written by save_pretrained, or a hub id")
+            raise BadInput(
+                f"not a diffusers pipeline folder: looked for model_index.json in {p.resolve()}",
+                field="--base-model",
+                allowed="a folder written by save_pretrained, or a hub id",
+            )
         return str(p), True
     if _looks_like_path(spec):
-        raise BadInput(f"base model not found: no folder at {p.resolve()}", field="--base-model",
-                       allowed="a local diffusers folder (with model_index.json) or a hub id")
+        raise BadInput(
+            f"base model not found: no folder at {p.resolve()}",
+            field="--base-model",
+            allowed="a local diffusers folder (with model_index.json) or a hub id",
+        )
     return spec, False
 
 
 def _torch_dtype(dtype: str, cuda: bool):
     import torch
+
     if dtype == "auto":
         return torch.float16 if cuda else torch.float32
     if dtype not in _DTYPES:
@@ -277,8 +334,8 @@ def _quiet_libraries():
     """Silence diffusers/transformers info lines and loading bars (restored afterwards)."""
     from diffusers.utils import logging as dlog
     from transformers.utils import logging as tlog
-    saved = (dlog.get_verbosity(), tlog.get_verbosity(), dlog.is_progress_bar_enabled(),
-             tlog.is_progress_bar_enabled())
+
+    saved = (dlog.get_verbosity(), tlog.get_verbosity(), dlog.is_progress_bar_enabled(), tlog.is_progress_bar_enabled())
     dlog.set_verbosity_error()
     tlog.set_verbosity_error()
     dlog.disable_progress_bar()
@@ -299,6 +356,7 @@ def _quiet_libraries():
 
 
 # ---------------------------------------------------------------- LoRAs folded into the weights
+
 
 class LoraBlend:
     """Every loaded LoRA folded into the base weights, one blend of adapters at a time.
@@ -323,15 +381,15 @@ class LoraBlend:
 
     def __init__(self, pipe):
         import torch
+
         self._torch = torch
-        self.layers: list[tuple] = []   # (weight parameter, W0, {adapter: (B, A, scaling)})
+        self.layers: list[tuple] = []  # (weight parameter, W0, {adapter: (B, A, scaling)})
         for m in self._lora_layers(pipe):
             base = m.get_base_layer()
             factors = {}
             for a in m.lora_A:
                 A, B = m.lora_A[a].weight.detach(), m.lora_B[a].weight.detach()
-                factors[a] = (B.reshape(B.shape[0], -1).clone(), A.reshape(A.shape[0], -1).clone(),
-                              float(m.scaling[a]))
+                factors[a] = (B.reshape(B.shape[0], -1).clone(), A.reshape(A.shape[0], -1).clone(), float(m.scaling[a]))
             self.layers.append((base.weight, base.weight.detach().clone(), factors))
         self.adapters = sorted({a for _, _, f in self.layers for a in f})
         with _quiet_libraries():
@@ -343,6 +401,7 @@ class LoraBlend:
     @classmethod
     def _lora_layers(cls, pipe):
         from peft.tuners.lora import LoraLayer
+
         for comp in cls.COMPONENTS:
             model = getattr(pipe, comp, None)
             if model is None:
@@ -353,6 +412,7 @@ class LoraBlend:
     def supports(cls, pipe) -> bool:
         """Whether every LoRA layer of ``pipe`` is one this class can fold in."""
         import torch
+
         found = False
         for m in cls._lora_layers(pipe):
             found = True
@@ -365,9 +425,14 @@ class LoraBlend:
                     return False
                 if isinstance(base, torch.nn.Linear) and isinstance(A, torch.nn.Linear):
                     continue
-                if (isinstance(base, torch.nn.Conv2d) and isinstance(A, torch.nn.Conv2d)
-                        and tuple(A.kernel_size) == (1, 1) and tuple(base.kernel_size) == (1, 1)
-                        and A.groups == 1 and base.groups == 1):
+                if (
+                    isinstance(base, torch.nn.Conv2d)
+                    and isinstance(A, torch.nn.Conv2d)
+                    and tuple(A.kernel_size) == (1, 1)
+                    and tuple(base.kernel_size) == (1, 1)
+                    and A.groups == 1
+                    and base.groups == 1
+                ):
                     continue
                 return False
         return found
@@ -381,16 +446,20 @@ class LoraBlend:
         targets moved.
         """
         from diffusers.models.attention_processor import Attention
+
         rows: dict[int, object] = {}
         for m in model.modules():
             if not (isinstance(m, Attention) and getattr(m, "fused_projections", False)):
                 continue
-            fused, parts = ((m.to_qkv, (m.to_q, m.to_k, m.to_v)) if hasattr(m, "to_qkv") and not m.is_cross_attention
-                            else (m.to_kv, (m.to_k, m.to_v)))
+            fused, parts = (
+                (m.to_qkv, (m.to_q, m.to_k, m.to_v))
+                if hasattr(m, "to_qkv") and not m.is_cross_attention
+                else (m.to_kv, (m.to_k, m.to_v))
+            )
             start = 0
             for part in parts:
                 n = part.weight.shape[0]
-                rows[id(part.weight)] = fused.weight.detach()[start:start + n]
+                rows[id(part.weight)] = fused.weight.detach()[start : start + n]
                 start += n
         moved = 0
         for i, (weight, w0, factors) in enumerate(self.layers):
@@ -428,16 +497,18 @@ class LoraBlend:
 
 # ---------------------------------------------------------------- the renderer
 
+
 @dataclass
 class _Item:
     """One photo to render: where it comes from and its truth."""
+
     image: str
-    severity: float            # quantised
-    seed: int                  # the manifest's per-photo seed (nuisance)
-    generator_seed: int        # SDXL noise
+    severity: float  # quantised
+    seed: int  # the manifest's per-photo seed (nuisance)
+    generator_seed: int  # SDXL noise
     hour: float
     source: np.ndarray | None  # H×W×3 uint8 input to SDXL (None: not wanted)
-    mask: np.ndarray | None    # H×W bool lesion mask (refine/inpaint)
+    mask: np.ndarray | None  # H×W bool lesion mask (refine/inpaint)
     lesions: pd.DataFrame
     lesion_count: int
 
@@ -467,26 +538,45 @@ class SDXLRenderer(Renderer):
     name = "sdxl"
     extension = ".jpg"
 
-    def __init__(self, protocol: Protocol, base_model: str | None = None, lora=(), mode: str = "refine",
-                 base_photos: str | None = None, steps: int = 30, strength: float | None = None,
-                 guidance: float = 12.0, batch_size: int | None = None, dtype: str = "auto",
-                 device: str | None = None, severity_step: float = 0.05, refine_method: str = "img2img",
-                 mask_dilation_px: int | None = None, prompt: str = SEED_PROMPT, vae: str | None = None,
-                 vae_upcast: bool | None = None, channels_last: bool | None = None,
-                 compile: bool | str = False, scheduler: str = "unipc", merge_loras: bool = True,
-                 fuse_qkv: bool | None = None):
+    def __init__(
+        self,
+        protocol: Protocol,
+        base_model: str | None = None,
+        lora=(),
+        mode: str = "refine",
+        base_photos: str | None = None,
+        steps: int = 30,
+        strength: float | None = None,
+        guidance: float = 12.0,
+        batch_size: int | None = None,
+        dtype: str = "auto",
+        device: str | None = None,
+        severity_step: float = 0.05,
+        refine_method: str = "img2img",
+        mask_dilation_px: int | None = None,
+        prompt: str = SEED_PROMPT,
+        vae: str | None = None,
+        vae_upcast: bool | None = None,
+        channels_last: bool | None = None,
+        compile: bool | str = False,
+        scheduler: str = "unipc",
+        merge_loras: bool = True,
+        fuse_qkv: bool | None = None,
+    ):
         super().__init__(protocol)
         if mode not in ("anchor", "refine"):
             raise BadInput(f"unknown SDXL mode {mode!r}", field="--sdxl-mode", allowed="anchor, refine")
         if refine_method not in ("img2img", "inpaint"):
-            raise BadInput(f"unknown refine method {refine_method!r}", field="refine_method",
-                           allowed="img2img, inpaint")
+            raise BadInput(
+                f"unknown refine method {refine_method!r}", field="refine_method", allowed="img2img, inpaint"
+            )
         for field, value, ok, allowed in (
-                ("steps", steps, int(steps) >= 1, "an integer ≥ 1"),
-                ("strength", strength, strength is None or 0 < float(strength) <= 1, "0 < strength ≤ 1"),
-                ("guidance", guidance, float(guidance) >= 0, "≥ 0 (1 or less: no classifier-free guidance)"),
-                ("batch_size", batch_size, batch_size is None or int(batch_size) >= 1, "an integer ≥ 1"),
-                ("severity_step", severity_step, 0 <= float(severity_step) <= 1, "0 (exact) to 1 (grades)")):
+            ("steps", steps, int(steps) >= 1, "an integer ≥ 1"),
+            ("strength", strength, strength is None or 0 < float(strength) <= 1, "0 < strength ≤ 1"),
+            ("guidance", guidance, float(guidance) >= 0, "≥ 0 (1 or less: no classifier-free guidance)"),
+            ("batch_size", batch_size, batch_size is None or int(batch_size) >= 1, "an integer ≥ 1"),
+            ("severity_step", severity_step, 0 <= float(severity_step) <= 1, "0 (exact) to 1 (grades)"),
+        ):
             if not ok:
                 raise BadInput(f"{field} = {value!r} is out of range", field=field, allowed=allowed)
         if "{grade}" not in prompt:
@@ -507,15 +597,24 @@ class SDXLRenderer(Renderer):
         self.base_model, self._base_is_local = _check_base_model(base_model)
         self.loras = [resolve_lora(g, s) for g, s in parse_lora_specs(lora)]
         if not self.loras:
-            warnings.warn("trialsim sdxl: no --lora given; the base model alone renders and severity acts "
-                          "only through the prompt", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "trialsim sdxl: no --lora given; the base model alone renders and severity acts "
+                "only through the prompt",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
         import torch
+
         cuda = torch.cuda.is_available()
         self.device = torch.device(device or ("cuda" if cuda else "cpu"))
         if self.device.type == "cpu":
-            warnings.warn("trialsim sdxl: no CUDA GPU found; SDXL runs on the CPU in float32, which is very "
-                          "slow (minutes per 1024 px image). Running anyway.", RuntimeWarning, stacklevel=2)
+            warnings.warn(
+                "trialsim sdxl: no CUDA GPU found; SDXL runs on the CPU in float32, which is very "
+                "slow (minutes per 1024 px image). Running anyway.",
+                RuntimeWarning,
+                stacklevel=2,
+            )
         self.dtype = _torch_dtype(dtype, self.device.type == "cuda")
         if self.device.type == "cpu" and self.dtype == torch.float16:
             warnings.warn("fp16 is not supported on the CPU; using float32", RuntimeWarning, stacklevel=2)
@@ -523,8 +622,9 @@ class SDXLRenderer(Renderer):
         self.batch_size = int(batch_size or (8 if self.device.type == "cuda" else 2))
 
         self.pipe = self._load_pipeline(vae, vae_upcast, scheduler)
-        self.lora_blend_ = (LoraBlend(self.pipe) if self.loras and merge_loras and LoraBlend.supports(self.pipe)
-                            else None)
+        self.lora_blend_ = (
+            LoraBlend(self.pipe) if self.loras and merge_loras and LoraBlend.supports(self.pipe) else None
+        )
         if channels_last if channels_last is not None else self.device.type == "cuda":
             self.pipe.unet.to(memory_format=torch.channels_last)
             self.pipe.vae.to(memory_format=torch.channels_last)
@@ -532,8 +632,11 @@ class SDXLRenderer(Renderer):
             fuse_qkv = self.device.type == "cuda" and (not self.loras or self.lora_blend_ is not None)
         if fuse_qkv:  # after the memory-format change: the LoRA targets become views of the fused weights
             if self.loras and self.lora_blend_ is None:
-                raise BadInput("fused q/k/v projections need the LoRAs folded into the weights",
-                               field="fuse_qkv", allowed="merge_loras=True, or fuse_qkv=False")
+                raise BadInput(
+                    "fused q/k/v projections need the LoRAs folded into the weights",
+                    field="fuse_qkv",
+                    allowed="merge_loras=True, or fuse_qkv=False",
+                )
             self.pipe.unet.fuse_qkv_projections()
             self.pipe.vae.fuse_qkv_projections()
             if self.lora_blend_ is not None:
@@ -550,12 +653,13 @@ class SDXLRenderer(Renderer):
         self.adapter_weights_: dict[str, dict[str, float]] = {}
         # UNet levels halve the latent; the VAE divides by 8: sizes must divide both
         unet_levels = len(self.pipe.unet.config.block_out_channels) - 1
-        self.size_multiple_ = int(self.pipe.vae_scale_factor * 2 ** unet_levels)
+        self.size_multiple_ = int(self.pipe.vae_scale_factor * 2**unet_levels)
 
     # -- loading --------------------------------------------------------------
 
     def _load_pipeline(self, vae_spec: str | None, vae_upcast: bool | None, scheduler: str):
         import torch
+
         with _quiet_libraries():  # transformers prints notes about optional packages on first import
             from diffusers import AutoencoderKL, StableDiffusionXLImg2ImgPipeline, UniPCMultistepScheduler
 
@@ -566,23 +670,39 @@ class SDXLRenderer(Renderer):
                 try:
                     kwargs["vae"] = AutoencoderKL.from_pretrained(str(vp), torch_dtype=self.dtype)
                 except (OSError, ValueError) as err:
-                    raise BadInput(f"cannot load the VAE from {vp.resolve()} ({err.__class__.__name__})",
-                                   field="vae") from None
+                    raise BadInput(
+                        f"cannot load the VAE from {vp.resolve()} ({err.__class__.__name__})", field="vae"
+                    ) from None
             else:
-                kwargs["vae"] = _from_hub(lambda local_only: AutoencoderKL.from_pretrained(
-                    vae_spec, torch_dtype=self.dtype, local_files_only=local_only), vae_spec, "VAE", "vae", vp)
+                kwargs["vae"] = _from_hub(
+                    lambda local_only: AutoencoderKL.from_pretrained(
+                        vae_spec, torch_dtype=self.dtype, local_files_only=local_only
+                    ),
+                    vae_spec,
+                    "VAE",
+                    "vae",
+                    vp,
+                )
         with _quiet_libraries():
             if self._base_is_local:
                 try:
                     pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(self.base_model, **kwargs)
                 except (OSError, ValueError) as err:
-                    raise BadInput(f"cannot load the SDXL pipeline from {Path(self.base_model).resolve()}: "
-                                   f"{err.__class__.__name__}: {str(err).splitlines()[0][:300]}",
-                                   field="--base-model") from None
+                    raise BadInput(
+                        f"cannot load the SDXL pipeline from {Path(self.base_model).resolve()}: "
+                        f"{err.__class__.__name__}: {str(err).splitlines()[0][:300]}",
+                        field="--base-model",
+                    ) from None
             else:
-                pipe = _from_hub(lambda local_only: StableDiffusionXLImg2ImgPipeline.from_pretrained(
-                    self.base_model, local_files_only=local_only, **kwargs),
-                    self.base_model, "base model", "--base-model", Path(self.base_model))
+                pipe = _from_hub(
+                    lambda local_only: StableDiffusionXLImg2ImgPipeline.from_pretrained(
+                        self.base_model, local_files_only=local_only, **kwargs
+                    ),
+                    self.base_model,
+                    "base model",
+                    "--base-model",
+                    Path(self.base_model),
+                )
             for src in self.loras:
                 self._load_lora(pipe, src)
             pipe.to(self.device)
@@ -605,18 +725,28 @@ class SDXLRenderer(Renderer):
             if "version of PEFT" in str(err):  # transformers refuses the installed peft for text encoders
                 import peft
                 import transformers
-                raise BadInput(f"{file} holds text-encoder LoRA weights, which transformers "
-                               f"{transformers.__version__} loads only with a newer peft than the installed "
-                               f"{peft.__version__} ({str(err).splitlines()[0][:200]})", field=where,
-                               allowed="a peft and transformers pair that fit (pyproject.toml pins one)") from None
-            raise BadInput(f"wrong LoRA layout: {file} does not load into SDXL's UNet/text encoders "
-                           f"({err.__class__.__name__}: {str(err).splitlines()[0][:300]})", field=where,
-                           allowed="a DreamBooth-LoRA for SDXL base 1.0 saved by diffusers") from None
+
+                raise BadInput(
+                    f"{file} holds text-encoder LoRA weights, which transformers "
+                    f"{transformers.__version__} loads only with a newer peft than the installed "
+                    f"{peft.__version__} ({str(err).splitlines()[0][:200]})",
+                    field=where,
+                    allowed="a peft and transformers pair that fit (pyproject.toml pins one)",
+                ) from None
+            raise BadInput(
+                f"wrong LoRA layout: {file} does not load into SDXL's UNet/text encoders "
+                f"({err.__class__.__name__}: {str(err).splitlines()[0][:300]})",
+                field=where,
+                allowed="a DreamBooth-LoRA for SDXL base 1.0 saved by diffusers",
+            ) from None
         loaded = {a for names in pipe.get_list_adapters().values() for a in names}
         if src.adapter_name not in loaded:
-            raise BadInput(f"wrong LoRA layout: no weight in {file} matched SDXL's UNet or text encoders "
-                           "(a LoRA for another base model?)", field=where,
-                           allowed="a DreamBooth-LoRA for SDXL base 1.0 saved by diffusers") from None
+            raise BadInput(
+                f"wrong LoRA layout: no weight in {file} matched SDXL's UNet or text encoders "
+                "(a LoRA for another base model?)",
+                field=where,
+                allowed="a DreamBooth-LoRA for SDXL base 1.0 saved by diffusers",
+            ) from None
 
     @staticmethod
     def _list_photos(folder: Path) -> list[Path]:
@@ -624,8 +754,9 @@ class SDXLRenderer(Renderer):
             raise BadInput(f"base photo folder not found: {folder.resolve()}", field="--base-photos")
         files = sorted(p for p in folder.iterdir() if p.suffix.lower() in PHOTO_SUFFIXES and p.is_file())
         if not files:
-            raise BadInput(f"no photos in {folder.resolve()}", field="--base-photos",
-                           allowed=", ".join(sorted(PHOTO_SUFFIXES)))
+            raise BadInput(
+                f"no photos in {folder.resolve()}", field="--base-photos", allowed=", ".join(sorted(PHOTO_SUFFIXES))
+            )
         return files
 
     # -- continuous severity ----------------------------------------------------
@@ -670,8 +801,11 @@ class SDXLRenderer(Renderer):
         grades, weights = list(blend), list(blend.values())
         with self._torch.no_grad():
             pe, npe, pp, npp = self.pipe.encode_prompt(
-                prompt=[self.prompt.format(grade=g) for g in grades], device=self.device,
-                num_images_per_prompt=1, do_classifier_free_guidance=self.guidance > 1)
+                prompt=[self.prompt.format(grade=g) for g in grades],
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=self.guidance > 1,
+            )
         w = self._torch.tensor(weights, device=pe.device, dtype=pe.dtype)
 
         def mix(t):
@@ -684,8 +818,9 @@ class SDXLRenderer(Renderer):
 
     # -- one pipeline call ----------------------------------------------------
 
-    def render_batch(self, pixels: np.ndarray, severity: float, generator_seeds: list[int],
-                     masks: np.ndarray | None = None) -> np.ndarray:
+    def render_batch(
+        self, pixels: np.ndarray, severity: float, generator_seeds: list[int], masks: np.ndarray | None = None
+    ) -> np.ndarray:
         """SDXL on a batch: ``pixels`` B×H×W×3 uint8 → B×H×W×3 uint8, one severity for the batch.
 
         Sizes that are not a multiple of :attr:`size_multiple_` are resized for SDXL and back.
@@ -701,9 +836,17 @@ class SDXLRenderer(Renderer):
         weights = self.adapter_weights(severity)
         self._set_adapters(weights)
         gens = [torch.Generator("cpu").manual_seed(int(s)) for s in generator_seeds]
-        args = dict(image=x.to(self.dtype), strength=self.strength, guidance_scale=self.guidance,
-                    num_inference_steps=self.steps, generator=gens, output_type="pt",
-                    height=wh, width=ww, **self._prompt_embeds(severity, n))
+        args = dict(
+            image=x.to(self.dtype),
+            strength=self.strength,
+            guidance_scale=self.guidance,
+            num_inference_steps=self.steps,
+            generator=gens,
+            output_type="pt",
+            height=wh,
+            width=ww,
+            **self._prompt_embeds(severity, n),
+        )
         with torch.inference_mode(), _quiet_libraries():
             if masks is not None:
                 mk = torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None]
@@ -726,6 +869,7 @@ class SDXLRenderer(Renderer):
     def _inpaint_pipe(self):
         if self._inpaint is None:
             from diffusers import StableDiffusionXLInpaintPipeline
+
             self._inpaint = StableDiffusionXLInpaintPipeline(**self.pipe.components)
             self._inpaint.set_progress_bar_config(disable=True)
         return self._inpaint
@@ -734,12 +878,14 @@ class SDXLRenderer(Renderer):
 
     def _size(self) -> tuple[int, int]:
         from ..lesions import canonical_size
+
         r = self.protocol.rendering
         return canonical_size(r.image_size, r.aspect)
 
     def _procedural(self):
         if self._procedural_renderer is None:
             from .procedural import ProceduralRenderer
+
             self._procedural_renderer = ProceduralRenderer(self.protocol)
         return self._procedural_renderer
 
@@ -751,8 +897,10 @@ class SDXLRenderer(Renderer):
             if img.shape[:2] == (h, w):
                 return img.astype(np.uint8)
             from PIL import Image
+
             return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((w, h), Image.LANCZOS))
         from PIL import Image, ImageOps
+
         named = [p for p in self._photo_files if p.stem == str(job.patient_id)]
         if named:
             path = named[0]
@@ -764,18 +912,21 @@ class SDXLRenderer(Renderer):
                 im = ImageOps.exif_transpose(im).convert("RGB")
                 return np.asarray(ImageOps.fit(im, (w, h), Image.LANCZOS))
         except OSError as err:
-            raise BadInput(f"cannot read the photo ({err.__class__.__name__})", file=str(path),
-                           field="--base-photos") from None
+            raise BadInput(
+                f"cannot read the photo ({err.__class__.__name__})", file=str(path), field="--base-photos"
+            ) from None
 
     def _feather(self, mask: np.ndarray) -> np.ndarray:
         """Soft 0–1 weights from a boolean mask (a Gaussian edge of about half the dilation)."""
         import cv2
+
         px = self.mask_dilation_px if self.mask_dilation_px is not None else max(2, mask.shape[0] // 64)
         sigma = max(0.5, px / 2.0)
         return cv2.GaussianBlur(mask.astype(np.float32), (0, 0), sigma)
 
     def _dilate(self, mask: np.ndarray) -> np.ndarray:
         import cv2
+
         px = self.mask_dilation_px if self.mask_dilation_px is not None else max(2, mask.shape[0] // 64)
         if px <= 0:
             return mask.astype(bool)
@@ -796,25 +947,45 @@ class SDXLRenderer(Renderer):
             base = self._base_photo(job) if any(wanted(r.image) for r in rows) else None
             for r in rows:
                 d = days.loc[r.day]
-                items.append(_Item(r.image, quantise_severity(d["severity_latent"], self.severity_step),
-                                   int(r.seed), gen_seed(r.day, r.photo), float(r.hour),
-                                   base if wanted(r.image) else None, None, empty, int(d["lesion_target"])))
+                items.append(
+                    _Item(
+                        r.image,
+                        quantise_severity(d["severity_latent"], self.severity_step),
+                        int(r.seed),
+                        gen_seed(r.day, r.photo),
+                        float(r.hour),
+                        base if wanted(r.image) else None,
+                        None,
+                        empty,
+                        int(d["lesion_target"]),
+                    )
+                )
             return items
         clean = self._procedural().clean_images(job)
         for r, c in zip(job.images.itertuples(index=False), clean):
             if c.image != r.image:
                 raise RuntimeError(f"procedural renderer returned {c.image} for {r.image}")
             want = wanted(r.image)
-            mask = (self._dilate(np.asarray(c.lesion_mask)) if want and self.refine_method == "inpaint" else None)
+            mask = self._dilate(np.asarray(c.lesion_mask)) if want and self.refine_method == "inpaint" else None
             d = days.loc[r.day]
-            items.append(_Item(r.image, quantise_severity(d["severity_latent"], self.severity_step),
-                               int(r.seed), gen_seed(r.day, r.photo), float(r.hour),
-                               np.asarray(c.pixels, dtype=np.uint8) if want else None, mask,
-                               c.lesions, int(c.lesion_count)))
+            items.append(
+                _Item(
+                    r.image,
+                    quantise_severity(d["severity_latent"], self.severity_step),
+                    int(r.seed),
+                    gen_seed(r.day, r.photo),
+                    float(r.hour),
+                    np.asarray(c.pixels, dtype=np.uint8) if want else None,
+                    mask,
+                    c.lesions,
+                    int(c.lesion_count),
+                )
+            )
         return items
 
-    def render_patient(self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
-                       ) -> Iterator[RenderedImage]:
+    def render_patient(
+        self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
+    ) -> Iterator[RenderedImage]:
         """Render the patient's wanted photos in batches of equal severity, yield all in order."""
         from .nuisance import apply_nuisance
 
@@ -825,8 +996,11 @@ class SDXLRenderer(Renderer):
         for severity, pos in plan_batches([items[i].severity for i in todo], self.batch_size):
             chunk = [todo[p] for p in pos]
             pixels = np.stack([items[i].source for i in chunk])
-            masks = (np.stack([items[i].mask for i in chunk])
-                     if self.mode == "refine" and self.refine_method == "inpaint" else None)
+            masks = (
+                np.stack([items[i].mask for i in chunk])
+                if self.mode == "refine" and self.refine_method == "inpaint"
+                else None
+            )
             out = self.render_batch(pixels, severity, [items[i].generator_seed for i in chunk], masks)
             for i, px in zip(chunk, out):
                 it = items[i]
@@ -834,10 +1008,12 @@ class SDXLRenderer(Renderer):
                 self.adapter_weights_[it.image] = self.adapter_weights(severity)
                 it.source = None  # free the input as we go
         for i, it in enumerate(items):
-            yield RenderedImage(image=it.image, data=data.pop(i, None), lesions=it.lesions,
-                                lesion_count=it.lesion_count)
+            yield RenderedImage(
+                image=it.image, data=data.pop(i, None), lesions=it.lesions, lesion_count=it.lesion_count
+            )
 
     def finish_patient(self, job: PatientJob, out: Path) -> None:
         """Write the patient's contact sheet (built from the files as written)."""
         from .contact import write_contact_sheet
+
         write_contact_sheet(job, out)

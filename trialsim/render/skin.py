@@ -16,6 +16,7 @@ hair. The ``face`` view draws a frontal face (features from
 :func:`build_skin` returns the clean base (uint8 sRGB) in the canonical frame plus
 the numbers lesion sprites need (melanin level, light direction).
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass
@@ -61,7 +62,7 @@ def noise_field(rng: np.random.Generator, h: int, w: int, cell: float) -> np.nda
     g = rng.standard_normal((gh, gw)).astype(np.float32)
     f = cv2.resize(g, (int(gw * cell), int(gh * cell)), interpolation=cv2.INTER_CUBIC)
     oy, ox = (f.shape[0] - h) // 2, (f.shape[1] - w) // 2
-    f = f[oy:oy + h, ox:ox + w]
+    f = f[oy : oy + h, ox : ox + w]
     return (f - f.mean()) / (f.std() + 1e-6)
 
 
@@ -73,7 +74,7 @@ def _spots(h: int, w: int, xy: np.ndarray, amp: np.ndarray, sigma: float) -> np.
         yi = np.clip(np.rint(xy[:, 1]).astype(int), 0, h - 1)
         np.add.at(img, (yi, xi), amp.astype(np.float32))
     k = int(2 * np.ceil(3 * sigma) + 1)
-    return cv2.GaussianBlur(img, (k, k), sigma) * (2 * np.pi * sigma ** 2)
+    return cv2.GaussianBlur(img, (k, k), sigma) * (2 * np.pi * sigma**2)
 
 
 @dataclass
@@ -83,8 +84,8 @@ class SkinIdentity:
     fitzpatrick: int
     melanin: float
     haemoglobin: float
-    seed: int             # for the patient's texture maps
-    light_angle: float    # radians, direction the key light comes from in the canonical frame
+    seed: int  # for the patient's texture maps
+    light_angle: float  # radians, direction the key light comes from in the canonical frame
 
 
 def draw_identity(rng: np.random.Generator, fitzpatrick: int) -> SkinIdentity:
@@ -93,7 +94,7 @@ def draw_identity(rng: np.random.Generator, fitzpatrick: int) -> SkinIdentity:
         fitzpatrick=int(fitzpatrick),
         melanin=float(FITZPATRICK_MELANIN[int(fitzpatrick)] * (0.88 + 0.24 * u[0])),
         haemoglobin=float(0.35 + 0.4 * u[1]),
-        seed=int(rng.integers(0, 2 ** 31 - 1)),
+        seed=int(rng.integers(0, 2**31 - 1)),
         light_angle=float(np.deg2rad(200 + 60 * u[2])),  # from the upper left, varying by patient
     )
 
@@ -108,10 +109,10 @@ def default_fitzpatrick(seed: int, patient_index: int) -> int:
 class SkinBase:
     """A patient's clean skin in the canonical frame, before lesions and photo conditions."""
 
-    pixels: np.ndarray        # uint8 H×W×3 sRGB
+    pixels: np.ndarray  # uint8 H×W×3 sRGB
     identity: SkinIdentity
     light: tuple[float, float]  # unit vector pointing from the skin toward the key light (x, y)
-    skin_mask: np.ndarray     # bool H×W: skin (all True in the cheek view)
+    skin_mask: np.ndarray  # bool H×W: skin (all True in the cheek view)
 
 
 def _skin_maps(rng, h, w, ident: SkinIdentity, px: float):
@@ -152,7 +153,7 @@ def _skin_maps(rng, h, w, ident: SkinIdentity, px: float):
 
     # pores: a jittered grid of small pits, deeper and denser at the cheek's centre
     spacing = max(1.6, 5.2 * px)
-    gy, gx = np.mgrid[0:h + spacing:spacing, 0:w + spacing:spacing]
+    gy, gx = np.mgrid[0 : h + spacing : spacing, 0 : w + spacing : spacing]
     pxy = np.stack([gx.ravel(), gy.ravel()], 1) + rng.uniform(-0.45, 0.45, (gx.size, 2)) * spacing
     pamp = rng.uniform(0.3, 1.0, len(pxy))
     pores = _spots(h, w, pxy, pamp, max(0.55, 0.9 * px))
@@ -164,8 +165,13 @@ def _skin_maps(rng, h, w, ident: SkinIdentity, px: float):
         L = int(max(5, 13 * px)) | 1
         k = np.zeros((L, L), np.float32)
         c = L // 2
-        cv2.line(k, (int(c - c * np.cos(ang)), int(c - c * np.sin(ang))),
-                 (int(c + c * np.cos(ang)), int(c + c * np.sin(ang))), 1.0, 1)
+        cv2.line(
+            k,
+            (int(c - c * np.cos(ang)), int(c - c * np.sin(ang))),
+            (int(c + c * np.cos(ang)), int(c + c * np.sin(ang))),
+            1.0,
+            1,
+        )
         k /= k.sum()
         lines += cv2.filter2D(n, -1, k)
     lines = cv2.GaussianBlur(lines, (0, 0), max(0.5, 0.6 * px))
@@ -195,7 +201,7 @@ def _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores):
     gy, gx = np.gradient(relief)
     shade = 1.0 + 0.16 * (gx * light[0] + gy * light[1]) + 0.04 * relief - 0.42 * np.clip(pores, 0, 1)
     shade = shade * curvature
-    lin = reflectance(melanin, haem) * shade[..., None] + (spec_amp * sheen * curvature ** 6)[..., None]
+    lin = reflectance(melanin, haem) * shade[..., None] + (spec_amp * sheen * curvature**6)[..., None]
     return lin
 
 
@@ -260,7 +266,7 @@ def _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, 
     neck_shade = 0.55 + 0.2 * np.clip((yy - (fy + fay)) / (0.15 * H), 0, 1)
     curv = (curv * (1 - below) + neck_shade * below).astype(np.float32)
     # nose: a side shadow and two nostrils
-    nx, ny, nax, nay = E(FACE["nose"])
+    nx, ny, _nax, _nay = E(FACE["nose"])
     side = np.exp(-(((xx - (nx - light[0] * 0.03 * H)) / (0.018 * H)) ** 2 + ((yy - ny) / (0.08 * H)) ** 2))
     curv = curv * (1 - 0.18 * side)
     for s in (-1, 1):
@@ -273,7 +279,7 @@ def _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, 
     lips = _soft(_ellipse_field(xx, yy, lx, ly, lax, lay), 0.25)
     lip_col = reflectance(melanin * 1.15, haem + 1.6) * curv[..., None] * 0.9
     lin = lin * (1 - lips[..., None]) + lip_col * lips[..., None]
-    line = np.exp(-((yy - ly) / (0.004 * H)) ** 2) * _soft(_ellipse_field(xx, yy, lx, ly, lax, lay * 3), 0.3)
+    line = np.exp(-(((yy - ly) / (0.004 * H)) ** 2)) * _soft(_ellipse_field(xx, yy, lx, ly, lax, lay * 3), 0.3)
     lin = lin * (1 - 0.6 * line[..., None])
 
     hair_col = np.array(_HAIR_COLOURS[min(3, (ident.fitzpatrick - 1) // 2 + int(rng.integers(0, 2)))], np.float32)
@@ -286,13 +292,18 @@ def _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, 
         sclera = np.array([0.62, 0.58, 0.55], np.float32) * (0.85 if ident.fitzpatrick >= 5 else 1.0)
         iris = _soft(_ellipse_field(xx, yy, ex, ey, eay * 0.95, eay * 0.95), 0.3) * eye
         pupil = _soft(_ellipse_field(xx, yy, ex, ey, eay * 0.42, eay * 0.42), 0.4) * eye
-        glint = _soft(_ellipse_field(xx, yy, ex + light[0] * eay * 0.35, ey + light[1] * eay * 0.35,
-                                     eay * 0.15, eay * 0.15), 0.6) * eye
+        glint = (
+            _soft(
+                _ellipse_field(xx, yy, ex + light[0] * eay * 0.35, ey + light[1] * eay * 0.35, eay * 0.15, eay * 0.15),
+                0.6,
+            )
+            * eye
+        )
         col = sclera * (1 - iris[..., None]) + iris_col * iris[..., None]
         col = col * (1 - pupil[..., None]) + 0.02 * pupil[..., None]
         col = col + 0.6 * glint[..., None]
         lin = lin * (1 - eye[..., None]) + col * eye[..., None]
-        lid = np.exp(-((_ellipse_field(xx, yy, ex, ey + eay * 0.2, eax * 1.02, eay * 1.25) - 1) / 0.08) ** 2)
+        lid = np.exp(-(((_ellipse_field(xx, yy, ex, ey + eay * 0.2, eax * 1.02, eay * 1.25) - 1) / 0.08) ** 2))
         lid = lid * (yy < ey)
         lin = lin * (1 - 0.65 * lid[..., None])
         bx, by, bax, bay = E(b)
@@ -306,7 +317,9 @@ def _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, 
     head = _soft(_ellipse_field(xx, yy, fx, fy - 0.04 * H, fax * 1.12, fay * 1.1), 0.05)
     behind = head * np.clip((fy + 0.12 * H - yy) / (0.04 * H), 0, 1)
     front = head * np.clip((hairline - yy) / (0.01 * H) + 1, 0, 1)
-    hair_shade = np.clip(1.0 - 0.35 * np.clip(_ellipse_field(xx, yy, fx, fy - 0.04 * H, fax * 1.12, fay * 1.1), 0, 1), 0.5, 1)
+    hair_shade = np.clip(
+        1.0 - 0.35 * np.clip(_ellipse_field(xx, yy, fx, fy - 0.04 * H, fax * 1.12, fay * 1.1), 0, 1), 0.5, 1
+    )
     hair_lin = hair_col * (hair_tex * hair_shade)[..., None]
     out = wall * (1 - behind[..., None]) + hair_lin * 0.8 * behind[..., None]
     out = out * (1 - skin[..., None]) + lin * skin[..., None]
