@@ -27,7 +27,7 @@ import tiny_sdxl
 from trialsim.cli import main
 from trialsim.errors import BadInput
 from trialsim.protocol import protocol_from_dict
-from trialsim.render.sdxl import SDXLRenderer, grade_blend, parse_lora_specs, quantise_severity
+from trialsim.render.sdxl import SDXLOptions, SDXLRenderer, grade_blend, parse_lora_specs, quantise_severity
 from trialsim.simulate import simulate_truth
 
 SIZE = 64
@@ -117,7 +117,7 @@ def _anchor_renderer(tiny, tmp_path, **kw) -> SDXLRenderer:
     Image.fromarray(np.full((80, 80, 3), 180, np.uint8)).save(photos / "face.png")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the "no GPU, slow" warning
-        return SDXLRenderer(
+        return SDXLRenderer.from_options(
             protocol_from_dict(_protocol_dict()),
             base_model=str(tiny["base"]),
             lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
@@ -136,7 +136,7 @@ def test_adapter_weights_used_for_severity_1_5_are_half_grade_1_half_grade_2(tin
     assert r.lora_blend_ is not None and r.lora_blend_.adapters == ["acne0", "acne1", "acne2", "acne3"]
     out = list(r.render_patient(job))
     assert len(out) == 1 and out[0].data is not None
-    assert r.adapter_weights_[out[0].image] == {"acne1": 0.5, "acne2": 0.5}
+    assert r.adapter_weights_ == {1.5: {"acne1": 0.5, "acne2": 0.5}}
     assert r.lora_blend_.active == {"acne1": 0.5, "acne2": 0.5}
 
     # every adapted UNet weight is W0 + 0.5·B1A1 + 0.5·B2A2, computed here from the files alone
@@ -170,7 +170,9 @@ def test_folded_loras_render_what_peft_renders_and_forget_earlier_blends(tiny, t
     # the LoRAs change the picture, so the comparison above is not vacuous
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        plain = SDXLRenderer(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]), mode="anchor")
+        plain = SDXLRenderer.from_options(
+            protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]), mode="anchor"
+        )
     assert np.abs(plain.render_batch(pixels, 1.5, seeds).astype(int) - first.astype(int)).max() > 10
     # back to 1.5 after other blends: identical bytes (W0 is kept, nothing accumulates)
     for sev in (2.75, 0.0, 3.0):
@@ -188,8 +190,10 @@ def test_text_encoder_loras_are_folded_too(tiny, tmp_path):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         proto = protocol_from_dict(_protocol_dict())
-        folded = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=specs, mode="anchor")
-        peft = SDXLRenderer(proto, base_model=str(tiny["base"]), lora=specs, mode="anchor", merge_loras=False)
+        folded = SDXLRenderer.from_options(proto, base_model=str(tiny["base"]), lora=specs, mode="anchor")
+        peft = SDXLRenderer.from_options(
+            proto, base_model=str(tiny["base"]), lora=specs, mode="anchor", merge_loras=False
+        )
     assert folded.lora_blend_ is not None
     assert not any(
         isinstance(m, LoraLayer)
@@ -246,7 +250,7 @@ def test_loras_that_cannot_be_folded_run_through_peft_layers(tiny, tmp_path):
         tiny_sdxl.save_lora(unet, folders[g], seed=300 + g, scale=0.3, targets=("to_q", "to_v", "conv1", "conv2"))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        r = SDXLRenderer(
+        r = SDXLRenderer.from_options(
             protocol_from_dict(_protocol_dict()),
             base_model=str(tiny["base"]),
             lora=[f"{g}={p}" for g, p in folders.items()],
@@ -345,8 +349,8 @@ def test_cli_passes_the_sdxl_speed_and_refine_options_to_the_renderer(tiny, tmp_
 
     seen = {}
 
-    def spy(protocol, name=None, **options):
-        seen.update(options, name=name)
+    def spy(protocol, name=None, sdxl=None):
+        seen.update(sdxl.model_dump(), name=name)
         raise BadInput("stop here", field="spy")
 
     monkeypatch.setattr(sim, "make_renderer", spy)
@@ -451,7 +455,7 @@ def test_same_seed_gives_the_same_pixels_whatever_the_batch_size(tiny, tmp_path)
     for bs in (1, 3):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", RuntimeWarning)
-            r = SDXLRenderer(
+            r = SDXLRenderer.from_options(
                 proto,
                 base_model=str(tiny["base"]),
                 lora=[f"1={tiny['loras'][1]}"],
@@ -473,7 +477,7 @@ def test_inpaint_refine_changes_pixels_only_near_lesions(tiny):
     job.images = job.images.assign(image=job.images["image"] + ".jpg")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
-        r = SDXLRenderer(
+        r = SDXLRenderer.from_options(
             proto,
             base_model=str(tiny["base"]),
             lora=[f"{g}={p}" for g, p in tiny["loras"].items()],
@@ -559,7 +563,7 @@ def test_a_peft_too_old_for_text_encoder_loras_is_named_not_called_a_wrong_layou
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         with pytest.raises(BadInput, match=r"text-encoder LoRA weights.*newer peft") as err:
-            SDXLRenderer(
+            SDXLRenderer.from_options(
                 protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]), lora=[f"1={tiny['loras'][1]}"]
             )
     assert "wrong LoRA layout" not in str(err.value) and err.value.field == "--lora 1=" + str(tiny["loras"][1])
@@ -592,10 +596,56 @@ def test_hub_ids_without_network_exit_2_naming_the_cache(tiny, tmp_path):
 
 
 def test_without_gpu_warns_that_it_will_be_slow(tiny):
+    import torch
+
     proto = protocol_from_dict(_protocol_dict())
-    with pytest.warns(RuntimeWarning, match="slow"):
-        r = SDXLRenderer(proto, base_model=str(tiny["base"]))
+    if torch.cuda.is_available():  # on a GPU machine the CPU is still chosen when asked for
+        with pytest.warns(RuntimeWarning, match="slow"):
+            r = SDXLRenderer.from_options(proto, base_model=str(tiny["base"]), device="cpu")
+    else:
+        with pytest.warns(RuntimeWarning, match="slow"):
+            r = SDXLRenderer.from_options(proto, base_model=str(tiny["base"]))
     assert r.device.type == "cpu"
+
+
+def test_with_a_gpu_there_is_no_slow_warning(tiny):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU")
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        r = SDXLRenderer.from_options(protocol_from_dict(_protocol_dict()), base_model=str(tiny["base"]))
+    assert r.device.type == "cuda" and not [w for w in caught if "slow" in str(w.message)]
+
+
+def test_the_constructor_loads_nothing_and_from_options_checks_before_loading(tiny, tmp_path):
+    proto = protocol_from_dict(_protocol_dict())
+    r = SDXLRenderer(proto, SDXLOptions(base_model=str(tmp_path / "nothing-here")))
+    assert r.pipe is None and r.options.base_model.endswith("nothing-here")
+    with pytest.raises(BadInput, match="--base-model"):
+        SDXLRenderer.from_options(proto, r.options)
+    with pytest.raises(BadInput, match="--sdxl-batch-size"):
+        SDXLRenderer.from_options(proto, base_model=str(tiny["base"]), batch_size=0)
+
+
+def test_adapter_weights_are_kept_per_severity_not_per_image(tiny, tmp_path):
+    proto = protocol_from_dict(
+        {
+            **_protocol_dict(),
+            "patients": {"n": 1},
+            "schedule": {"design": "fixed", "sequence": "A", "blocks": 6, "period_days": 5, "run_in_days": 1},
+        }
+    )
+    job = simulate_truth(proto)[0]
+    job.images = job.images.assign(image=lambda d: d["image"] + ".jpg")
+    r = _anchor_renderer(tiny, tmp_path, severity_step=0.5)
+    r.render_batch = lambda pixels, severity, seeds, masks=None: pixels  # the pipeline is not under test
+    out = list(r.render_patient(job))
+    severities = {quantise_severity(s, 0.5) for s in job.days["severity_latent"]}
+    assert len(out) > 20 and all(o.data is not None for o in out)
+    assert len(r.adapter_weights_) <= len(severities) <= 7
+    assert all(r.adapter_weights_[s] == r.adapter_weights(s) for s in r.adapter_weights_)
 
 
 @pytest.mark.slow

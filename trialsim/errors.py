@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from analysis.errors import AnalysisInputError
+
+M = TypeVar("M")
 
 
 class BadInput(AnalysisInputError):
@@ -20,3 +24,21 @@ class StudyFailed(RuntimeError):
     Not the user's input at fault as far as the library can tell; the command line prints the
     message (which names how many units failed and the first reason) and exits with code 1.
     """
+
+
+def validated(model: type[M], values: dict, file: str | None = None) -> M:
+    """``model(**values)``, with a validation error as :class:`BadInput` naming the option.
+
+    ``model.OPTION_NAMES`` (when the model has it) maps a field to the command-line option it
+    comes from, so the message names what the user typed.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ".".join(str(x) for x in first["loc"])
+        option = getattr(model, "OPTION_NAMES", {}).get(name, name)
+        got = f" (got {first['input']!r})" if "input" in first and first["type"] != "missing" else ""
+        raise BadInput(f"{first['msg']}{got}", file=file, field=option) from None

@@ -15,7 +15,8 @@ import cv2
 import numpy as np
 import pandas as pd
 
-from .dataset import atomic_write_bytes
+from analysis.atomic import atomic_write_bytes
+
 from .dynamics import GRADE_NAMES, severity_grade, target_lesion_count
 from .protocol import protocol_from_dict
 from .render.base import PatientJob

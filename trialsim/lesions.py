@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .dataset import LESION_COLUMNS
+
 ACTIVE_TYPES = ("open_comedone", "closed_comedone", "papule", "pustule", "nodule")
 MARK = "mark"
 
@@ -374,9 +376,6 @@ def to_pixels(population: pd.DataFrame, height: int, width: int) -> pd.DataFrame
     return out
 
 
-TRUTH_COLUMNS = ["image", "lesion_id", "type", "x", "y", "radius", "stage", "intensity"]
-
-
 def lesion_truth(
     job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float
 ) -> tuple[pd.DataFrame, dict[int, dict[str, np.ndarray]]]:
@@ -387,7 +386,7 @@ def lesion_truth(
     pop["lesion_id"] = [f"{job.patient_id}-{n}" for n in pop["lesion_n"]]
     for c in ("x", "y", "radius"):
         pop[c] = pop[c].round(2)
-    cols = {c: pop[c].to_numpy() for c in TRUTH_COLUMNS[1:]}
+    cols = {c: pop[c].to_numpy() for c in LESION_COLUMNS[1:]}
     days = pop["day"].to_numpy()
     by_day = {}
     if len(days):
@@ -400,9 +399,9 @@ def lesion_truth(
 def truth_rows(day_cols: dict[str, np.ndarray] | None, image: str) -> pd.DataFrame:
     """LESION_COLUMNS rows for one image from its day's columns (see :func:`lesion_truth`)."""
     if day_cols is None:
-        return pd.DataFrame(columns=TRUTH_COLUMNS)
+        return pd.DataFrame(columns=LESION_COLUMNS)
     n = len(day_cols["x"])
-    return pd.DataFrame({"image": np.full(n, image, dtype=object), **day_cols}, columns=TRUTH_COLUMNS)
+    return pd.DataFrame({"image": np.full(n, image, dtype=object), **day_cols}, columns=LESION_COLUMNS)
 
 
 def image_truth(by_day: dict[int, dict[str, np.ndarray]], images: list[str], days: list[int]) -> list[pd.DataFrame]:
@@ -420,9 +419,9 @@ def image_truth(by_day: dict[int, dict[str, np.ndarray]], images: list[str], day
         table = pd.DataFrame(
             {
                 "image": np.repeat(np.array([images[i] for i, _ in parts], dtype=object), sizes),
-                **{c: np.concatenate([cols[c] for _, cols in parts]) for c in TRUTH_COLUMNS[1:]},
+                **{c: np.concatenate([cols[c] for _, cols in parts]) for c in LESION_COLUMNS[1:]},
             },
-            columns=TRUTH_COLUMNS,
+            columns=LESION_COLUMNS,
             index=np.concatenate([np.arange(n) for n in sizes]),
         )
         ends = np.cumsum(sizes).tolist()
