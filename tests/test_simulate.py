@@ -107,3 +107,15 @@ def test_from_csv_uses_the_anchor_severities_as_truth(tmp_path, anchor_csv):
     np.testing.assert_allclose(man["severity_latent"].to_numpy(), anchor["AcneSeverity"].to_numpy())
     ours = pd.read_csv(tmp_path / "ds" / "schedule.csv", index_col=0)
     pd.testing.assert_frame_equal(ours.reset_index(drop=True), anchor.reset_index(drop=True), check_dtype=False)
+
+
+def test_rendering_in_process_leaves_opencv_threads_as_they_were(tmp_path):
+    import cv2
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)  # not 1, so that a renderer pinning one thread would show
+        simulate(protocol_from_dict(small_protocol_dict()), tmp_path / "a", renderer="procedural")
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
