@@ -108,7 +108,7 @@ def skin_grid(
             sev = GRADE_SEVERITY[g]
             job = steady_job(proto, i, pid, sev)
             img = next(iter(renderer.render_patient(job)))
-            px = cv2.imdecode(np.frombuffer(img.data, np.uint8), cv2.IMREAD_COLOR)
+            px = _decode(img.data)
             tiles.append(
                 label_tile(
                     px,
@@ -120,6 +120,14 @@ def skin_grid(
                 )
             )
     return grid(tiles, len(grades), title="trialsim procedural renderer: skin types x ACNE04 grades")
+
+
+def _decode(data: bytes | None) -> np.ndarray:
+    """A rendered JPEG as BGR pixels."""
+    px = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if px is None:
+        raise RuntimeError("the renderer returned no decodable image")
+    return px
 
 
 def write_skin_grid(out: str | Path, **kwargs) -> Path:

@@ -26,7 +26,7 @@ class LoraBlend:
 
     COMPONENTS = ("unet", "text_encoder", "text_encoder_2")
 
-    def __init__(self, pipe):
+    def __init__(self, pipe) -> None:
         import torch
 
         self._torch = torch

@@ -64,9 +64,9 @@ def read_photo(path: Path, height: int, width: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            return np.asarray(ImageOps.fit(im, (width, height), Image.LANCZOS))
+        with Image.open(path) as opened:
+            rgb = ImageOps.exif_transpose(opened).convert("RGB")
+            return np.asarray(ImageOps.fit(rgb, (width, height), Image.Resampling.LANCZOS))
     except OSError as err:
         raise BadInput(
             f"cannot read the photo ({err.__class__.__name__})", file=str(path), field="--base-photos"
@@ -79,7 +79,7 @@ def fit_image(img: np.ndarray, height: int, width: int) -> np.ndarray:
         return img.astype(np.uint8)
     from PIL import Image
 
-    return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((width, height), Image.LANCZOS))
+    return np.asarray(Image.fromarray(img.astype(np.uint8)).resize((width, height), Image.Resampling.LANCZOS))
 
 
 def dilation_px(mask: np.ndarray, px: int | None) -> int:

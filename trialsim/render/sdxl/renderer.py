@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -11,12 +12,20 @@ from ...errors import validated
 from ..base import PatientJob, RenderedImage, Renderer
 from . import patient
 from .batching import grade_blend, plan_batches
+from .blend import LoraBlend
 from .loading import load_pipeline, place, speed_up
 from .options import SDXLOptions
-from .resolve import check_base_model, parse_lora_specs, quiet_libraries, resolve_lora
+from .resolve import LoraSource, check_base_model, parse_lora_specs, quiet_libraries, resolve_lora
 
 # prompt embeddings kept per severity; adapter weights likewise (a few dozen at the default step)
 _CACHE_SIZE = 128
+
+
+def _given(array: np.ndarray | None) -> np.ndarray:
+    """``array``, which the caller knows is there (a wanted photo's input)."""
+    if array is None:
+        raise RuntimeError("a photo in a batch has no input image")
+    return array
 
 
 class SDXLRenderer(Renderer):
@@ -36,13 +45,13 @@ class SDXLRenderer(Renderer):
     def __init__(self, protocol, options: SDXLOptions | None = None):
         super().__init__(protocol)
         self.options = options if options is not None else SDXLOptions()
-        self.pipe = None
-        self.loras: list = []
-        self.lora_blend_ = None
+        self.pipe: Any = None  # diffusers' StableDiffusionXLImg2ImgPipeline once loaded
+        self.loras: list[LoraSource] = []
+        self.lora_blend_: LoraBlend | None = None
         self.fuse_qkv_ = False
         self.adapter_weights_: dict[float, dict[str, float]] = {}
         self._embeds: dict[float, dict] = {}
-        self._inpaint = None
+        self._inpaint: Any = None
         self._procedural_renderer = None
         self._photo_files: list[Path] = []
         self._active: tuple | None = None
@@ -263,8 +272,8 @@ class SDXLRenderer(Renderer):
         for severity, pos in batches:
             chunk = [todo[p] for p in pos]
             # 3. SDXL on the batch
-            pixels = np.stack([items[i].source for i in chunk])
-            masks = np.stack([items[i].mask for i in chunk]) if self._inpaints() else None
+            pixels = np.stack([_given(items[i].source) for i in chunk])
+            masks = np.stack([_given(items[i].mask) for i in chunk]) if self._inpaints() else None
             out = self.render_batch(pixels, severity, [items[i].generator_seed for i in chunk], masks)
             self._remember(severity)
             # 4. the photo's own light, framing, blur, noise and JPEG

@@ -71,19 +71,19 @@ def from_hub(load, spec: str, what: str, field: str, local_path: Path):
 
     Any failure becomes :class:`BadInput` naming the local path checked, the cache and the Hub.
     """
+    failure: Exception
     try:
         return load(True)
-    except Exception as err:
-        cache_err = err
+    except Exception as from_cache:
+        failure = from_cache
     online = not _offline() and _hub_reachable()
-    err = cache_err
     if online:
         try:
             return load(False)
-        except Exception as e:
-            err = e
+        except Exception as from_hub_error:
+            failure = from_hub_error
     # the library's own text only adds information when the Hub itself answered
-    detail = f": {str(err).splitlines()[0][:200]}" if online and str(err) else ""
+    detail = f": {str(failure).splitlines()[0][:200]}" if online and str(failure) else ""
     hub = (
         "and on the Hub"
         if online
@@ -94,7 +94,7 @@ def from_hub(load, spec: str, what: str, field: str, local_path: Path):
     raise BadInput(
         f"{what} not found: looked for a local folder {local_path.resolve()} (none), then for "
         f"hub repo '{spec}' in the Hugging Face cache {_hf_cache()} {hub} "
-        f"({err.__class__.__name__}{detail})",
+        f"({failure.__class__.__name__}{detail})",
         field=field,
         allowed="a local folder, or a hub id already in the cache (or with network access)",
     ) from None
