@@ -15,13 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .contract import BASELINE_LABEL, MANIFEST, MANIFEST_REQUIRED, PROTOCOL
 from .errors import AnalysisInputError
-
-MANIFEST = "manifest.csv"
-PROTOCOL = "protocol.yaml"
-BASELINE_LABEL = "Baseline"
-REQUIRED_COLUMNS = ("image", "patient_id", "day", "treatment")
-TRUTH_COLUMNS = ("severity_latent", "severity_noisefree")
 
 
 @dataclass
@@ -105,7 +100,7 @@ def load_dataset(folder: str | Path) -> TrialData:
         raise AnalysisInputError(f"unreadable CSV ({e.__class__.__name__}: {e})", file=str(path)) from None
     if "day" not in df.columns and "timestamp" in df.columns and "patient_id" in df.columns:
         df["day"] = _days_from_timestamps(df, path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in MANIFEST_REQUIRED if c not in df.columns]
     if missing:
         raise AnalysisInputError(
             f"missing column(s) {missing}",

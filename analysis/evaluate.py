@@ -21,10 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-
-def centre_by(x: np.ndarray, groups) -> np.ndarray:
-    s = pd.Series(np.asarray(x, dtype=float))
-    return (s - s.groupby(np.asarray(groups)).transform("mean")).to_numpy()
+from .models import arm_difference
+from .reduce import centre_by
 
 
 def within_spearman(x, y, groups) -> float:
@@ -49,10 +47,7 @@ def align_sign(pc1: np.ndarray, manifest: pd.DataFrame) -> tuple[np.ndarray, boo
 def realised_by_patient(df: pd.DataFrame, a: str, b: str, column: str = "severity_noisefree") -> pd.Series:
     """Per patient: mean of ``column`` over arm b's observation days minus arm a's (truth needed)."""
     daily = df.groupby(["patient_id", "day", "treatment"], as_index=False)[column].mean()
-    arm = daily[daily["treatment"].isin([a, b])].groupby(["patient_id", "treatment"])[column].mean().unstack()
-    if a not in arm.columns or b not in arm.columns:
-        return pd.Series(dtype=float)
-    return (arm[b] - arm[a]).dropna()
+    return arm_difference(daily, column, a, b)
 
 
 def realised_effect(df: pd.DataFrame, a: str, b: str, column: str = "severity_noisefree") -> float:
@@ -74,8 +69,3 @@ def standardise(fit: dict) -> dict:
     """Estimate and CI of a population fit divided by its residual SD."""
     sd = fit["resid_sd"]
     return {k + "_std": (fit[k] / sd if sd > 0 else float("nan")) for k in ("estimate", "ci_low", "ci_high")}
-
-
-def detected(entry: dict, alpha: float = 0.05) -> bool:
-    p = entry.get("p_value")
-    return bool(p is not None and np.isfinite(p) and p < alpha)

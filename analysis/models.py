@@ -37,8 +37,6 @@ from scipy import stats
 
 from .errors import AnalysisInputError
 
-BASELINE_LABEL = "Baseline"
-
 
 def contrasts(treatments: list[str]) -> list[tuple[str, str]]:
     """All pairs ``(a, b)`` in protocol order; the contrast is ``b − a``."""
@@ -68,8 +66,12 @@ def population_formulas(a: str, time_terms: bool = False) -> dict:
     }
 
 
-def summary_contrasts(df: pd.DataFrame, outcome: str, a: str, b: str) -> pd.Series:
-    """Per patient: mean of ``outcome`` on arm b's photos minus arm a's (patients with both arms)."""
+def arm_difference(df: pd.DataFrame, outcome: str, a: str, b: str) -> pd.Series:
+    """Per patient: mean of ``outcome`` over arm b's rows minus arm a's (patients with both arms).
+
+    The one definition of a patient's contrast: on photos it is the summary-measures
+    contrast; on daily means (:func:`analysis.evaluate.realised_by_patient`) the realised effect.
+    """
     arm = df[df["treatment"].isin([a, b])].groupby(["patient_id", "treatment"])[outcome].mean().unstack()
     if a not in arm.columns or b not in arm.columns:
         return pd.Series(dtype=float)
@@ -146,7 +148,7 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
         model = "fixed patient intercepts (OLS)"
         notes.append("mixed models failed; used OLS with fixed patient intercepts")
     est, se_lmm = float(fit.params[name]), float(fit.bse[name])
-    per = summary_contrasts(d, "y", a, b)
+    per = arm_difference(d, "y", a, b)
     se_summary = float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) >= 2 else float("nan")
     # the larger of the two: the LMM's SE assumes independent residuals (too small under
     # autocorrelation when the slope variance sits at 0); the summary-measures SE is valid

@@ -92,7 +92,7 @@ def _versions() -> dict:
 # ---------------------------------------------------------------- steps of one method
 
 
-def _embedder(method: str, data: TrialData, cfg: AnalysisConfig):
+def _embedder(method: str, data: TrialData | None, cfg: AnalysisConfig):
     """The unfitted embedder of ``method``."""
     if method == "oracle":
         if not data.has_truth:
@@ -304,6 +304,8 @@ def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
 
 def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, np.ndarray | None]:
     """The dataset and, when a method reads photos, the normalised photos (uint8 N×3×H×W)."""
+    if "ae" in methods:  # a size the network cannot take fails before any photo is read
+        _embedder("ae", None, cfg).check_params()
     data = load_dataset(dataset)
     images = None
     if any(m in IMAGE_METHODS for m in methods):

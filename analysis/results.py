@@ -138,6 +138,10 @@ class Embedding(MethodEmbedding):
     method: str | None = None
     by_method: dict[str, MethodEmbedding] = {}
 
+    def per_method(self) -> dict[str, MethodEmbedding]:
+        """``by_method``, or the top-level summary alone for a file that has no ``by_method``."""
+        return self.by_method or ({self.method: self} if self.method else {})
+
 
 class LatentModel(_Model):
     """The population model fitted to ``severity_latent`` (severity units)."""

@@ -191,3 +191,17 @@ def test_dask_client_is_closed_when_the_study_fails(tmp_path, monkeypatch):
     with pytest.raises(RuntimeError, match="went away"):
         run_power(_study(_protocol_file(tmp_path)), tmp_path / "out", scheduler="tcp://x:1", progress=False)
     assert client.closed
+
+
+def test_protocol_name_is_escaped_in_power_html(tmp_path):
+    d = small_protocol_dict()
+    d["patients"]["n"] = 4
+    d["name"] = "<script>alert(1)</script>"
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump(d))
+    study = PowerStudy.from_cli(f, replicates=2, grid=["effect=0,1.0"], methods="oracle", seed=2)
+    run_power(study, tmp_path / "out", workers=1, progress=False)
+    html = (tmp_path / "out" / "power.html").read_text()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<table") == 1 and "data:image/png;base64," in html
