@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-from .models import arm_difference
+from .models import arm_difference, contrast_name, fit_population
 from .reduce import centre_by
 
 
@@ -69,3 +69,38 @@ def standardise(fit: dict) -> dict:
     """Estimate and CI of a population fit divided by its residual SD."""
     sd = fit["resid_sd"]
     return {k + "_std": (fit[k] / sd if sd > 0 else float("nan")) for k in ("estimate", "ci_low", "ci_high")}
+
+
+def truth_entries(data, pairs, time_terms: bool = False) -> list[dict]:
+    """Known effects of every contrast ``(a, b)`` of ``pairs`` in ``data`` (a TrialData with truth): the ``truth`` of results.json."""
+    m = data.manifest
+    out = []
+    for a, b in pairs:
+        lf = fit_population(m, "severity_latent", a, b, time_terms)
+        realised = realised_effect(m, a, b) if data.has_noisefree else None
+        effects = data.nominal_effects
+        nominal = effects[b] - effects[a] if a in effects and b in effects else None
+        keys = ("estimate", "se", "ci_low", "ci_high", "p_value", "df", "resid_sd", "model", "warnings")
+        out.append(
+            {
+                "contrast": contrast_name(a, b),
+                "nominal": nominal,
+                "realised": realised,
+                "realised_std": (realised / lf["resid_sd"] if realised is not None else None),
+                "nominal_std": (nominal / lf["resid_sd"] if nominal is not None else None),
+                "latent_model": {k: lf[k] for k in keys},
+                "latent_model_std": lf["estimate"] / lf["resid_sd"],
+            }
+        )
+    return out
+
+
+def add_known(population: list[dict], truth: list[dict]) -> None:
+    """Recovered vs known side by side, in standardised units (in place)."""
+    known = {t["contrast"]: t for t in truth}
+    for e in population:
+        k = known[e["contrast"]]
+        e["known_realised_std"] = k["realised_std"]
+        e["known_realised"] = k["realised"]
+        if k["realised_std"]:
+            e["relative_error_std"] = (e["estimate_std"] - k["realised_std"]) / abs(k["realised_std"])

@@ -249,41 +249,6 @@ def _one_method(method: str, mi: int, data: TrialData, images, pairs, cfg: Analy
 # ---------------------------------------------------------------- truth and provenance
 
 
-def _truth(data: TrialData, pairs, cfg: AnalysisConfig) -> list[dict]:
-    """Known effects of every contrast (simulated data only)."""
-    m = data.manifest
-    out = []
-    for a, b in pairs:
-        lf = fit_population(m, "severity_latent", a, b, cfg.time_terms)
-        realised = ev.realised_effect(m, a, b) if data.has_noisefree else None
-        effects = data.nominal_effects
-        nominal = effects[b] - effects[a] if a in effects and b in effects else None
-        keys = ("estimate", "se", "ci_low", "ci_high", "p_value", "df", "resid_sd", "model", "warnings")
-        out.append(
-            {
-                "contrast": contrast_name(a, b),
-                "nominal": nominal,
-                "realised": realised,
-                "realised_std": (realised / lf["resid_sd"] if realised is not None else None),
-                "nominal_std": (nominal / lf["resid_sd"] if nominal is not None else None),
-                "latent_model": {k: lf[k] for k in keys},
-                "latent_model_std": lf["estimate"] / lf["resid_sd"],
-            }
-        )
-    return out
-
-
-def _known_beside_recovered(population: list[dict], truth: list[dict]) -> None:
-    """Recovered vs known side by side, in standardised units (in place)."""
-    known = {t["contrast"]: t for t in truth}
-    for e in population:
-        k = known[e["contrast"]]
-        e["known_realised_std"] = k["realised_std"]
-        e["known_realised"] = k["realised"]
-        if k["realised_std"]:
-            e["relative_error_std"] = (e["estimate_std"] - k["realised_std"]) / abs(k["realised_std"])
-
-
 def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
     formulas = {contrast_name(a, b): population_formulas(a, cfg.time_terms) for a, b in pairs}
     for e in population:  # the re_formula actually used
@@ -338,9 +303,9 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
     per = {m: _one_method(m, mi, data, images, pairs, cfg, timings) for mi, m in enumerate(methods)}
     population = [e for r in per.values() for e in r["population"]]
     # 3. known vs recovered (simulated data only)
-    truth = _truth(data, pairs, cfg) if data.has_truth else None
+    truth = ev.truth_entries(data, pairs, cfg.time_terms) if data.has_truth else None
     if truth is not None:
-        _known_beside_recovered(population, truth)
+        ev.add_known(population, truth)
     # 4. assemble
     by_method = {m: r["summary"] for m, r in per.items()}
     m = data.manifest
