@@ -210,3 +210,14 @@ def test_a_power_study_whose_replicates_all_failed_exits_1_with_its_message(tmp_
     assert r.exit_code == 1
     assert "all 2 replicates failed; first: ValueError: singular matrix" in r.stderr
     assert "internal error" not in r.stderr and "Traceback" not in r.output
+
+
+def test_gallery_checks_skin_types_naming_the_option_and_writes_the_grid(tmp_path):
+    bad = run(["gallery", "--fitzpatrick", "2,9", "--out", tmp_path / "g.png"])
+    assert bad.exit_code == 2 and "--fitzpatrick" in bad.output and not (tmp_path / "g.png").exists()
+    ok = run(["gallery", "--fitzpatrick", "1,5", "--image-size", 48, "--out", tmp_path / "g.png"])
+    assert ok.exit_code == 0, ok.output
+    import cv2
+
+    grid = cv2.imread(str(tmp_path / "g.png"))
+    assert grid is not None and grid.shape[0] > 2 * 48  # two rows of tiles with labels

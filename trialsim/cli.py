@@ -17,7 +17,7 @@ import click
 
 from analysis.errors import AnalysisInputError
 
-from .errors import BadInput, StudyFailed, validated
+from .errors import StudyFailed, validated
 
 
 def _fail_bad_input(err: AnalysisInputError) -> None:
@@ -260,24 +260,12 @@ def demo(out, workers, quiet):
 @click.option("--nuisance", type=click.FloatRange(min=0, max=4), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @handle_errors
-def gallery(out, fitzpatrick, image_size, aspect, view, nuisance, seed):
+def gallery(out, **given):
     """A PNG grid of patients of different skin types (rows) at ACNE04 grades 0-3 (columns)."""
-    from .gallery import write_skin_grid
+    from .gallery import GalleryOptions, write_skin_grid
 
-    try:
-        types = tuple(int(t) for t in fitzpatrick.split(","))
-    except ValueError:
-        types = ()
-    if not types or not all(1 <= t <= 6 for t in types):
-        raise BadInput(
-            f"expected a comma list of skin types, got {fitzpatrick!r}",
-            field="--fitzpatrick",
-            allowed="integers 1 to 6, e.g. 2,4,6",
-        )
-    path = write_skin_grid(
-        out, fitzpatrick=types, image_size=image_size, aspect=aspect, view=view, nuisance=nuisance, seed=seed
-    )
-    click.echo(f"skin grid → {path}")
+    options = validated(GalleryOptions, given)
+    click.echo(f"skin grid → {write_skin_grid(out, **options.model_dump())}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -38,7 +38,9 @@ def validated(model: type[M], values: dict, file: str | None = None) -> M:
         return model(**values)
     except ValidationError as err:
         first = err.errors()[0]
-        name = ".".join(str(x) for x in first["loc"])
-        option = getattr(model, "OPTION_NAMES", {}).get(name, name)
+        loc = [str(x) for x in first["loc"]]
+        names = getattr(model, "OPTION_NAMES", {})
+        # the option for a field, also for an item of a list field ("--fitzpatrick", not "fitzpatrick.1")
+        option = names[loc[0]] if loc and loc[0] in names else ".".join(loc)
         got = f" (got {first['input']!r})" if "input" in first and first["type"] != "missing" else ""
         raise BadInput(f"{first['msg']}{got}", file=file, field=option) from None

@@ -10,10 +10,12 @@ dermatologist would, before trusting the simulator.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import cv2
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from analysis.atomic import atomic_write_bytes
 
@@ -128,6 +130,35 @@ def _decode(data: bytes | None) -> np.ndarray:
     if px is None:
         raise RuntimeError("the renderer returned no decodable image")
     return px
+
+
+class GalleryOptions(BaseModel):
+    """What ``trialsim gallery`` takes: skin types 1–6 (one row each; a comma list is accepted),
+    image size (px), aspect (height / width), view, nuisance strength and seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    OPTION_NAMES: ClassVar[dict[str, str]] = {
+        "fitzpatrick": "--fitzpatrick",
+        "image_size": "--image-size",
+        "aspect": "--aspect",
+        "view": "--view",
+        "nuisance": "--nuisance",
+        "seed": "--seed",
+    }
+
+    fitzpatrick: tuple[Annotated[int, Field(ge=1, le=6)], ...] = Field((2, 4, 6), min_length=1)
+    image_size: int = Field(256, ge=32, le=2048)
+    aspect: float = Field(1.0, ge=0.2, le=5.0)
+    view: Literal["cheek", "face"] = "cheek"
+    nuisance: float = Field(1.0, ge=0, le=4)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("fitzpatrick", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        """``"2,4,6"`` → ``["2", "4", "6"]`` (then validated as integers 1–6)."""
+        return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
 
 
 def write_skin_grid(out: str | Path, **kwargs) -> Path:
