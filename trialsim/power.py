@@ -25,7 +25,7 @@ from analysis.contract import METHODS
 from analysis.results import Results, detected
 
 from .errors import BadInput, StudyFailed
-from .power_table import REPLICATE_COLUMNS, _append, _parse_value, _read_done, summarise
+from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, read_done, summarise
 from .protocol import load_protocol, protocol_from_dict
 from .scaleout import run_local, run_on_cluster
 
@@ -84,7 +84,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
                 allowed="effect, " + ", ".join(GRID_ALIASES) + " or a dotted protocol field",
             )
         k, vals = item.split("=", 1)
-        values = [_parse_value(v.strip()) for v in vals.split(",") if v.strip()]
+        values = [parse_value(v.strip()) for v in vals.split(",") if v.strip()]
         if not values:
             raise BadInput(f"no values for {k!r}", field="--grid")
         grid[k.strip()] = values
@@ -288,7 +288,7 @@ def _check_spec(out: Path, spec: dict) -> None:
 def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, workers: int, progress: bool) -> None:
     """Run the replicates ``replicates.csv`` lacks, appending each one's rows as it finishes."""
     rep_path = out / "replicates.csv"
-    done = _read_done(rep_path)
+    done = read_done(rep_path)
     # rewrite what survived (drops a half-written last block) before appending more
     write_csv(rep_path, done.reindex(columns=columns))
     done_keys = set(zip(done["grid_point"].astype(str), done["replicate"].astype(int)))
@@ -304,7 +304,7 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
         total=n_all, initial=n_all - len(todo), desc="replicates", unit="trial", disable=not (progress and args)
     ) as bar:
         for _, rows in it:
-            _append(rep_path, [dict(r, **todo_points[(r["grid_point"], r["replicate"])]) for r in rows], columns)
+            append_rows(rep_path, [dict(r, **todo_points[(r["grid_point"], r["replicate"])]) for r in rows], columns)
             bar.update(1)
 
 
@@ -342,7 +342,7 @@ def run_power(
         if client is not None:
             client.close()
     # 4. sorted replicates, summary and report
-    rep = _read_done(out / "replicates.csv")
+    rep = read_done(out / "replicates.csv")
     order = {t["key"]: i for i, t in enumerate(study.tasks())}
     rep = (
         rep.assign(_o=rep["grid_point"].map(order))

@@ -33,7 +33,7 @@ REPLICATE_COLUMNS = [
 ]
 
 
-def _parse_value(text: str):
+def parse_value(text: str):
     try:
         v = float(text)
     except ValueError:
@@ -41,7 +41,7 @@ def _parse_value(text: str):
     return int(v) if v.is_integer() and "." not in text else v
 
 
-def _read_done(path: Path) -> pd.DataFrame:
+def read_done(path: Path) -> pd.DataFrame:
     """Rows already recorded; a line cut short by a kill is dropped (and rewritten later)."""
     if not path.exists():
         return pd.DataFrame(columns=REPLICATE_COLUMNS)
@@ -62,7 +62,7 @@ def _read_done(path: Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
-def _append(path: Path, rows: list[dict], columns: list[str]) -> None:
+def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
     block = pd.DataFrame(rows, columns=columns).to_csv(
         index=False, header=False, lineterminator="\n", float_format="%.10g"
     )
@@ -86,7 +86,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         null = "effect" in point and float(point["effect"]) == 0.0
         reject = float((ok["p_value"] < ALPHA).mean()) if n else float("nan")
         row = {
-            **{k: _parse_value(v) for k, v in point.items()},
+            **{k: parse_value(v) for k, v in point.items()},
             "grid_point": gp,
             "method": method,
             "test": test,
