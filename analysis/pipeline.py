@@ -69,7 +69,7 @@ class AnalysisConfig:
         return list(dict.fromkeys(raw))
 
     def resolved_image_size(self) -> int:
-        return self.image_size or PRESETS.get(self.preset, PRESETS["default"])["image_size"]
+        return int(self.image_size or PRESETS.get(self.preset, PRESETS["default"])["image_size"])  # type: ignore[call-overload]
 
 
 def _versions() -> dict:
@@ -95,10 +95,10 @@ def _versions() -> dict:
 def _embedder(method: str, data: TrialData | None, cfg: AnalysisConfig):
     """The unfitted embedder of ``method``."""
     if method == "oracle":
-        if not data.has_truth:
+        if data is None or not data.has_truth:
             raise AnalysisInputError(
                 "method 'oracle' needs the severity_latent column (simulated data only)",
-                file=str(data.root / "manifest.csv"),
+                file=str(data.root / "manifest.csv") if data is not None else None,
                 field="severity_latent",
                 allowed="methods ae or pixel-pca for real photos",
             )

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from pydantic import BaseModel, ConfigDict, PrivateAttr, model_validator
 
-from .contract import ALPHA
+from .contract import ALPHA, BASELINE_LABEL
 
 SCHEMA_VERSION = 1
 NULL_TOLERANCE = 0.05  # |realised effect| below this (severity units, 0–3 scale) counts as no effect
@@ -183,7 +183,7 @@ class Results(_Model):
     seed: int | None = None
     protocol: dict[str, Any] | None = None
     treatments: list[str] = []
-    baseline_label: str = "Baseline"
+    baseline_label: str = BASELINE_LABEL
     n_images: int = 0
     n_patients: int = 0
     skipped_images: int = 0

@@ -15,6 +15,7 @@ import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
@@ -92,7 +93,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
-    points = [{}]
+    points: list[dict] = [{}]
     for k, values in grid.items():
         points = [dict(p, **{k: v}) for p in points for v in values]
     return points
@@ -303,7 +304,8 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
     with tqdm(
         total=n_all, initial=n_all - len(todo), desc="replicates", unit="trial", disable=not (progress and args)
     ) as bar:
-        for _, rows in it:
+        for _, done_rows in it:
+            rows = cast(list[dict], done_rows)
             append_rows(rep_path, [dict(r, **todo_points[(r["grid_point"], r["replicate"])]) for r in rows], columns)
             bar.update(1)
 

@@ -82,7 +82,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         failed = g["error"].notna() & (g["error"].astype(str).str.len() > 0)
         ok = g[~failed & g["p_value"].notna()]
         n = len(ok)
-        point = dict(kv.split("=", 1) for kv in gp.split(";")) if gp != "base" else {}
+        point = dict(kv.split("=", 1) for kv in str(gp).split(";")) if gp != "base" else {}
         null = "effect" in point and float(point["effect"]) == 0.0
         reject = float((ok["p_value"] < ALPHA).mean()) if n else float("nan")
         row = {

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -19,6 +20,15 @@ TREATMENT_COLORS = ["#0173B2", "#DE8F05", "#029E73", "#CC78BC", "#CA9161", "#56B
 METHOD_COLORS = {"ae": "#3b3b98", "pixel-pca": "#b35806", "oracle": "#1a9850"}
 OTHER_METHOD_COLORS = ["#762a83", "#8c510a", "#01665e", "#c51b7d"]
 PATIENT_TESTS = ("welch", "ar1", "permutation", "randomization")
+
+
+@dataclass(frozen=True)
+class _Look:
+    """The methods in report order and the colours of methods and treatments, shared by every figure."""
+
+    methods: list[str]
+    method_colors: dict[str, str]
+    colors: dict[str, str]
 
 
 def _methods(inputs: ReportInputs) -> list[str]:
@@ -79,9 +89,9 @@ def _embeddings(inputs: ReportInputs) -> pd.DataFrame:
     return emb
 
 
-def _figures(inputs: ReportInputs, emb: pd.DataFrame, headline: list[dict], look: dict) -> dict:
+def _figures(inputs: ReportInputs, emb: pd.DataFrame, headline: list[dict], look: _Look) -> dict:
     """Headline, schedule, latent, PC1-against-latent and PC1-over-time figures (``None`` where not drawn)."""
-    methods, mcolors, colors = look["methods"], look["method_colors"], look["colors"]
+    methods, mcolors, colors = look.methods, look.method_colors, look.colors
     figs = dict.fromkeys(("headline", "schedule", "latent", "pc1_vs_latent", "pc1_time"))
     first = emb[emb["method"] == emb["method"].iloc[0]] if len(emb) and emb["method"].notna().any() else emb
     if len(first):
@@ -94,8 +104,9 @@ def _figures(inputs: ReportInputs, emb: pd.DataFrame, headline: list[dict], look
             inputs, "headline figure", fg.fig_headline, headline, contrasts, methods, mcolors, inputs.has_truth
         )
     present = [k for k in methods if k in set(emb["method"])]
-    if inputs.has_latent:
-        m = inputs.manifest.dropna(subset=["severity_latent"]).copy()
+    man = inputs.manifest
+    if inputs.has_latent and man is not None:
+        m = man.dropna(subset=["severity_latent"]).copy()
         m["patient_id"], m["day"] = m["patient_id"].astype(str), m["day"].astype(int)
         figs["latent"] = _draw(inputs, "latent trajectories", fg.fig_latent, m, colors)
         if len(emb):
@@ -200,7 +211,7 @@ def build_context(inputs: ReportInputs, alpha: float = ALPHA) -> dict:
     """All the template needs: numbers, verdicts, figure and thumbnail data URIs, notes."""
     # 1. who is who: methods, colours, the photos' table
     methods = _methods(inputs)
-    look = {"methods": methods, "method_colors": _method_colors(methods), "colors": _treatment_colors(inputs)}
+    look = _Look(methods, _method_colors(methods), _treatment_colors(inputs))
     emb = _embeddings(inputs)
     by_method = inputs.results.embedding.per_method()
     aligned = {m: by_method[m].sign_aligned if m in by_method else False for m in methods}
@@ -211,15 +222,15 @@ def build_context(inputs: ReportInputs, alpha: float = ALPHA) -> dict:
     # 3. figures and thumbnails
     figs = _figures(inputs, emb, headline, look)
     forests = _forests(inputs, prows, contrasts, methods)
-    strips, strip_note = filmstrip(inputs, look["colors"])
+    strips, strip_note = filmstrip(inputs, look.colors)
     recon, recon_loss = _reconstructions(inputs)
     # 4. the context
     return {
         "title": _title(inputs),
         "has_truth": inputs.has_truth,
         "methods": methods,
-        "method_colors": look["method_colors"],
-        "treatment_colors": look["colors"],
+        "method_colors": look.method_colors,
+        "treatment_colors": look.colors,
         "contrasts": contrasts,
         "headline": headline,
         "truth_rows": tables.truth_rows(inputs),

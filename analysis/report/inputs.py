@@ -45,7 +45,7 @@ class ReportInputs:
 
     @property
     def has_latent(self) -> bool:
-        return (
+        return bool(
             self.has_truth
             and self.manifest is not None
             and "severity_latent" in self.manifest.columns

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+from collections.abc import Iterable
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -28,7 +30,7 @@ def headline_rows(inputs: ReportInputs, methods: list[str], alpha: float = ALPHA
     """One row per population model, with its verdict against the truth (where known)."""
     truth = inputs.results.truth_by_contrast()
     by_method = inputs.results.embedding.per_method()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for e in inputs.results.population:
         t = truth.get(e.contrast)
         aligned = by_method[e.method].sign_aligned if e.method in by_method else bool(t)
@@ -126,7 +128,7 @@ def _population_line(h: dict, alpha: float) -> dict:
 def test_summary(rows: pd.DataFrame, headline: list[dict], methods: list[str], alpha: float = ALPHA) -> list[dict]:
     """Every test, one line per method × contrast × test: the population model, then the per-patient tests."""
     out = [_population_line(h, alpha) for h in headline]
-    groups = [] if rows.empty else rows.groupby(["method", "contrast", "test"], sort=False)
+    groups: Iterable = [] if rows.empty else rows.groupby(["method", "contrast", "test"], sort=False)
     for (m, c, t), g in groups:
         p = g["p_value"].dropna()
         out.append(

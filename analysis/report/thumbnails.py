@@ -29,8 +29,8 @@ def thumbnail(path: Path, px: int = THUMB_PX) -> str | None:
     try:
         with Image.open(path) as im:
             im.draft("RGB", (px * 2, px * 2))  # JPEG: decode at a reduced scale, much faster for big photos
-            im = ImageOps.exif_transpose(im).convert("RGB")
-            return _jpeg_uri(ImageOps.fit(im, (px, px), Image.LANCZOS))
+            rgb = ImageOps.exif_transpose(im).convert("RGB")
+            return _jpeg_uri(ImageOps.fit(rgb, (px, px), Image.Resampling.LANCZOS))
     except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
         return None
 
@@ -44,7 +44,7 @@ def array_uri(a: np.ndarray, px: int = 96) -> str:
     if a.dtype != np.uint8:
         a = np.clip(a * (255 if a.max() <= 1.0 else 1), 0, 255).astype(np.uint8)
     im = Image.fromarray(a.squeeze()).convert("RGB")
-    return _jpeg_uri(im.resize((px, px), Image.LANCZOS), quality=82)
+    return _jpeg_uri(im.resize((px, px), Image.Resampling.LANCZOS), quality=82)
 
 
 def filmstrip(inputs: ReportInputs, colors: dict[str, str]) -> tuple[list[dict], str | None]:
