@@ -1,4 +1,4 @@
-"""The only door in: read a dataset folder (DESIGN.md, Contract 1), simulated or real photos.
+"""The only door in: read a dataset folder (docs/contracts.md, Contract 1), simulated or real photos.
 
 :func:`load_dataset` reads ``manifest.csv`` (and ``protocol.yaml`` when present)
 into a :class:`TrialData`; :func:`load_images` decodes the photos to a square
@@ -161,9 +161,9 @@ def load_dataset(folder: str | Path) -> TrialData:
 def _open_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
-        im.load()
-        im = ImageOps.exif_transpose(im)
+    with Image.open(path) as opened:
+        opened.load()
+        im: Image.Image = ImageOps.exif_transpose(opened)
         if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -172,7 +172,7 @@ def _open_image(path: Path, size: int) -> np.ndarray:
         w, h = im.size
         s = size / min(w, h)
         nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=2.0)
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
         left, top = (nw - size) // 2, (nh - size) // 2
         im = im.crop((left, top, left + size, top + size))
         return np.asarray(im, dtype=np.uint8)

@@ -1,4 +1,4 @@
-"""``trialsim`` command line (DESIGN.md, Contract 3). Thin: parse, call the library, print.
+"""``trialsim`` command line (docs/contracts.md, Contract 3). Thin: parse, call the library, print.
 
 Exit codes: 0 success, 2 bad input (one paragraph naming file, field and allowed
 values; no traceback), 1 internal error.

@@ -1,4 +1,4 @@
-"""The dataset folder (DESIGN.md, Contract 1): atomic writes, resume and overwrite.
+"""The dataset folder (docs/contracts.md, Contract 1): atomic writes, resume and overwrite.
 
 Layout written by :func:`trialsim.simulate.simulate`::
 
