@@ -109,6 +109,21 @@ def _treatments(df: pd.DataFrame, protocol: dict | None, path: Path) -> tuple[li
     return labels, nominal
 
 
+def _check_inside(root: Path, images: pd.Series, path: Path) -> None:
+    """Refuse a manifest that names a file outside the dataset folder (``..``, absolute, via a link)."""
+    top = root.resolve()
+    for row, rel in enumerate(images, start=2):
+        target = (root / rel).resolve()
+        if target != top and top in target.parents:
+            continue
+        raise AnalysisInputError(
+            f"image {rel!r} in row {row} is outside the dataset folder (resolved, links followed: {target})",
+            file=str(path),
+            field="image",
+            allowed="paths relative to the folder of manifest.csv that stay inside it",
+        )
+
+
 def load_dataset(folder: str | Path) -> TrialData:
     """Read ``folder/manifest.csv`` (and ``protocol.yaml``); validate the required columns."""
     root = Path(folder)
@@ -151,6 +166,7 @@ def load_dataset(folder: str | Path) -> TrialData:
     df["day"] = day.astype(int)
     df["patient_id"] = df["patient_id"].astype(str)
     df["treatment"] = df["treatment"].astype(str)
+    _check_inside(root, df["image"], path)
     df = df.sort_values(["patient_id", "day", "image"], kind="stable").reset_index(drop=True)
 
     protocol = _read_protocol(root / PROTOCOL)
@@ -158,10 +174,18 @@ def load_dataset(folder: str | Path) -> TrialData:
     return TrialData(root, df, labels, protocol, nominal)
 
 
+# a photo larger than this is refused before its pixels are decoded (a 15000 px square would
+# need ~700 MB); 100 megapixels holds every camera a trial would use
+MAX_PIXELS = 100_000_000
+
+
 def _open_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
     with Image.open(path) as opened:
+        w, h = opened.size  # from the header: nothing decoded yet
+        if w * h > MAX_PIXELS:
+            raise ValueError(f"{w}×{h} px is over the {MAX_PIXELS:,} pixel limit")
         opened.load()
         im: Image.Image = ImageOps.exif_transpose(opened)
         if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
@@ -187,7 +211,7 @@ def load_images(
     with ``skip_bad`` is dropped (its path recorded in ``skipped_images``).
     Returns the (possibly reduced) data and the array, row-aligned.
     """
-    from PIL import UnidentifiedImageError
+    from PIL import Image, UnidentifiedImageError
 
     out = np.zeros((len(data.manifest), size, size, 3), dtype=np.uint8)
     keep = np.ones(len(data.manifest), dtype=bool)
@@ -203,8 +227,8 @@ def load_images(
             out[i] = _open_image(path, size)
         except FileNotFoundError:
             reason = "image file not found"
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            reason = f"unreadable image ({e.__class__.__name__})"
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+            reason = f"unreadable image ({e.__class__.__name__}{': ' + str(e) if isinstance(e, ValueError) else ''})"
         else:
             continue
         if not skip_bad:

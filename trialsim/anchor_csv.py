@@ -16,7 +16,7 @@ import pandas as pd
 from .dataset import SCHEDULE_COLUMNS
 from .dynamics import severity_grade, target_lesion_count
 from .errors import BadInput
-from .protocol import BASELINE_LABEL, Protocol, protocol_from_dict
+from .protocol import BASELINE_LABEL, MAX_STUDY_DAYS, Protocol, protocol_from_dict
 from .render.base import PatientJob
 from .simulate import patient_truth
 
@@ -46,6 +46,13 @@ def read_anchor_csv(path: str | Path) -> pd.DataFrame:
             bad = df.loc[v.isna() | (v < 1) | (v != np.floor(v)), col].iloc[0]
             raise BadInput(
                 f"non-integer or non-positive value {bad!r}", file=str(path), field=col, allowed="integers ≥ 1"
+            )
+        if v.max() > MAX_STUDY_DAYS:  # also keeps the cast below from overflowing
+            raise BadInput(
+                f"{col} {df.loc[v.idxmax(), col]} is past the longest study",
+                file=str(path),
+                field=col,
+                allowed=f"integers from 1 to {MAX_STUDY_DAYS}",
             )
         df[col] = v.astype(int)
     sev = pd.to_numeric(df["AcneSeverity"], errors="coerce")

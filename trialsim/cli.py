@@ -6,6 +6,7 @@ values; no traceback), 1 internal error.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -39,16 +40,33 @@ def handle_errors(fn):
         except StudyFailed as err:  # nothing to fix in the input; the message says what failed
             click.echo(f"trialsim: {err}", err=True)
             sys.exit(1)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except OSError as err:
+            if err.errno not in _USER_FIXABLE:
+                _fail_internal(err)
+            where = f" {err.filename}" if err.filename else ""
+            click.echo(f"trialsim: cannot write{where}: {err.strerror} (free space or choose another --out)", err=True)
+            sys.exit(2)
         except Exception as err:
-            if os.environ.get("TRIALSIM_DEBUG"):
-                traceback.print_exc()
-            click.echo(
-                f"trialsim: internal error: {err.__class__.__name__}: {err} (set TRIALSIM_DEBUG=1 for the traceback)",
-                err=True,
-            )
-            sys.exit(1)
+            _fail_internal(err)
 
     return wrapper
+
+
+# a full disk, a read-only or forbidden folder: the user can fix these, nothing is wrong inside
+_USER_FIXABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+
+
+def _fail_internal(err: BaseException) -> None:
+    if os.environ.get("TRIALSIM_DEBUG"):
+        traceback.print_exc()
+    click.echo(
+        f"trialsim: internal error: {err.__class__.__name__}: {err} (set TRIALSIM_DEBUG=1 for the traceback)",
+        err=True,
+    )
+    sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -168,12 +186,21 @@ def simulate(quiet, **given):
 )
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing or unreadable images (and say how many)")
+@click.option("--overwrite", is_flag=True, help="replace the results of an earlier analysis in --out")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, skip_bad, quiet):
+def analyze(
+    dataset, out, overwrite, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, **rest
+):
     """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
     from analysis.pipeline import AnalysisConfig
     from analysis.pipeline import analyze as run
+
+    from .dataset import claim_output, write_marker
+
+    skip_bad, quiet = rest["skip_bad"], rest["quiet"]
+    # before the analysis runs: results of an earlier run are replaced only when asked
+    claim_output(out, "analysis", "--overwrite", overwrite)
 
     cfg = AnalysisConfig(
         method=method,
@@ -188,6 +215,7 @@ def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, n
         progress=not quiet,
     )
     results = run(dataset, out, cfg)
+    write_marker(out, "analysis", f"{Path(dataset).resolve()}\n{cfg!r}")
     for pop in results["population"]:
         click.echo(
             f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "

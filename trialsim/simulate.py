@@ -263,11 +263,13 @@ def simulate(
         from .scaleout import connect
 
         client = connect(scheduler)
-    prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
+    # the truth (schedules drawn, photos listed) before the folder: nothing is written for a trial
+    # that cannot be simulated
     if jobs is None:
         jobs = simulate_truth(protocol)
     else:
         jobs = [PatientJob(protocol, j.patient_id, j.patient_index, j.days, j.images) for j in jobs]
+    prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
     args = [(job, name, sdxl, out) for job in jobs]
     if client is not None or (workers > 1 and len(jobs) > 1):
         results = _render_elsewhere(args, workers, client, progress)
