@@ -122,5 +122,5 @@ class FinetuneOptions(BaseModel):
 
     def recipe(self) -> dict:
         """The options that decide the weights; a checkpoint made under other values is not resumed."""
-        skip = {"out", "progress", "device", "compile", "cache", "grades"}
+        skip = {"out", "progress", "device", "compile", "cache", "grades", "checkpoint_every", "gradient_checkpointing"}
         return {k: v for k, v in self.model_dump().items() if k not in skip}
