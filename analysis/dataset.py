@@ -182,7 +182,11 @@ MAX_PIXELS = 100_000_000
 def _open_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as opened:
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError:  # Pillow's own limit, checked on the header
+        raise ValueError(f"over the {MAX_PIXELS:,} pixel limit") from None
+    with opened:
         w, h = opened.size  # from the header: nothing decoded yet
         if w * h > MAX_PIXELS:
             raise ValueError(f"{w}×{h} px is over the {MAX_PIXELS:,} pixel limit")
@@ -211,7 +215,7 @@ def load_images(
     with ``skip_bad`` is dropped (its path recorded in ``skipped_images``).
     Returns the (possibly reduced) data and the array, row-aligned.
     """
-    from PIL import Image, UnidentifiedImageError
+    from PIL import UnidentifiedImageError
 
     out = np.zeros((len(data.manifest), size, size, 3), dtype=np.uint8)
     keep = np.ones(len(data.manifest), dtype=bool)
@@ -227,7 +231,7 @@ def load_images(
             out[i] = _open_image(path, size)
         except FileNotFoundError:
             reason = "image file not found"
-        except (UnidentifiedImageError, OSError, ValueError, SyntaxError, Image.DecompressionBombError) as e:
+        except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
             reason = f"unreadable image ({e.__class__.__name__}{': ' + str(e) if isinstance(e, ValueError) else ''})"
         else:
             continue
