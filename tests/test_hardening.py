@@ -293,3 +293,25 @@ def test_marker_is_deterministic(tmp_path):
     assert np.array_equal(
         np.frombuffer(text.encode(), np.uint8), np.frombuffer((a / ".trialsim.json").read_bytes(), np.uint8)
     )
+
+
+def test_resume_redraws_a_truncated_photo(tmp_path):
+    sched = {"design": "fixed", "sequence": "AB", "blocks": 1, "period_days": 2, "run_in_days": 0}
+    ds = small_dataset(tmp_path, renderer="procedural", schedule=sched)
+    whole = files(ds)
+    first = pd.read_csv(ds / "manifest.csv")["image"].iloc[0]
+    (ds / first).write_bytes(whole[first][:200])  # a photo cut short by a crash or a full disk
+    (ds / "manifest.csv").unlink()
+    args = ("simulate", tmp_path / "p.yaml", "--out", ds, "--renderer", "procedural", "--image-size", 32, "--quiet")
+    r = run(*args, "--resume")
+    assert r.exit_code == 0, r.output
+    assert files(ds) == whole
+
+
+def test_messages_show_plain_numbers(tmp_path, anchor_csv):
+    df = pd.read_csv(anchor_csv)
+    df["day"] = df["day"].astype(float)
+    df.loc[0, "day"] = 1.5
+    df.to_csv(tmp_path / "a.csv", index=False)
+    r = run("simulate", "--from-csv", tmp_path / "a.csv", "--out", tmp_path / "ds", "--renderer", "none")
+    assert r.exit_code == 2 and "1.5" in r.output and "np." not in r.output, r.output

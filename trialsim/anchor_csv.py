@@ -23,6 +23,11 @@ from .simulate import patient_truth
 REQUIRED = SCHEDULE_COLUMNS
 
 
+def _plain(value):
+    """A numpy scalar as the Python number it holds (messages show ``1.5``, not ``np.float64(1.5)``)."""
+    return value.item() if hasattr(value, "item") else value
+
+
 def read_anchor_csv(path: str | Path) -> pd.DataFrame:
     """Load and validate the CSV; raise :class:`BadInput` naming the file and column."""
     path = Path(path)
@@ -45,7 +50,7 @@ def read_anchor_csv(path: str | Path) -> pd.DataFrame:
         if v.isna().any() or (v < 1).any() or (v != np.floor(v)).any():
             bad = df.loc[v.isna() | (v < 1) | (v != np.floor(v)), col].iloc[0]
             raise BadInput(
-                f"non-integer or non-positive value {bad!r}", file=str(path), field=col, allowed="integers ≥ 1"
+                f"non-integer or non-positive value {_plain(bad)!r}", file=str(path), field=col, allowed="integers ≥ 1"
             )
         if v.max() > MAX_STUDY_DAYS:  # also keeps the cast below from overflowing
             raise BadInput(
@@ -59,7 +64,7 @@ def read_anchor_csv(path: str | Path) -> pd.DataFrame:
     if sev.isna().any():
         bad = df.loc[sev.isna(), "AcneSeverity"].iloc[0]
         raise BadInput(
-            f"non-numeric severity {bad!r}", file=str(path), field="AcneSeverity", allowed="numbers in [0, 3]"
+            f"non-numeric severity {_plain(bad)!r}", file=str(path), field="AcneSeverity", allowed="numbers in [0, 3]"
         )
     if ((sev < 0) | (sev > 3)).any():
         bad = sev[(sev < 0) | (sev > 3)].iloc[0]

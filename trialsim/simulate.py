@@ -130,6 +130,21 @@ def _cv2_threads(n: int):
         cv2.setNumThreads(before)
 
 
+def _whole_image(path: Path) -> bool:
+    """True when ``path`` holds a whole JPEG or PNG (ends with its end marker), so a resume may keep it."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 12))
+            tail = f.read()
+    except OSError:
+        return False
+    if head.startswith(b"\xff\xd8"):
+        return tail.endswith(b"\xff\xd9")
+    return head.startswith(b"\x89PNG") and tail.endswith(b"IEND\xaeB`\x82")
+
+
 @dataclass
 class PatientResult:
     patient_id: str
@@ -149,7 +164,7 @@ def render_patient_to_folder(job: PatientJob, renderer: Renderer, out: Path) -> 
     man_rows, lesion_frames = [], []
 
     def wanted(image: str) -> bool:
-        return not (out / image).exists()
+        return not _whole_image(out / image)
 
     for meta, rendered in zip(images.itertuples(index=False), renderer.render_patient(job, wanted)):
         if rendered.image != meta.image:
