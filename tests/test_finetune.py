@@ -254,3 +254,21 @@ def test_resuming_with_other_options_exits_2(tiny, photos, tmp_path):
         ]
     )
     assert res.exit_code == 2 and "learning_rate" in res.output and "step-000002.pt" in res.output
+
+
+def test_bench_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_finetune", Path(__file__).resolve().parent.parent / "bench" / "bench_finetune.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    result = bench.main(["--tiny", "--workdir", str(tmp_path), "--out", str(tmp_path / "bench.json")])
+    for key in ("training_cached", "training_uncached"):
+        assert result[key]["steps_timed"] == 2 and result[key]["steps_per_s"] > 0 and result[key]["loss_finite"]
+    assert result["training_cached"]["cache"] and not result["training_uncached"]["cache"]
+    trial = result["whole_trial"]
+    assert trial["photos"] == 12 and trial["goal_met"] == (trial["wall_s (load + compile + render + write)"] <= 240)
+    assert json.loads((tmp_path / "bench.json").read_text())["cached_speedup"] == result["cached_speedup"]
+    assert '"whole_trial"' in capsys.readouterr().out

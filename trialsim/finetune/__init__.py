@@ -68,7 +68,7 @@ def finetune(options: FinetuneOptions, on_step: Callable[[int, int, float], None
     from ..render.sdxl.resolve import check_base_model
     from .cache import Examples
     from .checkpoint import grade_folder
-    from .models import load_networks
+    from .models import load_networks, place_encoders
     from .photos import find_photos, load_photo
     from .train import train_grade
 
@@ -85,7 +85,10 @@ def finetune(options: FinetuneOptions, on_step: Callable[[int, int, float], None
     if options.gradient_checkpointing:
         nets.unet.enable_gradient_checkpointing()
     for grade in todo:
+        place_encoders(nets, device)
         examples = Examples(nets, photos[grade], options.prompt.format(grade=grade), options.resolution, options.cache)
+        if options.cache:
+            place_encoders(nets, "cpu")  # not needed until the next grade's photos
         callback = None if on_step is None else (lambda step, loss, g=grade: on_step(g, step, loss))
         out[grade] = train_grade(nets, examples, options, grade, callback)
     return out

@@ -96,6 +96,14 @@ def load_networks(base_model: str, vae: str | None, weight_dtype: torch.dtype, d
     )
 
 
+def place_encoders(nets: Networks, device: torch.device | str) -> None:
+    """Move the VAE and text encoders to ``device`` (to the CPU while training on cached latents frees their
+    GPU memory for the UNet)."""
+    nets.vae.to(device)
+    for encoder in nets.text_encoders:
+        encoder.to(device)
+
+
 def add_lora(unet, rank: int, generator: torch.Generator) -> list[torch.nn.Parameter]:
     """Add a fresh rank-``rank`` LoRA (alpha = rank) to ``unet``'s attention projections; its parameters.
 
