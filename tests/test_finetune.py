@@ -272,3 +272,34 @@ def test_bench_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     assert trial["photos"] == 12 and trial["goal_met"] == (trial["wall_s (load + compile + render + write)"] <= 240)
     assert json.loads((tmp_path / "bench.json").read_text())["cached_speedup"] == result["cached_speedup"]
     assert '"whole_trial"' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_a_killed_process_resumes_to_the_weights_of_an_uninterrupted_run(tiny, photos, tmp_path):
+    import os
+    import subprocess
+    import time
+
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore"}  # same threads, same sums
+
+    def command(out: Path) -> list[str]:
+        return [sys.executable, "-m", "trialsim", "finetune", str(photos), "--out", str(out), "--base-model",
+                str(tiny["base"]), "--resolution", str(SIZE), "--grades", "1", "--steps", "40",
+                "--checkpoint-every", "5", "--quiet"]  # fmt: skip
+
+    cut = tmp_path / "cut"
+    proc = subprocess.Popen(command(cut), env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 120
+    while not list((cut / "acne1" / "checkpoints").glob("step-00001[05].pt")) and time.monotonic() < deadline:
+        assert proc.poll() is None, proc.stderr.read().decode() if proc.stderr else ""
+        time.sleep(0.02)
+    proc.kill()
+    proc.wait()
+    assert not (cut / "acne1" / WEIGHTS).exists(), "finished before it was killed"
+    done = subprocess.run(command(cut), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr
+    whole = subprocess.run(command(tmp_path / "whole"), env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stderr
+    a, b = load_file(cut / "acne1" / WEIGHTS), load_file(tmp_path / "whole" / "acne1" / WEIGHTS)
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert json.loads((cut / "acne1" / "train_log.json").read_text())["steps_done"] == 40

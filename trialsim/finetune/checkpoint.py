@@ -104,6 +104,8 @@ def save_lora(folder: Path, unet_state: dict[str, torch.Tensor]) -> Path:
     from diffusers import StableDiffusionXLPipeline
 
     folder.mkdir(parents=True, exist_ok=True)
+    for stale in folder.glob(".lora-*"):  # left by a run killed while saving
+        shutil.rmtree(stale, ignore_errors=True)
     final = folder / LORA_WEIGHT_NAME
     tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=folder))
     try:
