@@ -315,3 +315,27 @@ def test_messages_show_plain_numbers(tmp_path, anchor_csv):
     df.to_csv(tmp_path / "a.csv", index=False)
     r = run("simulate", "--from-csv", tmp_path / "a.csv", "--out", tmp_path / "ds", "--renderer", "none")
     assert r.exit_code == 2 and "1.5" in r.output and "np." not in r.output, r.output
+
+
+def test_full_disk_is_a_clear_message_not_an_internal_error(tmp_path, monkeypatch):
+    import errno
+
+    import trialsim.simulate
+
+    def full(*args, **kwargs):
+        raise OSError(errno.ENOSPC, "No space left on device", str(tmp_path / "ds" / "manifest.csv"))
+
+    monkeypatch.setattr(trialsim.simulate, "simulate_from_options", full)
+    r = run("simulate", write_protocol(tmp_path / "p.yaml"), "--out", tmp_path / "ds", "--renderer", "none")
+    assert r.exit_code == 2 and "No space left" in r.output and "manifest.csv" in r.output
+    assert "internal error" not in r.output
+
+
+def test_gallery_and_analyze_into_an_impossible_folder(tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("x")
+    r = run("gallery", "--out", blocker / "grid.png", "--image-size", 32, "--fitzpatrick", "2")
+    assert r.exit_code == 2 and "internal error" not in r.output, r.output
+    ds = small_dataset(tmp_path)
+    r = run("analyze", ds, "--out", blocker / "an", "--method", "oracle", "--quiet")
+    assert r.exit_code == 2 and "is a file" in r.output

@@ -56,7 +56,16 @@ def handle_errors(fn):
 
 
 # a full disk, a read-only or forbidden folder: the user can fix these, nothing is wrong inside
-_USER_FIXABLE = {errno.ENOSPC, errno.EDQUOT, errno.EROFS, errno.EACCES, errno.EPERM}
+_USER_FIXABLE = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
 
 
 def _fail_internal(err: BaseException) -> None:
@@ -186,6 +195,8 @@ def simulate(quiet, **given):
 @click.option("--cache/--no-cache", default=None, help="encode photos and prompt once, not every step  [default: on]")
 @click.option("--compile", is_flag=True, default=None, help="torch.compile the UNet (GPU)")
 @click.option("--adam-8bit", is_flag=True, default=None, help="bitsandbytes' 8-bit AdamW (GPU)")
+@click.option("--train-text-encoder", is_flag=True, default=None, help="a LoRA on both text encoders too")
+@click.option("--text-encoder-learning-rate", type=click.FloatRange(min=0, min_open=True), help="[default: 5e-6]")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @handle_errors
 def finetune(quiet, **given):
