@@ -339,3 +339,20 @@ def test_gallery_and_analyze_into_an_impossible_folder(tmp_path):
     ds = small_dataset(tmp_path)
     r = run("analyze", ds, "--out", blocker / "an", "--method", "oracle", "--quiet")
     assert r.exit_code == 2 and "is a file" in r.output
+
+
+def test_power_removes_work_folders_of_killed_runs(tmp_path, monkeypatch):
+    import tempfile
+
+    monkeypatch.setattr(tempfile, "tempdir", str(tmp_path / "tmp"))
+    (tmp_path / "tmp").mkdir()
+    gone = subprocess.Popen(["true"])
+    gone.wait()
+    dead = tmp_path / "tmp" / f"trialsim-rep-{gone.pid}-abc"
+    alive = tmp_path / "tmp" / f"trialsim-rep-{os.getpid()}-abc"
+    for d in (dead, alive):
+        (d / "dataset").mkdir(parents=True)
+    r = run("power", write_protocol(tmp_path / "p.yaml"), "--replicates", 1, "--out", tmp_path / "s", "--quiet")
+    assert r.exit_code == 0, r.output
+    assert not dead.exists() and alive.exists()
+    assert sorted(p.name for p in (tmp_path / "tmp").iterdir()) == [alive.name]  # its own are gone too

@@ -21,6 +21,7 @@ import hashlib
 import json
 import os
 import shutil
+import tempfile
 from pathlib import Path
 
 import pandas as pd
@@ -205,3 +206,28 @@ def write_tables(out: Path, manifest: pd.DataFrame, lesions: pd.DataFrame, days:
     write_csv(out / LESIONS, lesions)
     # manifest last: its presence says the folder is complete
     write_csv(out / MANIFEST, manifest)
+
+
+WORK_PREFIX = "trialsim-rep-"
+
+
+def work_folder() -> Path:
+    """A new temporary folder for one unit of work, named after this process (see :func:`remove_dead_work`)."""
+    return Path(tempfile.mkdtemp(prefix=f"{WORK_PREFIX}{os.getpid()}-"))
+
+
+def remove_dead_work() -> int:
+    """Remove the temporary folders of processes that no longer run (a killed study); returns how many."""
+    removed = 0
+    for folder in Path(tempfile.gettempdir()).glob(f"{WORK_PREFIX}*-*"):
+        pid = folder.name[len(WORK_PREFIX) :].split("-")[0]
+        if not pid.isdigit():
+            continue
+        try:
+            os.kill(int(pid), 0)
+        except ProcessLookupError:  # gone: its folder is ours to clean up
+            shutil.rmtree(folder, ignore_errors=True)
+            removed += 1
+        except OSError:  # alive but another user's, or not ours to judge
+            continue
+    return removed

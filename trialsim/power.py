@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,7 +24,7 @@ from analysis.atomic import atomic_write_text, write_csv
 from analysis.contract import METHODS
 from analysis.results import Results, detected
 
-from .dataset import claim_output, write_marker
+from .dataset import claim_output, remove_dead_work, work_folder, write_marker
 from .errors import BadInput, StudyFailed
 from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, read_done, summarise
 from .protocol import load_protocol, load_yaml, protocol_from_dict
@@ -252,7 +251,7 @@ def run_replicate(args) -> list[dict]:
     from .simulate import simulate
 
     base, task, methods, keep_dir = args
-    work = Path(tempfile.mkdtemp(prefix="trialsim-rep-"))
+    work = work_folder()
     try:
         d = apply_grid_point(base, task["point"])
         d["seed"] = task["seed"]
@@ -366,6 +365,7 @@ def run_power(
     try:
         # 2. the study's folder (only one trialsim wrote, so no file of the user's is touched) and its spec
         claim_output(out, "power", None, replace=True)
+        remove_dead_work()  # what killed studies left in the temporary folder
         spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed")}
         _check_spec(out, spec)
         spec_text = yaml.safe_dump(spec, sort_keys=False)
