@@ -303,3 +303,44 @@ def test_a_killed_process_resumes_to_the_weights_of_an_uninterrupted_run(tiny, p
     a, b = load_file(cut / "acne1" / WEIGHTS), load_file(tmp_path / "whole" / "acne1" / WEIGHTS)
     assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
     assert json.loads((cut / "acne1" / "train_log.json").read_text())["steps_done"] == 40
+
+
+def test_text_encoder_loras_are_saved_beside_the_unet_s_and_load_in_the_renderer(tiny, photos, tmp_path):
+    out = tmp_path / "loras"
+    res = finetune_cli(
+        [
+            str(photos),
+            "--out",
+            str(out),
+            "--base-model",
+            str(tiny["base"]),
+            "--resolution",
+            str(SIZE),
+            "--grades",
+            "1",
+            "--steps",
+            "2",
+            "--gradient-accumulation",
+            "1",
+            "--train-text-encoder",
+            "--text-encoder-learning-rate",
+            "0.01",
+        ]
+    )
+    assert res.exit_code == 0, res.output
+    state = load_file(out / "acne1" / WEIGHTS)
+    for prefix in ("unet.", "text_encoder.", "text_encoder_2."):
+        ups = [v for k, v in state.items() if k.startswith(prefix) and "lora" in k and ("up" in k or "lora_B" in k)]
+        assert ups and any(v.abs().max() > 0 for v in ups), prefix
+    from diffusers import StableDiffusionXLImg2ImgPipeline
+
+    from trialsim.render.sdxl.loading import load_lora
+    from trialsim.render.sdxl.resolve import resolve_lora
+
+    pipe = StableDiffusionXLImg2ImgPipeline.from_pretrained(str(tiny["base"]))
+    load_lora(pipe, resolve_lora(1, str(out / "acne1")))  # the renderer's loading
+    assert {k: set(v) for k, v in pipe.get_list_adapters().items()} == {
+        "unet": {"acne1"},
+        "text_encoder": {"acne1"},
+        "text_encoder_2": {"acne1"},
+    }

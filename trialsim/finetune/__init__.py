@@ -86,9 +86,10 @@ def finetune(options: FinetuneOptions, on_step: Callable[[int, int, float], None
         nets.unet.enable_gradient_checkpointing()
     for grade in todo:
         place_encoders(nets, device)
-        examples = Examples(nets, photos[grade], options.prompt.format(grade=grade), options.resolution, options.cache)
-        if options.cache:
-            place_encoders(nets, "cpu")  # not needed until the next grade's photos
+        prompt = options.prompt.format(grade=grade)
+        examples = Examples(nets, photos[grade], prompt, options.resolution, options.cache, options.train_text_encoder)
+        if options.cache:  # not needed until the next grade's photos (the text encoders are, when they train)
+            place_encoders(nets, "cpu", text_encoders=not options.train_text_encoder)
         callback = None if on_step is None else (lambda step, loss, g=grade: on_step(g, step, loss))
         out[grade] = train_grade(nets, examples, options, grade, callback)
     return out

@@ -99,8 +99,9 @@ def read_log(folder: Path) -> dict | None:
         return None
 
 
-def save_lora(folder: Path, unet_state: dict[str, torch.Tensor]) -> Path:
-    """Write the finished LoRA with diffusers' ``save_lora_weights`` (into a temporary folder, then a rename)."""
+def save_lora(folder: Path, unet_state: dict[str, torch.Tensor], text_state=None, text_2_state=None) -> Path:
+    """Write the finished LoRA (the UNet's, and the text encoders' when given) with diffusers'
+    ``save_lora_weights`` (into a temporary folder, then a rename)."""
     from diffusers import StableDiffusionXLPipeline
 
     folder.mkdir(parents=True, exist_ok=True)
@@ -109,7 +110,12 @@ def save_lora(folder: Path, unet_state: dict[str, torch.Tensor]) -> Path:
     final = folder / LORA_WEIGHT_NAME
     tmp = Path(tempfile.mkdtemp(prefix=".lora-", dir=folder))
     try:
-        StableDiffusionXLPipeline.save_lora_weights(str(tmp), unet_lora_layers=unet_state)
+        StableDiffusionXLPipeline.save_lora_weights(
+            str(tmp),
+            unet_lora_layers=unet_state,
+            text_encoder_lora_layers=text_state,
+            text_encoder_2_lora_layers=text_2_state,
+        )
         os.chmod(tmp / LORA_WEIGHT_NAME, 0o644)
         os.replace(tmp / LORA_WEIGHT_NAME, final)
     except OSError as err:

@@ -6,8 +6,10 @@ Model resolution (a local folder, the Hugging Face cache or the Hub; a missing m
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -16,6 +18,7 @@ from ..render.sdxl.resolve import check_base_model, from_hub, quiet_libraries
 
 # the attention projections of every transformer block, as DreamBooth-LoRA for SDXL trains them
 LORA_TARGETS = ("to_q", "to_k", "to_v", "to_out.0")
+TEXT_LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "out_proj")
 
 
 @dataclass
@@ -23,11 +26,11 @@ class Networks:
     """The frozen SDXL parts (``vae``, ``text_encoders``, ``tokenizers``), the UNet that gets the LoRA
     and the training noise schedule; ``weight_dtype`` is the dtype of the frozen networks."""
 
-    unet: torch.nn.Module
-    vae: torch.nn.Module
+    unet: Any  # diffusers' UNet2DConditionModel (typed loosely: its mixins confuse type checkers)
+    vae: Any
     text_encoders: tuple
     tokenizers: tuple
-    noise_scheduler: object
+    noise_scheduler: Any
     weight_dtype: torch.dtype
     device: torch.device
 
@@ -96,28 +99,27 @@ def load_networks(base_model: str, vae: str | None, weight_dtype: torch.dtype, d
     )
 
 
-def place_encoders(nets: Networks, device: torch.device | str) -> None:
-    """Move the VAE and text encoders to ``device`` (to the CPU while training on cached latents frees their
-    GPU memory for the UNet)."""
+def place_encoders(nets: Networks, device: torch.device | str, text_encoders: bool = True) -> None:
+    """Move the VAE (and the text encoders, with ``text_encoders``) to ``device``; to the CPU while
+    training on cached latents frees their GPU memory for the UNet."""
     nets.vae.to(device)
-    for encoder in nets.text_encoders:
+    for encoder in nets.text_encoders if text_encoders else ():
         encoder.to(device)
 
 
-def add_lora(unet, rank: int, generator: torch.Generator) -> list[torch.nn.Parameter]:
-    """Add a fresh rank-``rank`` LoRA (alpha = rank) to ``unet``'s attention projections; its parameters.
+def add_lora(model, rank: int, generator: torch.Generator, targets=LORA_TARGETS) -> list[torch.nn.Parameter]:
+    """Add a fresh rank-``rank`` LoRA (alpha = rank) to ``model``'s ``targets`` (default: the UNet's attention
+    projections); its parameters.
 
     A is drawn from N(0, 1/rank²) with ``generator`` (peft's "gaussian" initialisation, but
     reproducible), B is zero, so the LoRA starts as a no-op. The trained weights are float32.
     """
     from peft import LoraConfig
 
-    unet.add_adapter(
-        LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(LORA_TARGETS))
-    )
+    model.add_adapter(LoraConfig(r=rank, lora_alpha=rank, init_lora_weights="gaussian", target_modules=list(targets)))
     params = []
     with torch.no_grad():
-        for name, p in unet.named_parameters():
+        for name, p in model.named_parameters():
             if "lora_" not in name:
                 continue
             p.data = p.data.float()
@@ -130,22 +132,33 @@ def add_lora(unet, rank: int, generator: torch.Generator) -> list[torch.nn.Param
     return params
 
 
-def lora_state(unet) -> dict[str, torch.Tensor]:
-    """The UNet's LoRA weights with diffusers' key names (what ``save_lora_weights`` takes), on the CPU."""
+def remove_loras(nets: Networks) -> None:
+    """Take the LoRA off the UNet and, where there is one, off the text encoders."""
+    nets.unet.delete_adapters("default")
+    for encoder in nets.text_encoders:
+        if getattr(encoder, "_hf_peft_config_loaded", False):
+            encoder.delete_adapter("default")
+
+
+def lora_state(model) -> dict[str, torch.Tensor]:
+    """``model``'s LoRA weights with diffusers' key names (what ``save_lora_weights`` takes), on the CPU."""
     from diffusers.utils import convert_state_dict_to_diffusers
     from peft.utils import get_peft_model_state_dict
 
-    state = convert_state_dict_to_diffusers(get_peft_model_state_dict(unet))
+    with warnings.catch_warnings():
+        # peft looks for the base model's config to see whether the vocabulary changed; it did not
+        warnings.filterwarnings("ignore", message="Could not find a config file")
+        state = convert_state_dict_to_diffusers(get_peft_model_state_dict(model))
     return {k: v.detach().to("cpu", torch.float32).clone() for k, v in state.items()}
 
 
-@torch.no_grad()
 def encode_prompt(nets: Networks, prompt: str) -> tuple[torch.Tensor, torch.Tensor]:
     """SDXL's prompt conditioning: (1 × 77 × 2048 token embeddings, 1 × 1280 pooled embedding) at full size.
 
     Both text encoders' penultimate hidden states, side by side; the pooled embedding of the second.
+    Gradients flow when enabled (training the text encoders' LoRAs).
     """
-    hidden, pooled = [], None
+    hidden, pooled = [], torch.empty(0)
     for tokenizer, encoder in zip(nets.tokenizers, nets.text_encoders):
         ids = tokenizer(
             prompt, padding="max_length", max_length=tokenizer.model_max_length, truncation=True, return_tensors="pt"

@@ -26,7 +26,8 @@ class FinetuneOptions(BaseModel):
     the LoRA weights in fp32; the CPU always trains in fp32). ``checkpoint_every``: optimiser
     steps between checkpoints (rerunning continues from the last one). ``cache``: encode each
     photo with the VAE and the prompt with the text encoders once, not at every step.
-    ``compile``: ``torch.compile`` the UNet. ``seed``: every random draw (noise, timesteps,
+    ``train_text_encoder``: a LoRA on both text encoders too (at ``text_encoder_learning_rate``;
+    the prompt is then encoded at every step). ``compile``: ``torch.compile`` the UNet. ``seed``: every random draw (noise, timesteps,
     photo order, LoRA initialisation) follows from it.
     """
 
@@ -55,6 +56,8 @@ class FinetuneOptions(BaseModel):
         "cache": "--cache",
         "compile": "--compile",
         "adam_8bit": "--adam-8bit",
+        "train_text_encoder": "--train-text-encoder",
+        "text_encoder_learning_rate": "--text-encoder-learning-rate",
     }
 
     photos: str
@@ -79,6 +82,8 @@ class FinetuneOptions(BaseModel):
     cache: bool = True
     compile: bool = False
     adam_8bit: bool = False
+    train_text_encoder: bool = False
+    text_encoder_learning_rate: float = Field(5e-6, gt=0)
     device: str | None = None
     progress: bool = True
 

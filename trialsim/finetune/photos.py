@@ -101,8 +101,8 @@ def load_photo(path: Path, size: int) -> TrainingPhoto:
     from PIL import Image, ImageOps
 
     try:
-        with Image.open(path) as im:
-            im = ImageOps.exif_transpose(im).convert("RGB")
+        with Image.open(path) as opened:
+            im = ImageOps.exif_transpose(opened).convert("RGB")
     except Exception as err:  # PIL raises many kinds for a truncated or foreign file
         raise BadInput(
             f"unreadable photo ({err.__class__.__name__}: {str(err)[:200]})", file=str(path), field="image"

@@ -20,7 +20,7 @@ import torch
 from ..errors import BadInput
 from . import checkpoint as ckpt
 from .cache import Batch, Examples
-from .models import Networks, add_lora, lora_state
+from .models import TEXT_LORA_TARGETS, Networks, add_lora, lora_state, remove_loras
 from .options import FinetuneOptions
 
 MAX_GRAD_NORM = 1.0
@@ -59,9 +59,9 @@ class Trainer:
         self.losses = [float(x) for x in state["losses"]]
 
 
-def _optimizer(params, options: FinetuneOptions) -> torch.optim.Optimizer:
+def _optimizer(groups: list[dict], options: FinetuneOptions) -> torch.optim.Optimizer:
     if not options.adam_8bit:
-        return torch.optim.AdamW(params, lr=options.learning_rate, weight_decay=1e-4)
+        return torch.optim.AdamW(groups, lr=options.learning_rate, weight_decay=1e-4)
     try:
         import bitsandbytes as bnb
     except ImportError:
@@ -70,14 +70,20 @@ def _optimizer(params, options: FinetuneOptions) -> torch.optim.Optimizer:
             field="--adam-8bit",
             allowed="pip install bitsandbytes (CUDA), or train without --adam-8bit",
         ) from None
-    return bnb.optim.AdamW8bit(params, lr=options.learning_rate, weight_decay=1e-4)
+    return bnb.optim.AdamW8bit(groups, lr=options.learning_rate, weight_decay=1e-4)
 
 
 def new_trainer(nets: Networks, options: FinetuneOptions, grade: int) -> Trainer:
-    """A fresh LoRA on ``nets.unet`` with its optimiser, constant learning rate after warm-up and generator."""
+    """A fresh LoRA on ``nets.unet`` (and the text encoders, with ``train_text_encoder``) with its optimiser,
+    constant learning rate after warm-up and generator."""
     generator = torch.Generator().manual_seed(options.seed * 10 + grade)
     params = add_lora(nets.unet, options.rank, generator)
-    optimizer = _optimizer(params, options)
+    groups = [{"params": params, "lr": options.learning_rate}]
+    if options.train_text_encoder:
+        text = [p for enc in nets.text_encoders for p in add_lora(enc, options.rank, generator, TEXT_LORA_TARGETS)]
+        groups.append({"params": text, "lr": options.text_encoder_learning_rate})
+        params = params + text
+    optimizer = _optimizer(groups, options)
     warmup = options.warmup_steps
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: min(1.0, (s + 1) / warmup) if warmup else 1.0)
     fp16 = nets.weight_dtype == torch.float16
@@ -198,9 +204,10 @@ def train_grade(
                     ckpt.write_log(folder, grade, recipe, trainer.losses, options.steps)
                 if on_step is not None:
                     on_step(step, loss)
-        path = ckpt.save_lora(folder, lora_state(nets.unet))
+        text = [lora_state(enc) for enc in nets.text_encoders] if options.train_text_encoder else [None, None]
+        path = ckpt.save_lora(folder, lora_state(nets.unet), *text)
         ckpt.write_log(folder, grade, recipe, trainer.losses, options.steps)
         ckpt.remove_checkpoints(folder)
         return path
     finally:
-        nets.unet.delete_adapters("default")
+        remove_loras(nets)
