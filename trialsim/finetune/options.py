@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import ClassVar, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator
@@ -128,4 +129,8 @@ class FinetuneOptions(BaseModel):
     def recipe(self) -> dict:
         """The options that decide the weights; a checkpoint made under other values is not resumed."""
         skip = {"out", "progress", "device", "compile", "cache", "grades", "checkpoint_every", "gradient_checkpointing"}
-        return {k: v for k, v in self.model_dump().items() if k not in skip}
+        recipe = {k: v for k, v in self.model_dump().items() if k not in skip}
+        for key in ("photos", "base_model", "vae"):  # the same folder however it is written
+            if recipe[key] and Path(recipe[key]).expanduser().exists():
+                recipe[key] = str(Path(recipe[key]).expanduser().resolve())
+        return recipe
