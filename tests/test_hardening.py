@@ -179,7 +179,7 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
         ({"schedule": {"design": "randomized_blocks", "sequence": "ZZZ"}}, "schedule.sequence"),
         ({"schedule": {"design": "randomized_blocks", "blocks": 3, "max_consecutive_periods": 1}}, "consecutive"),
         ({"schedule": {"period_days": 3650, "blocks": 1000}}, "36500"),
-        ({"dynamics": {"sd_obs": float("nan")}}, "dynamics.sd_obs"),
+        ({"dynamics": {"sd_obs": float("nan")}}, "finite number"),
     ],
 )
 def test_garbage_protocols_exit_2_before_any_output(tmp_path, overrides, field):
