@@ -212,7 +212,7 @@ def test_huge_csv_day_names_the_csv_column(tmp_path, anchor_csv):
 # --- power ---------------------------------------------------------------------------------------
 
 
-@pytest.mark.parametrize("grid", ["name=x;y", "effect=0,0", "schedule.nonsense=3", "patients=0"])
+@pytest.mark.parametrize("grid", ["name=x;y", "name=../../../../x", "effect=0,0", "schedule.nonsense=3", "patients=0"])
 def test_bad_grids_are_refused_before_any_replicate(tmp_path, grid):
     out = tmp_path / "study"
     r = run("power", write_protocol(tmp_path / "p.yaml"), "--replicates", 1, "--out", out, "--grid", grid)

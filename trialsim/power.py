@@ -88,9 +88,9 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         values = [parse_value(v.strip()) for v in vals.split(",") if v.strip()]
         if not values:
             raise BadInput(f"no values for {k!r}", field="--grid")
-        # ";" and "=" separate a grid point's parts in replicates.csv
-        if any(c in item.replace("=", "", 1) for c in ";="):
-            raise BadInput(f"';' or a second '=' in {item!r}", field="--grid", allowed="KEY=V1,V2,…")
+        # ";" and "=" separate a grid point's parts in replicates.csv; a point names a folder (--keep-images)
+        if any(c in item.replace("=", "", 1) for c in ";=/\\"):
+            raise BadInput(f"';', '/', '\\' or a second '=' in {item!r}", field="--grid", allowed="KEY=V1,V2,…")
         repeated = sorted({str(v) for v in values if values.count(v) > 1})
         if repeated:
             raise BadInput(f"{k.strip()} lists {', '.join(repeated)} more than once", field="--grid")
