@@ -159,6 +159,10 @@ class Rendering(_Strict):
     aspect: float = Field(1.0, gt=0.2, le=5.0, description="height / width; 4/3 gives a 3:4 portrait frame")
     view: Literal["cheek", "face"] = "cheek"
     nuisance: float = Field(1.0, ge=0.0, le=4.0, description="photo-condition strength: 0 none, 1 default, 2 double")
+    style: Literal["realistic", "classic"] = Field(
+        "realistic",
+        description="procedural look: realistic (calibrated on real trial photos) or classic (bright, uniform lesions)",
+    )
 
 
 class Protocol(_Strict):

@@ -29,6 +29,7 @@ from ..protocol import Protocol
 from ..seeding import patient_rng
 from .base import PatientJob, RenderedImage, Renderer
 from .nuisance import apply_nuisance_scene
+from .style import CLASSIC_LOOK, STYLES
 from .skin import HAEMOGLOBIN_ABS, MELANIN_ABS, SkinBase, build_skin, default_fitzpatrick, draw_identity
 
 
@@ -43,15 +44,7 @@ class CleanImage:
     lesion_mask: np.ndarray  # bool H×W: where lesions and their halos are drawn
 
 
-# per type: halo width and redness, core redness, dome height, highlight, and a blend
-# toward a head/plug colour (RGB, radius as a fraction of the lesion radius, weight)
-_LOOK = {
-    "papule": dict(halo=2.0, halo_h=1.8, core_h=3.2, dome=1.0, hl=0.07, head=None),
-    "pustule": dict(halo=2.0, halo_h=1.8, core_h=2.6, dome=1.1, hl=0.16, head=((242, 232, 190), 0.5, 0.85)),
-    "nodule": dict(halo=1.6, halo_h=1.3, core_h=3.2, dome=0.8, hl=0.10, head=None),
-    "closed_comedone": dict(halo=1.3, halo_h=0.6, core_h=0.0, dome=0.9, hl=0.08, head=((240, 228, 205), 0.6, 0.22)),
-    "open_comedone": dict(halo=1.1, halo_h=0.18, core_h=0.0, dome=0.3, hl=0.0, head=((48, 38, 32), 0.5, 0.85)),
-}
+_LOOK = CLASSIC_LOOK  # the classic look; a renderer passes its style's table
 
 
 @functools.lru_cache(maxsize=256)
@@ -71,7 +64,7 @@ def _sprite_grid(ext: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarr
     return yy, xx, d2u, inv
 
 
-def _sprite_shape(kind: str, r: float, light: tuple[float, float]) -> dict[str, np.ndarray]:
+def _sprite_shape(kind: str, r: float, light: tuple[float, float], looks: dict = _LOOK) -> dict[str, np.ndarray]:
     """The parts of a sprite that depend on its type and radius but not on its intensity.
 
     ``r`` is the radius in px (already at least 0.6), ``light`` the unit vector toward the
@@ -84,7 +77,7 @@ def _sprite_shape(kind: str, r: float, light: tuple[float, float]) -> dict[str, 
     intensities, so these are computed once per (type, radius) and reused (same
     operations, same order, so the same bits).
     """
-    look = _LOOK.get(kind)
+    look = looks.get(kind)
     halo = (look["halo"] if look else 1.0) * r
     ext = int(np.ceil(max(3.0 * halo, 1.6 * r) + 1))
     yy, xx, d2, inv = _sprite_grid(ext)
@@ -109,7 +102,13 @@ def _sprite_shape(kind: str, r: float, light: tuple[float, float]) -> dict[str, 
 
 
 def lesion_sprite(
-    kind: str, radius: float, intensity: float, melanin: float, light: tuple[float, float], shapes: dict | None = None
+    kind: str,
+    radius: float,
+    intensity: float,
+    melanin: float,
+    light: tuple[float, float],
+    shapes: dict | None = None,
+    looks: dict = _LOOK,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """A lesion as ``out = skin · F + A`` on a square patch centred on the lesion.
 
@@ -120,7 +119,7 @@ def lesion_sprite(
     ``shapes``: an optional dict, kept by the caller for one patient (one ``light``),
     that caches :func:`_sprite_shape` per (type, radius).
     """
-    return lesion_sprites(kind, radius, [intensity], melanin, light, shapes)[0]
+    return lesion_sprites(kind, radius, [intensity], melanin, light, shapes, looks)[0]
 
 
 def lesion_sprites(
@@ -130,10 +129,11 @@ def lesion_sprites(
     melanin: float,
     light: tuple[float, float],
     shapes: dict | None = None,
+    looks: dict = _LOOK,
 ) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
     """:func:`lesion_sprite` for several intensities of one type and radius: one (F, A, W)
     per intensity (see :func:`_sprite_stack`)."""
-    F, A, W = _sprite_stack(kind, radius, intensities, melanin, light, shapes)
+    F, A, W = _sprite_stack(kind, radius, intensities, melanin, light, shapes, looks)
     return [(F[j], A[j], W[j]) for j in range(len(F))]
 
 
@@ -144,6 +144,7 @@ def _sprite_stack(
     melanin: float,
     light: tuple[float, float],
     shapes: dict | None = None,
+    looks: dict = _LOOK,
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """:func:`lesion_sprite` for several intensities of one type and radius, computed together.
 
@@ -157,13 +158,13 @@ def _sprite_stack(
     computed once per distinct distance and spread over the patch (see :func:`_sprite_grid`).
     """
     r = max(float(radius), 0.6)
-    look = _LOOK.get(kind)
+    look = looks.get(kind)
     if shapes is None:
-        sh = _sprite_shape(kind, r, light)
+        sh = _sprite_shape(kind, r, light, looks)
     else:
         sh = shapes.get((kind, r))
         if sh is None:
-            sh = shapes[(kind, r)] = _sprite_shape(kind, r, light)
+            sh = shapes[(kind, r)] = _sprite_shape(kind, r, light, looks)
     Is = [float(i) for i in intensities]
 
     def f32(values) -> np.ndarray:
@@ -254,6 +255,7 @@ class ProceduralRenderer(Renderer):
         self.height, self.width = canonical_size(r.image_size, r.aspect)
         self.view = r.view
         self.aspect = r.aspect
+        self.style = STYLES[r.style]
         self.strength = float(r.nuisance)
         self.quality_range = tuple(quality_range)
         self.radius_step = 0.25 * max(1.0, self.height / 256.0)
@@ -272,7 +274,8 @@ class ProceduralRenderer(Renderer):
         if patient_index not in self._skins:
             rng = patient_rng(self.protocol.seed, patient_index, "identity")
             ident = draw_identity(rng, self.fitzpatrick(patient_index, patient_id))
-            self._skins = {patient_index: build_skin(ident, self.height, self.width, self.view)}
+            skin_style = None if self.style.name == "classic" else self.style.skin
+            self._skins = {patient_index: build_skin(ident, self.height, self.width, self.view, skin_style)}
         return self._skins[patient_index]
 
     def identity_image(self, patient_index: int, patient_id: str) -> np.ndarray:
@@ -350,7 +353,13 @@ class ProceduralRenderer(Renderer):
         members = [j for j in st.group_members[st.sprite_groups[sid]] if st.sprites[j] is None]
         kind, r, _ = st.sprite_keys[sid]
         F, A, W = _sprite_stack(
-            kind, r, [st.sprite_keys[j][2] for j in members], st.skin.identity.melanin, st.skin.light, st.shapes
+            kind,
+            r,
+            [st.sprite_keys[j][2] for j in members],
+            st.skin.identity.melanin,
+            st.skin.light,
+            st.shapes,
+            self.style.look,
         )
         # BGRA: channels reversed, alpha kept (×1, +0)
         n, k = F.shape[:2]
@@ -427,7 +436,7 @@ class ProceduralRenderer(Renderer):
             data = None
             if wanted(image):
                 scene, _ = self._draw_day(st, day)
-                data = apply_nuisance_scene(scene, seed, self.strength, hour, self.quality_range)
+                data = apply_nuisance_scene(scene, seed, self.strength, hour, self.quality_range, self.style.camera)
             yield RenderedImage(image=image, data=data, lesions=lesions, lesion_count=counts[day])
 
     def finish_patient(self, job: PatientJob, out: Path) -> None:
