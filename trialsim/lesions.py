@@ -18,6 +18,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from .views import SIDE_SCALE, patient_view, side_allowed
+
 ACTIVE_TYPES = ("open_comedone", "closed_comedone", "papule", "pustule", "nodule")
 MARK = "mark"
 
@@ -70,6 +72,8 @@ def allowed_region(x, y, view: str, aspect: float) -> np.ndarray:
     if view == "cheek":
         m = 0.03
         return (x > m) & (x < 1 - m) & (y > m) & (y < 1 - m)
+    if view == "side":
+        return side_allowed(x, y)
     cu = 0.5 / aspect
     u, v = x / aspect, y
     face = FACE["face"]
@@ -131,6 +135,8 @@ def sample_positions(
     # crowded skin: accept the allowed candidate farthest from its neighbours
     allowed = np.flatnonzero(allowed)
     if not len(allowed):
+        if view == "side":
+            return 0.7, 0.55
         return 0.5, 0.5 if view == "cheek" else FACE["face"][1] + 0.15
     if not len(occupied):
         return float(cand[allowed[0], 0]), float(cand[allowed[0], 1])
@@ -223,7 +229,7 @@ def _state(le: _Lesion, day: int) -> tuple[str, float, float] | None:
 
 
 def lesion_population(
-    days: pd.DataFrame, rng: np.random.Generator, view: str = "cheek", aspect: float = 1.0
+    days: pd.DataFrame, rng: np.random.Generator, view: str = "cheek", aspect: float = 1.0, size_scale: float = 1.0
 ) -> pd.DataFrame:
     """Every lesion's state on every observed day of one patient.
 
@@ -232,8 +238,11 @@ def lesion_population(
     ``type`` (an active type or ``mark``), ``x``, ``y`` (normalised), ``radius``
     (fraction of the frame height), ``stage`` (grow, peak, resolve, mark) and
     ``intensity`` (0–1). The number of non-mark rows on a day equals its target.
+    ``size_scale`` multiplies every radius (how close the camera is: a style's field of view).
     """
-    scale = _FACE_SCALE if view == "face" else 1.0
+    scale = {"face": _FACE_SCALE, "side": SIDE_SCALE}.get(view, 1.0)
+    if size_scale != 1.0:  # multiplying by 1.0 changes no bit, but keep the classic path untouched
+        scale = scale * size_scale
     hotspots = _hotspots(rng, view, aspect)
     lesions: list[_Lesion] = []
     active: list[_Lesion] = []
@@ -378,12 +387,14 @@ TRUTH_COLUMNS = ["image", "lesion_id", "type", "x", "y", "radius", "stage", "int
 
 
 def lesion_truth(
-    job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float
+    job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float, size_scale: float = 1.0
 ) -> tuple[pd.DataFrame, dict[int, dict[str, np.ndarray]]]:
     """The population in pixels, and per day its columns as arrays (``x``, ``y``, ``radius``
     rounded to 0.01 px as written to ``lesions.csv``), for a
-    :class:`~trialsim.render.base.PatientJob`."""
-    pop = to_pixels(lesion_population(job.days, rng, view, aspect), height, width)
+    :class:`~trialsim.render.base.PatientJob`; ``view`` may be ``mixed`` (the patient's own
+    view is then :func:`~trialsim.views.patient_view`)."""
+    view = patient_view(view, job.patient_index)
+    pop = to_pixels(lesion_population(job.days, rng, view, aspect, size_scale), height, width)
     pop["lesion_id"] = [f"{job.patient_id}-{n}" for n in pop["lesion_n"]]
     for c in ("x", "y", "radius"):
         pop[c] = pop[c].round(2)

@@ -50,15 +50,17 @@ def compare(
     images = np.concatenate([real.images, sim.images])
     y = np.r_[np.zeros(len(real.images), int), np.ones(len(sim.images), int)]
     groups = np.r_[["real:" + g for g in real.groups], ["sim:" + g for g in sim.groups]]
+    # folds by patient_id alone: a person in both folders stays on one side of every split
+    fold_groups = np.r_[real.groups, sim.groups].astype(str)
     feats = feature_table(images)
     X = feats.to_numpy(float)
-    f_score, importance = feature_scores(X, y, groups, seed)
+    f_score, importance = feature_scores(X, y, fold_groups, seed)
     tests = [summary("fixed statistics (random forest)", y, f_score, groups, seed)]
     scores = {"statistics": f_score}
     if cnn:
         from .cnn import cnn_scores
 
-        c_score = cnn_scores(images, y, grouped_folds(y, groups, seed), seed=seed)
+        c_score = cnn_scores(images, y, grouped_folds(y, fold_groups, seed), seed=seed)
         tests.append(summary("small CNN on crops (from scratch)", y, c_score, groups, seed))
         scores["cnn"] = c_score
     diff = {}

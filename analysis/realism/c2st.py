@@ -1,7 +1,9 @@
 """Classifier two-sample tests: can a classifier tell simulated photos from real ones?
 
 Out-of-fold scores from folds grouped by patient (a patient's photos are all in one
-fold, so a classifier cannot win by recognising a person it saw in training), pooled
+fold, so a classifier cannot win by recognising a person it saw in training; a
+``patient_id`` present in both folders is one group, so the same person is never on
+both sides of a split), pooled
 into one ROC AUC. Its 95 % CI comes from a bootstrap over patients (each side's
 patients resampled with replacement), because photos of one patient are not
 independent. AUC 0.5: the classifier cannot tell the folders apart; 1.0: it always can.
@@ -71,5 +73,6 @@ def summary(name: str, y, score, groups, seed: int = 0) -> dict:
         "ci_high": hi,
         "n_real": int((y == 0).sum()),
         "n_sim": int((y == 1).sum()),
-        "folds": len(grouped_folds(y, groups, seed)),
+        "n_real_patients": len(np.unique(groups[y == 0])),
+        "n_sim_patients": len(np.unique(groups[y == 1])),
     }

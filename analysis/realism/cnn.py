@@ -1,8 +1,12 @@
 """A small CNN, trained from scratch, that tries to tell simulated photos from real ones.
 
-Input: photos as uint8 (N, S, S, 3). Training takes random ``crop`` px crops (with flips)
-so the network judges skin, lesions and camera traces rather than the framing alone; a
-photo's score is the mean over a fixed grid of crops. No pretrained weights: nothing is
+Input: photos as uint8 (N, S, S, 3), seen by the network as their detail layers (lightness
+and CIELAB a* minus a Gaussian blur of SD 4 px at 256 px, plus the blurred a* contrast):
+what is left is texture, pores, lesion edges, noise and compression, not the overall
+colour or brightness, which differ more between patients than between folders and which
+the fixed statistics already cover. Training takes random ``crop`` px crops (with flips)
+so the network judges skin and camera traces rather than the framing alone; a photo's
+score is the mean over a fixed grid of crops. No pretrained weights: nothing is
 downloaded. Trained per grouped fold (:func:`analysis.realism.c2st.grouped_folds`).
 """
 
@@ -23,6 +27,22 @@ def _net(torch):
     )  # fmt: skip
 
 
+def detail_layers(images: np.ndarray) -> np.ndarray:
+    """(N, 3, S, S) float32: L and a* detail (minus a blur of SD 4 px at 256 px) and the a*
+    band between SD 1 and 8 px, each in CIELAB units over 4."""
+    import cv2
+
+    s = images.shape[1] / 256.0
+    out = np.zeros((len(images), 3) + images.shape[1:3], np.float32)
+    for i, rgb in enumerate(images):
+        lab = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB).astype(np.float32)
+        L, a = lab[..., 0] * (100 / 255), lab[..., 1]
+        out[i, 0] = L - cv2.GaussianBlur(L, (0, 0), 4 * s)
+        out[i, 1] = a - cv2.GaussianBlur(a, (0, 0), 4 * s)
+        out[i, 2] = cv2.GaussianBlur(a, (0, 0), 1 * s) - cv2.GaussianBlur(a, (0, 0), 8 * s)
+    return out / 4.0
+
+
 def _grid_crops(x, crop: int, n: int = 3):
     """A fixed n×n grid of crops of every photo: (N·n², 3, crop, crop)."""
     s = x.shape[-1]
@@ -31,14 +51,13 @@ def _grid_crops(x, crop: int, n: int = 3):
 
 
 def cnn_scores(
-    images: np.ndarray, y: np.ndarray, folds: list[tuple], crop: int = 96, epochs: int = 12, seed: int = 0
+    images: np.ndarray, y: np.ndarray, folds: list[tuple], crop: int = 96, epochs: int = 25, seed: int = 0
 ) -> np.ndarray:
     """Out-of-fold P(simulated) per photo. ``images`` uint8 (N, S, S, 3), S ≥ ``crop``."""
     import torch
 
     gen = torch.Generator().manual_seed(seed)
-    X = torch.from_numpy(np.ascontiguousarray(images.transpose(0, 3, 1, 2))).float().div_(255.0)
-    X = (X - 0.5) / 0.25
+    X = torch.from_numpy(detail_layers(images))
     Y = torch.from_numpy(y.astype(np.float32))
     s = X.shape[-1]
     score = np.zeros(len(y))
@@ -46,6 +65,7 @@ def cnn_scores(
         torch.manual_seed(seed + k)  # layer initialisation reads torch's default generator
         net = _net(torch)
         opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
+        sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
         pos_w = torch.tensor(float((y[tr] == 0).sum()) / max(1.0, float((y[tr] == 1).sum())))
         loss_fn = torch.nn.BCEWithLogitsLoss(pos_weight=pos_w)
         tr_t = torch.from_numpy(tr)
@@ -53,13 +73,14 @@ def cnn_scores(
             net.train()
             for b in torch.randperm(len(tr), generator=gen).split(32):
                 idx = tr_t[b]
-                oy, ox = torch.randint(0, s - crop + 1, (2,), generator=gen).tolist()
-                xb = X[idx, :, oy : oy + crop, ox : ox + crop]
-                if torch.rand(1, generator=gen).item() < 0.5:
-                    xb = xb.flip(-1)
+                off = torch.randint(0, s - crop + 1, (len(idx), 2), generator=gen).tolist()
+                xb = torch.stack([X[i, :, oy : oy + crop, ox : ox + crop] for i, (oy, ox) in zip(idx.tolist(), off)])
+                flip = torch.rand(len(idx), generator=gen) < 0.5
+                xb = torch.where(flip[:, None, None, None], xb.flip(-1), xb)
                 opt.zero_grad()
                 loss_fn(net(xb).squeeze(1), Y[idx]).backward()
                 opt.step()
+            sched.step()
         net.eval()
         with torch.no_grad():
             xt = X[torch.from_numpy(te)]

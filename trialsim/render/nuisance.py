@@ -110,7 +110,8 @@ def draw_conditions(
     h, w = shape
     # time of day: light comes from the side the sun/window is on and is warmer off midday
     tod = np.clip((hour - 13.0) / 6.0, -1.5, 1.5)
-    kelvin = WHITE_BALANCE_MEAN_K + s * (camera.white_balance_sd_k * z[1] - 700.0 * tod**2)
+    kelvin = WHITE_BALANCE_MEAN_K + s * (camera.white_balance_mean_k - WHITE_BALANCE_MEAN_K)
+    kelvin += s * (camera.white_balance_sd_k * z[1] - 700.0 * tod**2)
     angle = np.pi * (0.5 + 0.35 * tod) + 0.6 * (u[0] - 0.5)
     lo, hi = quality_range
     quality = int(round(hi - (hi - lo) * u[4] * min(s, 1.0) - 10 * max(s - 1.0, 0.0) * u[4]))

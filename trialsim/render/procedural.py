@@ -27,10 +27,11 @@ import pandas as pd
 from ..lesions import MARK, active_count, canonical_size, image_truth, lesion_truth
 from ..protocol import Protocol
 from ..seeding import patient_rng
+from ..views import patient_view
 from .base import PatientJob, RenderedImage, Renderer
 from .nuisance import apply_nuisance_scene
-from .style import CLASSIC_LOOK, STYLES
 from .skin import HAEMOGLOBIN_ABS, MELANIN_ABS, SkinBase, build_skin, default_fitzpatrick, draw_identity
+from .style import CLASSIC_LOOK, STYLES
 
 
 @dataclass
@@ -275,7 +276,14 @@ class ProceduralRenderer(Renderer):
             rng = patient_rng(self.protocol.seed, patient_index, "identity")
             ident = draw_identity(rng, self.fitzpatrick(patient_index, patient_id))
             skin_style = None if self.style.name == "classic" else self.style.skin
-            self._skins = {patient_index: build_skin(ident, self.height, self.width, self.view, skin_style)}
+            view = patient_view(self.view, patient_index)
+            if view == "side":
+                from .side import build_side
+
+                base = build_side(ident, self.height, self.width, skin_style)
+            else:
+                base = build_skin(ident, self.height, self.width, view, skin_style)
+            self._skins = {patient_index: base}
         return self._skins[patient_index]
 
     def identity_image(self, patient_index: int, patient_id: str) -> np.ndarray:
@@ -286,7 +294,7 @@ class ProceduralRenderer(Renderer):
     def _state(self, job: PatientJob, with_mask: bool = False) -> _PatientState:
         skin = self.skin(job.patient_index, job.patient_id)
         rng = patient_rng(self.protocol.seed, job.patient_index, "lesions")
-        pop, by_day = lesion_truth(job, self.height, self.width, rng, self.view, self.aspect)
+        pop, by_day = lesion_truth(job, self.height, self.width, rng, self.view, self.aspect, self.style.lesion_scale)
         keys, groups, stamps = self._stamps(pop)
         return _PatientState(skin, by_day, keys, groups, stamps, with_mask)
 

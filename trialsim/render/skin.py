@@ -119,12 +119,15 @@ def _skin_maps(rng, h, w, ident: SkinIdentity, px: float, st=None):
     """Melanin map, haemoglobin map, relief height and sheen for a skin patch (px = pixels per 512-unit).
 
     ``st``: a :class:`trialsim.render.style.Skin` (None: the classic strengths)."""
-    patches, spacing_512 = (0.12, 5.2) if st is None else (st.redness_patches, st.pore_spacing)
+    if st is None:
+        patches, spacing_512, mid_tone, pore_size = 0.12, 5.2, 0.03, 0.9
+    else:
+        patches, spacing_512, mid_tone, pore_size = st.redness_patches, st.pore_spacing, st.mid_tone, st.pore_size
     m0, h0 = ident.melanin, ident.haemoglobin
     low = noise_field(rng, h, w, 140 * px)
     mid = noise_field(rng, h, w, 28 * px)
     fine = noise_field(rng, h, w, 5 * px)
-    melanin = m0 * np.exp(0.035 * low + 0.03 * mid + 0.02 * fine)
+    melanin = m0 * np.exp(0.035 * low + mid_tone * mid + 0.02 * fine)
     hb_low = noise_field(rng, h, w, 90 * px)
     hb_mid = noise_field(rng, h, w, 14 * px)
     # a flush over the cheek's apex, placed per patient
@@ -159,8 +162,16 @@ def _skin_maps(rng, h, w, ident: SkinIdentity, px: float, st=None):
     gy, gx = np.mgrid[0 : h + spacing : spacing, 0 : w + spacing : spacing]
     pxy = np.stack([gx.ravel(), gy.ravel()], 1) + rng.uniform(-0.45, 0.45, (gx.size, 2)) * spacing
     pamp = rng.uniform(0.3, 1.0, len(pxy))
-    pores = _spots(h, w, pxy, pamp, max(0.55, 0.9 * px))
-    pores = pores * (0.75 + 0.25 * np.clip(mid, -2, 2)) / max(pores.max(), 1e-6)
+    pores = _spots(h, w, pxy, pamp, max(0.55, pore_size * px))
+    if st is None:
+        pores = pores * (0.75 + 0.25 * np.clip(mid, -2, 2)) / max(pores.max(), 1e-6)
+    else:
+        # a third of the pores open wider; depth scaled to a typical pore, not the deepest overlap
+        wide = rng.random(len(pxy)) < 0.33
+        pores = pores + 0.5 * _spots(h, w, pxy[wide], pamp[wide], max(0.8, 1.8 * pore_size * px))
+        pores = pores * (0.8 + 0.2 * np.clip(mid, -2, 2)) / max(float(np.percentile(pores, 99)), 1e-6)
+        # pores hold pigment and sebum: they read brown, not grey
+        melanin = melanin + 0.3 * np.clip(pores, 0, 1.5) * (0.25 + 0.5 * m0)
     # skin lines: two crossing families of fine furrows (the skin's diamond pattern)
     lines = np.zeros((h, w), np.float32)
     for ang in rng.uniform(0, np.pi, 2):
@@ -215,9 +226,13 @@ def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek"
     rng = np.random.default_rng(ident.seed)
     h, w = int(height), int(width)
     px = h / 512.0
-    if style is not None and style.zoom_range != (1.0, 1.0):
-        # the patient's camera distance: a separate stream, so the classic draws stay as they were
-        px *= float(np.random.default_rng([ident.seed, 1]).uniform(*style.zoom_range))
+    pore_depth = 0.42
+    if style is not None:
+        # the patient's camera distance and pores: a separate stream, so the classic draws stay as they were
+        u = np.random.default_rng([ident.seed, 1]).random(2)
+        px *= style.zoom_range[0] + (style.zoom_range[1] - style.zoom_range[0]) * float(u[0])
+        lo, hi = style.pore_depth_range
+        pore_depth = style.pore_depth * (lo + (hi - lo) * float(u[1]))
     light = (float(np.cos(ident.light_angle)), float(np.sin(ident.light_angle)))
     if view == "face":
         px_face = px * 0.5  # the whole face in frame: pores and lines are finer per pixel
@@ -239,7 +254,12 @@ def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek"
         side = ((xx - ax) * light[0] + (yy - ay) * light[1]) / (0.9 * max(h, w))
         curvature = np.clip((1.04 - style.curvature * r2) * (1 + 0.35 * side), 0.4, 1.15).astype(np.float32)
         spec_amp = rng.uniform(*style.spec_range)
-        lin = _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores, style.pore_depth)
+        lin = _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores, pore_depth)
+        # glints: the oily film catches the light in tiny bright specks on the lit, shiny skin
+        n = int(rng.uniform(0.1, 1.0) * 700 * h * w / (512 * 512))
+        gxy = rng.random((n, 2)) * [w, h]
+        glint = _spots(h, w, gxy, rng.uniform(0.3, 1.0, n), max(0.5, 0.7 * px))
+        lin = lin + (spec_amp * 3.0 * glint * sheen * curvature**4)[..., None]
     pixels = srgb8_from_linear(lin)
     return SkinBase(pixels=pixels, identity=ident, light=light, skin_mask=np.ones((h, w), bool))
 

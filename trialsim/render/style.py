@@ -27,11 +27,11 @@ CLASSIC_LOOK = {
 # real mild acne: diffuse, flat-topped, a* contrast of 4-8 units against the skin rather than
 # 12-16; heads are small and dull; comedones are skin-coloured bumps or small dark plugs
 REALISTIC_LOOK = {
-    "papule": dict(halo=2.3, halo_h=0.85, core_h=1.05, dome=0.45, hl=0.0, head=None),
-    "pustule": dict(halo=2.2, halo_h=0.8, core_h=0.9, dome=0.5, hl=0.03, head=((236, 226, 196), 0.4, 0.4)),
-    "nodule": dict(halo=1.9, halo_h=0.7, core_h=1.2, dome=0.45, hl=0.0, head=None),
-    "closed_comedone": dict(halo=1.4, halo_h=0.3, core_h=0.0, dome=0.5, hl=0.0, head=((236, 222, 200), 0.5, 0.12)),
-    "open_comedone": dict(halo=1.1, halo_h=0.1, core_h=0.0, dome=0.2, hl=0.0, head=((70, 55, 45), 0.45, 0.55)),
+    "papule": dict(halo=2.2, halo_h=0.8, core_h=0.8, dome=0.35, hl=0.0, head=None),
+    "pustule": dict(halo=2.1, halo_h=0.75, core_h=0.7, dome=0.4, hl=0.02, head=((236, 226, 196), 0.4, 0.35)),
+    "nodule": dict(halo=1.9, halo_h=0.7, core_h=1.0, dome=0.4, hl=0.0, head=None),
+    "closed_comedone": dict(halo=1.6, halo_h=0.3, core_h=0.0, dome=0.45, hl=0.0, head=((236, 222, 200), 0.5, 0.12)),
+    "open_comedone": dict(halo=1.2, halo_h=0.1, core_h=0.0, dome=0.2, hl=0.0, head=((70, 55, 45), 0.45, 0.55)),
 }
 
 
@@ -49,6 +49,7 @@ class Camera:
     gradient_max: float = nz.GRADIENT_MAX
     vignette_range: tuple[float, float] = nz.VIGNETTE_RANGE
     tint_sd: float = 0.0  # green-magenta tint of the white balance (log gain on green)
+    white_balance_mean_k: float = nz.WHITE_BALANCE_MEAN_K  # the light's mean colour temperature
 
 
 @dataclass(frozen=True)
@@ -57,10 +58,13 @@ class Skin:
 
     pore_depth: float = 0.42  # shading loss at a pore's centre
     pore_spacing: float = 5.2  # px between pores at 512 px (cheek close-up)
+    pore_size: float = 0.9  # Gaussian SD of a pore at 512 px
     spec_range: tuple[float, float] = (0.015, 0.045)  # specular amplitude, linear units
     curvature: float = 0.38  # brightness fall-off from the cheek's apex
     redness_patches: float = 0.12  # SD of the broad haemoglobin variation (relative)
     zoom_range: tuple[float, float] = (1.0, 1.0)  # per-patient camera distance (texture scale)
+    pore_depth_range: tuple[float, float] = (1.0, 1.0)  # per-patient multiplier on pore_depth
+    mid_tone: float = 0.03  # SD of the mid-scale (28 px at 512) melanin variation, log units
 
 
 @dataclass(frozen=True)
@@ -69,6 +73,7 @@ class Style:
     look: dict = field(default_factory=lambda: CLASSIC_LOOK)
     camera: Camera = Camera()
     skin: Skin = Skin()
+    lesion_scale: float = 1.0  # multiplies lesion radii (the field of view of the close-up)
 
 
 STYLES = {
@@ -82,19 +87,24 @@ STYLES = {
             rotation_sd_deg=8.0,
             scale_sd=0.10,
             shift_sd=0.05,
-            defocus_max_px=2.6,
+            defocus_max_px=2.0,
             noise_sd=3.0 / 255.0,
             gradient_max=0.35,
             vignette_range=(0.05, 0.35),
             tint_sd=0.04,
+            white_balance_mean_k=4700.0,  # indoor light that auto white balance leaves warm
         ),
         skin=Skin(
-            pore_depth=0.75,
-            pore_spacing=6.0,
+            pore_depth=0.45,
+            pore_spacing=7.0,
+            pore_size=1.4,
             spec_range=(0.03, 0.14),
             curvature=0.6,
             redness_patches=0.22,
-            zoom_range=(0.75, 1.5),
+            zoom_range=(0.9, 1.6),
+            pore_depth_range=(0.4, 1.2),
+            mid_tone=0.07,
         ),
+        lesion_scale=1.7,  # real close-ups are taken a hand's width away: lesions span 10-25 px at 512 px
     ),
 }
