@@ -238,10 +238,11 @@ def lesion_population(
     ``type`` (an active type or ``mark``), ``x``, ``y`` (normalised), ``radius``
     (fraction of the frame height), ``stage`` (grow, peak, resolve, mark) and
     ``intensity`` (0–1). The number of non-mark rows on a day equals its target.
-    ``size_scale`` multiplies every radius (how close the camera is: a style's field of view).
+    ``size_scale`` multiplies every radius in the cheek and side views (how close the camera
+    is: a style's field of view).
     """
     scale = {"face": _FACE_SCALE, "side": SIDE_SCALE}.get(view, 1.0)
-    if size_scale != 1.0:  # multiplying by 1.0 changes no bit, but keep the classic path untouched
+    if size_scale != 1.0 and view != "face":  # the whole face is framed from afar whatever the style
         scale = scale * size_scale
     hotspots = _hotspots(rng, view, aspect)
     lesions: list[_Lesion] = []

@@ -89,13 +89,21 @@ def white_balance_gains(kelvin: float) -> np.ndarray:
     return g / g.mean() * 1.0
 
 
+def draw_room(rng: np.random.Generator, camera) -> dict:
+    """A patient's own photo setting (the room, lamp and phone they always use): offsets of
+    colour temperature (K), tint and exposure (EV) that every photo of theirs shares."""
+    z = rng.standard_normal(3)
+    return {"kelvin": camera.room_kelvin_sd * z[0], "tint": camera.room_tint_sd * z[1], "ev": camera.room_ev_sd * z[2]}
+
+
 def draw_conditions(
-    seed: int, strength: float, hour: float, shape: tuple[int, int], quality_range=(75, 95), camera=None
+    seed: int, strength: float, hour: float, shape: tuple[int, int], quality_range=(75, 95), camera=None, room=None
 ) -> dict:
     """The photo conditions of one image (numbers only; :func:`apply_nuisance` uses them).
 
     ``camera``: a :class:`trialsim.render.style.Camera` of SDs and ranges at strength 1;
-    None gives the table above (the classic look's camera).
+    None gives the table above (the classic look's camera). ``room``: the patient's
+    offsets from :func:`draw_room`, or None.
     """
     if camera is None:
         from .style import Camera
@@ -106,18 +114,20 @@ def draw_conditions(
     u = rng.random(6)
     # drawn after the classic numbers, so that a camera without tint keeps them all
     tint = float(rng.standard_normal()) * camera.tint_sd if camera.tint_sd > 0 else 0.0
+    room = room or {"kelvin": 0.0, "tint": 0.0, "ev": 0.0}
+    tint += room["tint"]
     s = float(strength)
     h, w = shape
     # time of day: light comes from the side the sun/window is on and is warmer off midday
     tod = np.clip((hour - 13.0) / 6.0, -1.5, 1.5)
     kelvin = WHITE_BALANCE_MEAN_K + s * (camera.white_balance_mean_k - WHITE_BALANCE_MEAN_K)
-    kelvin += s * (camera.white_balance_sd_k * z[1] - 700.0 * tod**2)
+    kelvin += s * (room["kelvin"] + camera.white_balance_sd_k * z[1] - 700.0 * tod**2)
     angle = np.pi * (0.5 + 0.35 * tod) + 0.6 * (u[0] - 0.5)
     lo, hi = quality_range
     quality = int(round(hi - (hi - lo) * u[4] * min(s, 1.0) - 10 * max(s - 1.0, 0.0) * u[4]))
     return {
         "strength": s,
-        "exposure_ev": s * camera.exposure_sd_ev * z[0] - s * 0.15 * abs(tod),
+        "exposure_ev": s * (camera.exposure_sd_ev * z[0] + room["ev"]) - s * 0.15 * abs(tod),
         "kelvin": float(kelvin),
         "rotation_deg": s * camera.rotation_sd_deg * z[2],
         "scale": float(np.exp(s * camera.scale_sd * z[3])),
@@ -202,10 +212,10 @@ def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
 
 
 def apply_nuisance_scene(
-    scene: np.ndarray, seed: int, strength: float, hour: float, quality_range=(75, 95), camera=None
+    scene: np.ndarray, seed: int, strength: float, hour: float, quality_range=(75, 95), camera=None, room=None
 ) -> bytes:
     """:func:`apply_nuisance` for a uint8 BGRA scene (the renderer's internal form)."""
-    c = draw_conditions(seed, strength, hour, scene.shape[:2], quality_range, camera)
+    c = draw_conditions(seed, strength, hour, scene.shape[:2], quality_range, camera, room)
     return encode_jpeg(photograph_bgra(scene, c), c["quality"])
 
 

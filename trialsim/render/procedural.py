@@ -29,7 +29,7 @@ from ..protocol import Protocol
 from ..seeding import patient_rng
 from ..views import patient_view
 from .base import PatientJob, RenderedImage, Renderer
-from .nuisance import apply_nuisance_scene
+from .nuisance import apply_nuisance_scene, draw_room
 from .skin import HAEMOGLOBIN_ABS, MELANIN_ABS, SkinBase, build_skin, default_fitzpatrick, draw_identity
 from .style import CLASSIC_LOOK, STYLES
 
@@ -439,12 +439,17 @@ class ProceduralRenderer(Renderer):
         st = self._state(job)
         images, days, truth, counts = self._image_rows(st, job)
         seeds = [int(v) for v in job.images["seed"].tolist()]
+        room = None
+        if self.style.name != "classic":
+            room = draw_room(patient_rng(self.protocol.seed, job.patient_index, "identity", 1), self.style.camera)
         hours = [float(v) for v in job.images["hour"].tolist()]
         for image, day, seed, hour, lesions in zip(images, days, seeds, hours, truth):
             data = None
             if wanted(image):
                 scene, _ = self._draw_day(st, day)
-                data = apply_nuisance_scene(scene, seed, self.strength, hour, self.quality_range, self.style.camera)
+                data = apply_nuisance_scene(
+                    scene, seed, self.strength, hour, self.quality_range, self.style.camera, room
+                )
             yield RenderedImage(image=image, data=data, lesions=lesions, lesion_count=counts[day])
 
     def finish_patient(self, job: PatientJob, out: Path) -> None:

@@ -50,6 +50,10 @@ class Camera:
     vignette_range: tuple[float, float] = nz.VIGNETTE_RANGE
     tint_sd: float = 0.0  # green-magenta tint of the white balance (log gain on green)
     white_balance_mean_k: float = nz.WHITE_BALANCE_MEAN_K  # the light's mean colour temperature
+    # per patient (their own room and phone): SDs of colour temperature, tint and exposure offsets
+    room_kelvin_sd: float = 0.0
+    room_tint_sd: float = 0.0
+    room_ev_sd: float = 0.0
 
 
 @dataclass(frozen=True)
@@ -83,9 +87,9 @@ STYLES = {
         look=REALISTIC_LOOK,
         camera=Camera(
             exposure_sd_ev=0.35,
-            white_balance_sd_k=650.0,
-            rotation_sd_deg=8.0,
-            scale_sd=0.10,
+            white_balance_sd_k=500.0,
+            rotation_sd_deg=6.0,
+            scale_sd=0.08,
             shift_sd=0.05,
             defocus_max_px=2.0,
             noise_sd=3.0 / 255.0,
@@ -93,13 +97,16 @@ STYLES = {
             vignette_range=(0.05, 0.35),
             tint_sd=0.04,
             white_balance_mean_k=4700.0,  # indoor light that auto white balance leaves warm
+            room_kelvin_sd=600.0,  # the real participants' photos differ in colour more between than within
+            room_tint_sd=0.04,
+            room_ev_sd=0.2,
         ),
         skin=Skin(
             pore_depth=0.45,
             pore_spacing=7.0,
             pore_size=1.4,
-            spec_range=(0.03, 0.14),
-            curvature=0.6,
+            spec_range=(0.02, 0.08),
+            curvature=0.45,
             redness_patches=0.22,
             zoom_range=(0.9, 1.6),
             pore_depth_range=(0.4, 1.2),
