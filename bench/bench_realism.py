@@ -54,7 +54,7 @@ def figure(real: Path, sim: Path, path: Path, n: int = 4) -> None:
         axes[r, 0].set_title(label, loc="left", fontsize=9)
     fig.text(0.01, 0.002, "Real: HIAlab/Acne_Multimodal_Nof1 (MIT, (c) 2022 HIA lab)", fontsize=7)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=80, metadata={"Software": None})
+    fig.savefig(path, dpi=60, metadata={"Software": None})
 
 
 def main() -> None:

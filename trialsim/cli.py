@@ -69,7 +69,7 @@ def main():
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) to render patients on")
 @click.option("--image-size", type=click.IntRange(min=32, max=4096), help="override rendering.image_size")
 @click.option("--nuisance", type=click.FloatRange(min=0, max=4), help="override rendering.nuisance")
-@click.option("--view", type=click.Choice(["cheek", "face"]), help="override rendering.view")
+@click.option("--view", type=click.Choice(["cheek", "face", "side", "mixed"]), help="override rendering.view")
 @click.option("--overwrite", is_flag=True, help="replace an existing dataset folder")
 @click.option("--resume", is_flag=True, help="finish an interrupted run in the same folder")
 @click.option("--base-model", help="SDXL: base model folder or hub id")

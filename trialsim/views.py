@@ -14,10 +14,10 @@ import numpy as np
 # Side view (the side of the face turned to the camera: cheek and jaw, ear, hair, a wall),
 # in frame fractions (x of the width, y of the height): centre x, centre y, semi-axes.
 SIDE = {
-    "face": (0.92, 0.52, 0.58, 0.62),
+    "face": (0.95, 0.42, 0.62, 0.50),
     "ear": (0.37, 0.29, 0.075, 0.11),
-    "lips": (1.0, 0.93, 0.10, 0.05),
-    "neck_top": 0.70,  # below this (left of the jaw) is the neck, in the jaw's shadow
+    "lips": (1.0, 0.80, 0.07, 0.045),
+    "neck_top": 0.55,  # below this (left of the jaw) is the neck, in the jaw's shadow
 }
 SIDE_SCALE = 0.6  # the cheek fills less of the frame than in the close-up
 VIEWS = ("cheek", "face", "side")

@@ -55,8 +55,9 @@ def build_side(ident: SkinIdentity, height: int, width: int, style=None) -> Skin
     spec_range, pore_depth = ((0.015, 0.045), 0.42) if style is None else (style.spec_range, style.pore_depth)
     skin = _lit(melanin, haem, relief, sheen, light, curv, rng.uniform(*spec_range), pores, pore_depth)
     base = reflectance(melanin, haem)
-    neck = np.clip((y - SIDE["neck_top"]) / 0.04, 0, 1) * (1 - face)
-    neck_lin = base * (0.45 + 0.15 * np.clip((y - SIDE["neck_top"]) / 0.3, 0, 1))[..., None]
+    # the face is drawn over the neck, so the neck needs no hole for it (no seam at the jaw)
+    neck = np.clip((y - SIDE["neck_top"]) / 0.04, 0, 1).astype(np.float32)
+    neck_lin = base * (0.62 + 0.12 * np.clip((y - SIDE["neck_top"]) / 0.4, 0, 1))[..., None]
     fe = _field(x, y, SIDE["ear"])
     ear = np.clip((1 - fe) / 0.12, 0, 1).astype(np.float32)
     concha = np.exp(-fe * 5.0) * (x > SIDE["ear"][0] - 0.01)  # the ear's hollow, in shadow
@@ -68,7 +69,7 @@ def build_side(ident: SkinIdentity, height: int, width: int, style=None) -> Skin
     hair_col = np.array(_HAIR[min(2, (ident.fitzpatrick - 1) // 2 + int(rng.integers(0, 2)))], np.float32)
     hair_lin = hair_col * np.clip(0.9 + 0.12 * streak, 0.6, 1.3)[..., None]
     hair = np.clip((1.9 - f) / 0.15, 0, 1) * np.clip((0.60 - y) / 0.06, 0, 1) * (1 - face)
-    hair = np.clip(hair * (0.85 + 0.3 * np.clip(streak, -1, 1)), 0, 1).astype(np.float32)
+    hair = np.clip(hair * (0.95 + 0.1 * np.clip(streak, -1, 1)), 0, 1).astype(np.float32)
     out = _wall(rng, x, y, h, w)
     for layer, m in ((hair_lin, hair), (neck_lin, neck), (skin, face), (ear_lin, ear)):
         out = out * (1 - m[..., None]) + layer * m[..., None]
