@@ -59,7 +59,8 @@ def figure(real: Path, sim: Path, path: Path, n: int = 4) -> None:
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--real", type=Path, default=ROOT.parent / "shared" / "real" / "hia_dev")
+    near = [d / "shared" / "real" / "hia_dev" for d in (ROOT.parent, ROOT.parent.parent)]
+    ap.add_argument("--real", type=Path, default=next((d for d in near if d.is_dir()), near[0]))
     ap.add_argument("--no-cnn", action="store_true")
     ap.add_argument("--style", choices=["realistic", "classic"], default=None)
     ap.add_argument("--figure", type=Path)

@@ -30,6 +30,7 @@ from ..seeding import patient_rng
 from ..views import patient_view
 from .base import PatientJob, RenderedImage, Renderer
 from .nuisance import apply_nuisance_scene, draw_room
+from .side import build_side
 from .skin import HAEMOGLOBIN_ABS, MELANIN_ABS, SkinBase, build_skin, default_fitzpatrick, draw_identity
 from .style import CLASSIC_LOOK, STYLES
 
@@ -278,8 +279,6 @@ class ProceduralRenderer(Renderer):
             skin_style = None if self.style.name == "classic" else self.style.skin
             view = patient_view(self.view, patient_index)
             if view == "side":
-                from .side import build_side
-
                 base = build_side(ident, self.height, self.width, skin_style)
             else:
                 base = build_skin(ident, self.height, self.width, view, skin_style)
