@@ -12,7 +12,7 @@ from click.testing import CliRunner
 
 from analysis.errors import AnalysisInputError
 from analysis.realism import compare
-from analysis.realism.c2st import bootstrap_auc, grouped_folds
+from analysis.realism.c2st import bootstrap_auc, grouped_folds, roc_auc
 from analysis.realism.cnn import cnn_scores
 from trialsim.cli import main
 
@@ -85,6 +85,16 @@ def test_clearly_different_photos_are_told_apart_by_both_classifiers(folders, tm
     assert bootstrap_auc(y, score, groups, n_boot=50)[0] >= 0.9
 
 
+def test_rank_auc_matches_sklearn_with_ties():
+    from sklearn.metrics import roc_auc_score
+
+    rng = np.random.default_rng(0)
+    y = rng.integers(0, 2, 200)
+    s = np.round(rng.normal(y * 0.5, 1.0), 1)  # rounded: many ties
+    assert abs(roc_auc(y, s) - roc_auc_score(y, s)) < 1e-12
+
+
+@pytest.mark.slow
 def test_cli_writes_json_html_and_difficulty(folders, tmp_path):
     out = tmp_path / "out"
     r = CliRunner().invoke(

@@ -51,19 +51,41 @@ def _grid_crops(x, crop: int, n: int = 3):
 
 
 def cnn_scores(
-    images: np.ndarray, y: np.ndarray, folds: list[tuple], crop: int = 96, epochs: int = 25, seed: int = 0
+    images: np.ndarray,
+    y: np.ndarray,
+    folds: list[tuple],
+    crop: int = 96,
+    epochs: int = 25,
+    seed: int = 0,
+    threads: int = 1,
 ) -> np.ndarray:
-    """Out-of-fold P(simulated) per photo. ``images`` uint8 (N, S, S, 3), S ≥ ``crop``."""
+    """Out-of-fold P(simulated) per photo. ``images`` uint8 (N, S, S, 3), S ≥ ``crop``.
+
+    ``threads``: torch threads while training (restored after). One by default: a network
+    this small on batches of 32 crops gains little from more, and on shared cores more
+    threads made it several times slower.
+    """
     import torch
 
+    before = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        return _train_and_score(torch, images, y, folds, crop, epochs, seed)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train_and_score(torch, images, y, folds, crop, epochs, seed) -> np.ndarray:
+    """:func:`cnn_scores` with torch's threads set."""
     gen = torch.Generator().manual_seed(seed)
     X = torch.from_numpy(detail_layers(images))
     Y = torch.from_numpy(y.astype(np.float32))
     s = X.shape[-1]
     score = np.zeros(len(y))
     for k, (tr, te) in enumerate(folds):
-        torch.manual_seed(seed + k)  # layer initialisation reads torch's default generator
-        net = _net(torch)
+        with torch.random.fork_rng(devices=[]):  # weights from our seed, global RNG untouched
+            torch.manual_seed(seed + k)
+            net = _net(torch)
         opt = torch.optim.Adam(net.parameters(), lr=2e-3, weight_decay=1e-4)
         sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, epochs)
         pos_w = torch.tensor(float((y[tr] == 0).sum()) / max(1.0, float((y[tr] == 1).sum())))
