@@ -84,3 +84,18 @@ def test_realistic_camera_spreads_conditions_wider_and_keeps_classic_draws():
     assert wide["tint"].std() > 0.02 and "tint" in base and (base["tint"] == 0).all()
     classic = nz.draw_conditions(7, 1.0, 9.0, (256, 256), camera=STYLES["classic"].camera)
     assert classic == nz.draw_conditions(7, 1.0, 9.0, (256, 256))
+
+
+def test_hia_like_protocol_is_the_real_trials_design_with_mild_acne():
+    from conftest import PROTOCOLS
+
+    from trialsim.lesions import canonical_size
+    from trialsim.protocol import load_protocol
+
+    p = load_protocol(PROTOCOLS / "hia_like.yaml")
+    assert p.patients.n == 5 and p.planned_days == 16 and p.observation.photos_per_day == 3
+    assert p.schedule.period_days == 2 and p.block_sequence == "AB"
+    assert p.rendering.style == "realistic" and p.rendering.view == "mixed"
+    assert canonical_size(p.rendering.image_size, p.rendering.aspect) == (512, 384)  # as the real photos
+    jobs = simulate_truth(p)
+    assert max(int(j.days["lesion_target"].max()) for j in jobs) <= 25  # mild to moderate at most
