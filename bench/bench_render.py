@@ -10,7 +10,7 @@
 - ``anchor_trial_512_workers2_s``: wall time of ``simulate`` for the 1400-image anchor
   trial at 512 px with 2 workers, tables and contact sheets included (goal ≤ 30 s).
 
-Usage: ``python bench/bench_render.py [--patients 2] [--skip-trial]``
+Usage: ``python bench/bench_render.py [--patients 2] [--skip-trial] [--style classic]``
 """
 
 from __future__ import annotations
@@ -77,11 +77,17 @@ def main() -> None:
     ap.add_argument("--patients", type=int, default=2, help="anchor patients per single-core measurement")
     ap.add_argument("--repeats", type=int, default=3, help="best of this many runs per measurement")
     ap.add_argument("--skip-trial", action="store_true", help="skip the 1400-image anchor trial")
+    ap.add_argument("--style", choices=["realistic", "classic"], help="rendering.style (default: the protocol's)")
     args = ap.parse_args()
     cv2.setNumThreads(1)
     protocol = load_protocol(ROOT / "protocols" / "anchor_sim_acne.yaml")
+    if args.style:
+        protocol = protocol.model_copy(
+            update={"rendering": protocol.rendering.model_copy(update={"style": args.style})}
+        )
     out = {
         "machine": {"cpus": os.cpu_count(), "python": platform.python_version(), "opencv": cv2.__version__},
+        "style": protocol.rendering.style,
         "single_core": {str(s): bench_size(protocol, s, args.patients, args.repeats) for s in (256, 512)},
     }
     if not args.skip_trial:

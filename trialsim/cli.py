@@ -114,7 +114,7 @@ _SDXL_FLAGS = {
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) to render patients on")
 @click.option("--image-size", type=click.IntRange(min=32, max=4096), help="override rendering.image_size")
 @click.option("--nuisance", type=click.FloatRange(min=0, max=4), help="override rendering.nuisance")
-@click.option("--view", type=click.Choice(["cheek", "face"]), help="override rendering.view")
+@click.option("--view", type=click.Choice(["cheek", "face", "side", "mixed"]), help="override rendering.view")
 @click.option("--overwrite", is_flag=True, help="replace an existing dataset folder")
 @click.option("--resume", is_flag=True, help="finish an interrupted run in the same folder")
 @click.option("--base-model", help="SDXL: base model folder or hub id")
@@ -343,6 +343,31 @@ def gallery(out, **given):
 
     options = validated(GalleryOptions, given)
     click.echo(f"skin grid → {write_skin_grid(out, **options.model_dump())}")
+
+
+@main.command()
+@click.argument("real_dir", type=click.Path(path_type=Path))
+@click.argument("sim_dir", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="folder to write")
+@click.option("--real-severity", help="severity column of the real manifest (e.g. expert_score_mean)")
+@click.option("--no-cnn", is_flag=True, help="skip the CNN classifier (faster)")
+@click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
+@click.option("--quiet", is_flag=True)
+@handle_errors
+def realism(real_dir, sim_dir, out, real_severity, no_cnn, seed, quiet):
+    """Can a classifier tell SIM_DIR's photos from REAL_DIR's, and is the analysis as hard on both?"""
+    from analysis.realism import compare
+
+    res = compare(real_dir, sim_dir, out, real_severity=real_severity, cnn=not no_cnn, seed=seed, progress=not quiet)
+    for t in res["classifiers"]:
+        click.echo(f"{t['classifier']}: AUC {t['auc']:.3f} (95% CI {t['ci_low']:.3f}-{t['ci_high']:.3f})")
+    d = res["difficulty"]
+    if d:
+        click.echo(
+            f"analysis difficulty, median within-patient Spearman: real {d['real']['spearman_median']:.3f}, "
+            f"simulated {d['sim']['spearman_median']:.3f}"
+        )
+    click.echo(f"realism → {Path(out) / 'realism.html'}")
 
 
 if __name__ == "__main__":  # pragma: no cover

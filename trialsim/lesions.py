@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 
 from .dataset import LESION_COLUMNS
+from .views import SIDE_SCALE, patient_view, side_allowed
 
 ACTIVE_TYPES = ("open_comedone", "closed_comedone", "papule", "pustule", "nodule")
 MARK = "mark"
@@ -74,6 +75,8 @@ def allowed_region(x, y, view: str, aspect: float) -> np.ndarray:
     if view == "cheek":
         m = 0.03
         return (x > m) & (x < 1 - m) & (y > m) & (y < 1 - m)
+    if view == "side":
+        return side_allowed(x, y)
     cu = 0.5 / aspect
     u, v = x / aspect, y
     face = FACE["face"]
@@ -135,6 +138,8 @@ def sample_positions(
     # crowded skin: accept the allowed candidate farthest from its neighbours
     kept = np.flatnonzero(allowed)
     if not len(kept):
+        if view == "side":
+            return 0.7, 0.55
         return 0.5, 0.5 if view == "cheek" else FACE["face"][1] + 0.15
     if not len(occupied):
         return float(cand[kept[0], 0]), float(cand[kept[0], 1])
@@ -240,7 +245,7 @@ def _state(le: _Lesion, day: int) -> tuple[str, float, float] | None:
 
 
 def lesion_population(
-    days: pd.DataFrame, rng: np.random.Generator, view: str = "cheek", aspect: float = 1.0
+    days: pd.DataFrame, rng: np.random.Generator, view: str = "cheek", aspect: float = 1.0, size_scale: float = 1.0
 ) -> pd.DataFrame:
     """Every lesion's state on every observed day of one patient.
 
@@ -249,8 +254,12 @@ def lesion_population(
     ``type`` (an active type or ``mark``), ``x``, ``y`` (normalised), ``radius``
     (fraction of the frame height), ``stage`` (grow, peak, resolve, mark) and
     ``intensity`` (0–1). The number of non-mark rows on a day equals its target.
+    ``size_scale`` multiplies every radius in the cheek and side views (how close the camera
+    is: a style's field of view).
     """
-    scale = _FACE_SCALE if view == "face" else 1.0
+    scale = {"face": _FACE_SCALE, "side": SIDE_SCALE}.get(view, 1.0)
+    if size_scale != 1.0 and view != "face":  # the whole face is framed from afar whatever the style
+        scale = scale * size_scale
     hotspots = _hotspots(rng, view, aspect)
     lesions: list[_Lesion] = []
     active: list[_Lesion] = []
@@ -392,12 +401,14 @@ def to_pixels(population: pd.DataFrame, height: int, width: int) -> pd.DataFrame
 
 
 def lesion_truth(
-    job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float
+    job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float, size_scale: float = 1.0
 ) -> tuple[pd.DataFrame, dict[int, dict[str, np.ndarray]]]:
     """The population in pixels, and per day its columns as arrays (``x``, ``y``, ``radius``
     rounded to 0.01 px as written to ``lesions.csv``), for a
-    :class:`~trialsim.render.base.PatientJob`."""
-    pop = to_pixels(lesion_population(job.days, rng, view, aspect), height, width)
+    :class:`~trialsim.render.base.PatientJob`; ``view`` may be ``mixed`` (the patient's own
+    view is then :func:`~trialsim.views.patient_view`)."""
+    view = patient_view(view, job.patient_index)
+    pop = to_pixels(lesion_population(job.days, rng, view, aspect, size_scale), height, width)
     pop["lesion_id"] = [f"{job.patient_id}-{n}" for n in pop["lesion_n"]]
     for c in ("x", "y", "radius"):
         pop[c] = pop[c].round(2)

@@ -216,8 +216,14 @@ class Rendering(_Strict):
     renderer: Literal["procedural", "sdxl", "none"] = "procedural"
     image_size: int = Field(256, ge=32, le=4096, description="image height in pixels")
     aspect: float = Field(1.0, gt=0.2, le=5.0, description="height / width; 4/3 gives a 3:4 portrait frame")
-    view: Literal["cheek", "face"] = "cheek"
+    view: Literal["cheek", "face", "side", "mixed"] = Field(
+        "cheek", description="cheek close-up, frontal face, side of the face, or mixed (per patient cheek or side)"
+    )
     nuisance: float = Field(1.0, ge=0.0, le=4.0, description="photo-condition strength: 0 none, 1 default, 2 double")
+    style: Literal["realistic", "classic"] = Field(
+        "realistic",
+        description="procedural look: realistic (calibrated on real trial photos) or classic (bright, uniform lesions)",
+    )
 
 
 class Protocol(_Strict):

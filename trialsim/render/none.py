@@ -12,6 +12,7 @@ from collections.abc import Callable, Iterator
 from ..lesions import active_count, canonical_size, lesion_truth, truth_rows
 from ..seeding import patient_rng
 from .base import PatientJob, RenderedImage, Renderer
+from .style import STYLES
 
 
 class NoImageRenderer(Renderer):
@@ -23,7 +24,7 @@ class NoImageRenderer(Renderer):
         r = self.protocol.rendering
         h, w = canonical_size(r.image_size, r.aspect)
         rng = patient_rng(self.protocol.seed, job.patient_index, "lesions")
-        _, by_day = lesion_truth(job, h, w, rng, r.view, r.aspect)
+        _, by_day = lesion_truth(job, h, w, rng, r.view, r.aspect, STYLES[r.style].lesion_scale)
         for row in job.images.itertuples(index=False):
             day = by_day.get(int(row.day))
             yield RenderedImage(

@@ -89,30 +89,54 @@ def white_balance_gains(kelvin: float) -> np.ndarray:
     return g / g.mean() * 1.0
 
 
-def draw_conditions(seed: int, strength: float, hour: float, shape: tuple[int, int], quality_range=(75, 95)) -> dict:
-    """The photo conditions of one image (numbers only; :func:`apply_nuisance` uses them)."""
+def draw_room(rng: np.random.Generator, camera) -> dict:
+    """A patient's own photo setting (the room, lamp and phone they always use): offsets of
+    colour temperature (K), tint and exposure (EV) that every photo of theirs shares."""
+    z = rng.standard_normal(3)
+    return {"kelvin": camera.room_kelvin_sd * z[0], "tint": camera.room_tint_sd * z[1], "ev": camera.room_ev_sd * z[2]}
+
+
+def draw_conditions(
+    seed: int, strength: float, hour: float, shape: tuple[int, int], quality_range=(75, 95), camera=None, room=None
+) -> dict:
+    """The photo conditions of one image (numbers only; :func:`apply_nuisance` uses them).
+
+    ``camera``: a :class:`trialsim.render.style.Camera` of SDs and ranges at strength 1;
+    None gives the table above (the classic look's camera). ``room``: the patient's
+    offsets from :func:`draw_room`, or None.
+    """
+    if camera is None:
+        from .style import Camera
+
+        camera = Camera()
     rng = np.random.default_rng(int(seed))
     z = rng.standard_normal(7)
     u = rng.random(6)
+    # drawn after the classic numbers, so that a camera without tint keeps them all
+    tint = float(rng.standard_normal()) * camera.tint_sd if camera.tint_sd > 0 else 0.0
+    room = room or {"kelvin": 0.0, "tint": 0.0, "ev": 0.0}
+    tint += room["tint"]
     s = float(strength)
     h, w = shape
     # time of day: light comes from the side the sun/window is on and is warmer off midday
     tod = np.clip((hour - 13.0) / 6.0, -1.5, 1.5)
-    kelvin = WHITE_BALANCE_MEAN_K + s * (WHITE_BALANCE_SD_K * z[1] - 700.0 * tod**2)
+    kelvin = WHITE_BALANCE_MEAN_K + s * (camera.white_balance_mean_k - WHITE_BALANCE_MEAN_K)
+    kelvin += s * (room["kelvin"] + camera.white_balance_sd_k * z[1] - 700.0 * tod**2)
     angle = np.pi * (0.5 + 0.35 * tod) + 0.6 * (u[0] - 0.5)
     lo, hi = quality_range
     quality = int(round(hi - (hi - lo) * u[4] * min(s, 1.0) - 10 * max(s - 1.0, 0.0) * u[4]))
     return {
         "strength": s,
-        "exposure_ev": s * EXPOSURE_SD_EV * z[0] - s * 0.15 * abs(tod),
+        "exposure_ev": s * (camera.exposure_sd_ev * z[0] + room["ev"]) - s * 0.15 * abs(tod),
         "kelvin": float(kelvin),
-        "rotation_deg": s * ROTATION_SD_DEG * z[2],
-        "scale": float(np.exp(s * SCALE_SD * z[3])),
-        "shift_px": (s * SHIFT_SD * z[4] * w, s * SHIFT_SD * z[5] * h),
-        "gradient": (s * GRADIENT_MAX * (0.3 + 0.7 * u[1]), float(angle)),
-        "vignette": s * (VIGNETTE_RANGE[0] + (VIGNETTE_RANGE[1] - VIGNETTE_RANGE[0]) * u[2]),
-        "blur_sigma": s * DEFOCUS_MAX_PX * u[3] * max(1.0, h / 512.0),
-        "noise_sd": s * NOISE_SD,
+        "rotation_deg": s * camera.rotation_sd_deg * z[2],
+        "scale": float(np.exp(s * camera.scale_sd * z[3])),
+        "shift_px": (s * camera.shift_sd * z[4] * w, s * camera.shift_sd * z[5] * h),
+        "gradient": (s * camera.gradient_max * (0.3 + 0.7 * u[1]), float(angle)),
+        "vignette": s * (camera.vignette_range[0] + (camera.vignette_range[1] - camera.vignette_range[0]) * u[2]),
+        "blur_sigma": s * camera.defocus_max_px * u[3] * max(1.0, h / 512.0),
+        "noise_sd": s * camera.noise_sd,
+        "tint": s * tint,
         "noise_offset": int(u[5] * (1 << 20)),
         "quality": max(10, min(100, quality)),
     }
@@ -131,6 +155,8 @@ def _light_field(c: dict, h: int, w: int, auto_exposure: float = 1.0) -> tuple[n
     field *= 1.0 - c["vignette"] * r2 / 2.0
     field *= 2.0 ** c["exposure_ev"]
     gains = np.append(white_balance_gains(c["kelvin"])[::-1], 1.0)  # BGR + alpha
+    if c.get("tint"):
+        gains[1] *= np.float32(np.exp(c["tint"]))  # green-magenta: fluorescent and LED light
     # light multiplies linear intensities; the scene is sRGB-encoded (≈ a 1/2.2 power)
     small = (field[..., None] * gains[None, None, :]) ** (1 / 2.2) * auto_exposure
     peak = float(small.max())
@@ -185,9 +211,11 @@ def encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
     return buf.tobytes()
 
 
-def apply_nuisance_scene(scene: np.ndarray, seed: int, strength: float, hour: float, quality_range=(75, 95)) -> bytes:
+def apply_nuisance_scene(
+    scene: np.ndarray, seed: int, strength: float, hour: float, quality_range=(75, 95), camera=None, room=None
+) -> bytes:
     """:func:`apply_nuisance` for a uint8 BGRA scene (the renderer's internal form)."""
-    c = draw_conditions(seed, strength, hour, scene.shape[:2], quality_range)
+    c = draw_conditions(seed, strength, hour, scene.shape[:2], quality_range, camera, room)
     return encode_jpeg(photograph_bgra(scene, c), c["quality"])
 
 

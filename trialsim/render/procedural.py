@@ -15,7 +15,6 @@ refines, so both renderers share lesion truth and identity.
 
 from __future__ import annotations
 
-import functools
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -27,9 +26,13 @@ import pandas as pd
 from ..lesions import MARK, active_count, canonical_size, image_truth, lesion_truth
 from ..protocol import Protocol
 from ..seeding import patient_rng
+from ..views import patient_view
 from .base import PatientJob, RenderedImage, Renderer
-from .nuisance import apply_nuisance_scene
-from .skin import HAEMOGLOBIN_ABS, MELANIN_ABS, SkinBase, build_skin, default_fitzpatrick, draw_identity
+from .nuisance import apply_nuisance_scene, draw_room
+from .side import build_side
+from .skin import SkinBase, build_skin, default_fitzpatrick, draw_identity
+from .sprites import _sprite_stack, lesion_sprite, lesion_sprites  # noqa: F401 (public here too)
+from .style import STYLES
 
 
 @dataclass
@@ -41,172 +44,6 @@ class CleanImage:
     lesions: pd.DataFrame  # LESION_COLUMNS
     lesion_count: int  # active (non-mark) lesions
     lesion_mask: np.ndarray  # bool H×W: where lesions and their halos are drawn
-
-
-# per type: halo width and redness, core redness, dome height, highlight, and a blend
-# toward a head/plug colour (RGB, radius as a fraction of the lesion radius, weight)
-_LOOK = {
-    "papule": dict(halo=2.0, halo_h=1.8, core_h=3.2, dome=1.0, hl=0.07, head=None),
-    "pustule": dict(halo=2.0, halo_h=1.8, core_h=2.6, dome=1.1, hl=0.16, head=((242, 232, 190), 0.5, 0.85)),
-    "nodule": dict(halo=1.6, halo_h=1.3, core_h=3.2, dome=0.8, hl=0.10, head=None),
-    "closed_comedone": dict(halo=1.3, halo_h=0.6, core_h=0.0, dome=0.9, hl=0.08, head=((240, 228, 205), 0.6, 0.22)),
-    "open_comedone": dict(halo=1.1, halo_h=0.18, core_h=0.0, dome=0.3, hl=0.0, head=((48, 38, 32), 0.5, 0.85)),
-}
-
-
-@functools.lru_cache(maxsize=256)
-def _sprite_grid(ext: int) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Pixel offsets ``yy``, ``xx`` from a patch's centre (float32, (2·ext+1)² each), the
-    distinct squared distances ``d2u`` (float32, ascending) and ``inv``, per pixel (flat)
-    the index of its squared distance in ``d2u``; read-only, shared by every sprite of
-    that extent. Radially symmetric parts of a sprite are computed on ``d2u`` (several
-    times fewer values than pixels) and spread over the patch with ``inv``; each pixel
-    gets the value computed from its own d2, so the bits are those of a per-pixel pass.
-    """
-    yy, xx = np.mgrid[-ext : ext + 1, -ext : ext + 1].astype(np.float32)
-    d2 = xx**2 + yy**2
-    d2u, inv = np.unique(d2.ravel(), return_inverse=True)
-    for a in (yy, xx, d2u, inv):
-        a.flags.writeable = False
-    return yy, xx, d2u, inv
-
-
-def _sprite_shape(kind: str, r: float, light: tuple[float, float]) -> dict[str, np.ndarray]:
-    """The parts of a sprite that depend on its type and radius but not on its intensity.
-
-    ``r`` is the radius in px (already at least 0.6), ``light`` the unit vector toward the
-    light. Returns float32 arrays: over the distinct squared distances of the sprite's
-    (2·ext+1)² patch (see :func:`_sprite_grid`; ``inv`` and ``k`` = 2·ext+1 included to
-    spread them), ``g`` (a mark's Gaussian), or ``gh`` (halo), ``gc`` (core), ``hsum``
-    (halo + core redness, before the intensity), ``dome`` and ``head_den`` (the head's
-    logistic denominator); over the patch, ``tilt`` (clipped to ±2) and ``hl``
-    (highlight). A patient's sprites of one type and radius come in about ten
-    intensities, so these are computed once per (type, radius) and reused (same
-    operations, same order, so the same bits).
-    """
-    look = _LOOK.get(kind)
-    halo = (look["halo"] if look else 1.0) * r
-    ext = int(np.ceil(max(3.0 * halo, 1.6 * r) + 1))
-    yy, xx, d2, inv = _sprite_grid(ext)
-    sh = {"inv": inv, "k": 2 * ext + 1}
-    if kind == MARK:
-        sh["g"] = np.exp(-d2 / (2 * (0.85 * r) ** 2))
-        return sh
-    gh = np.exp(-d2 / (2 * halo**2))
-    # the inflamed core: a dome with a defined edge, inside a diffuse erythema halo
-    gc = np.clip(1.0 - d2 / (1.1 * r) ** 2, 0.0, 1.0) ** 0.8
-    sh.update(gh=gh, gc=gc, hsum=look["halo_h"] * gh + look["core_h"] * gc, dome=np.exp(-d2 / (2 * (0.9 * r) ** 2)))
-    lx, ly = light
-    sh["tilt"] = np.clip((xx * lx + yy * ly) / r, -2, 2)
-    if look["head"] is not None:
-        rad = max(look["head"][1] * r, 0.55)
-        sh["head_den"] = 1.0 + np.exp(np.clip((np.sqrt(d2) - rad) / max(0.25 * rad, 0.35), -30, 30))
-    if look["hl"] > 0:
-        hs = max(0.4 * r, 0.7)
-        hx, hy = 0.35 * r * lx, 0.35 * r * ly
-        sh["hl"] = np.exp(-((xx - hx) ** 2 + (yy - hy) ** 2) / (2 * hs**2))
-    return sh
-
-
-def lesion_sprite(
-    kind: str, radius: float, intensity: float, melanin: float, light: tuple[float, float], shapes: dict | None = None
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """A lesion as ``out = skin · F + A`` on a square patch centred on the lesion.
-
-    Returns ``F`` (k×k×3 multiplicative, sRGB domain), ``A`` (k×k×3 additive, 0–255)
-    and ``W`` (k×k, 0–1, how much the patch is lesion; thresholded for the mask).
-    ``radius`` in px, ``intensity`` 0–1, ``melanin`` the patient's level (marks are
-    brown on dark skin, pink on light skin), ``light`` the unit vector toward the light.
-    ``shapes``: an optional dict, kept by the caller for one patient (one ``light``),
-    that caches :func:`_sprite_shape` per (type, radius).
-    """
-    return lesion_sprites(kind, radius, [intensity], melanin, light, shapes)[0]
-
-
-def lesion_sprites(
-    kind: str,
-    radius: float,
-    intensities: list[float],
-    melanin: float,
-    light: tuple[float, float],
-    shapes: dict | None = None,
-) -> list[tuple[np.ndarray, np.ndarray, np.ndarray]]:
-    """:func:`lesion_sprite` for several intensities of one type and radius: one (F, A, W)
-    per intensity (see :func:`_sprite_stack`)."""
-    F, A, W = _sprite_stack(kind, radius, intensities, melanin, light, shapes)
-    return [(F[j], A[j], W[j]) for j in range(len(F))]
-
-
-def _sprite_stack(
-    kind: str,
-    radius: float,
-    intensities: list[float],
-    melanin: float,
-    light: tuple[float, float],
-    shapes: dict | None = None,
-) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """:func:`lesion_sprite` for several intensities of one type and radius, computed together.
-
-    Returns stacks ``F`` (n×k×k×3), ``A`` (n×k×k×3) and ``W`` (n×k×k), float32, one
-    sprite per intensity, each bit-identical to a sprite computed alone:
-    every scalar factor is formed in float64 as before and rounded to float32 where it
-    meets the float32 patch (what numpy does with a Python float), then the same float32
-    operations run in the same order over a stack of patches (n × k × k). A patient needs
-    about ten intensities per (type, radius); stacking them cuts the numpy calls tenfold.
-    Radially symmetric terms (everything but the dome's tilt and the highlight) are
-    computed once per distinct distance and spread over the patch (see :func:`_sprite_grid`).
-    """
-    r = max(float(radius), 0.6)
-    look = _LOOK.get(kind)
-    if shapes is None:
-        sh = _sprite_shape(kind, r, light)
-    else:
-        sh = shapes.get((kind, r))
-        if sh is None:
-            sh = shapes[(kind, r)] = _sprite_shape(kind, r, light)
-    Is = [float(i) for i in intensities]
-
-    def f32(values) -> np.ndarray:
-        """Per-sprite scalars (float64 arithmetic done) as float32, shaped to broadcast over n×k×k."""
-        return np.array(values, np.float32)[:, None, None]
-
-    I = f32(Is)[:, :, 0]  # n×1: per-sprite scalars against the radial values (n × distinct d2)
-    n, k, inv = len(Is), sh["k"], sh["inv"]
-
-    def spread(radial: np.ndarray) -> np.ndarray:
-        """n × distinct d2 (× c) → n × k × k (× c), each pixel taking its own distance's value."""
-        # np.take: the same gather as radial[:, inv], a few times faster with a channel axis
-        return np.take(radial, inv, axis=1).reshape((n, k, k) + radial.shape[2:])
-
-    if kind == MARK:
-        g = sh["g"]
-        dh = I * g * 0.55 / (1.0 + melanin)
-        dm = I * g * (0.3 * melanin + 0.05)
-        F = np.exp(-(dm[..., None] * MELANIN_ABS + dh[..., None] * HAEMOGLOBIN_ABS)) ** (1 / 2.2)
-        F = spread(F.astype(np.float32, copy=False))
-        return F, np.zeros_like(F, np.float32), spread((g * I).astype(np.float32, copy=False))
-    gh, gc = sh["gh"], sh["gc"]
-    dh = I * sh["hsum"]
-    if kind == "nodule":  # deep, violaceous
-        dm = f32([i * 0.15 * (0.6 + melanin) for i in Is])[:, :, 0] * gc
-    elif kind in ("papule", "pustule"):  # congested blood darkens every channel a little
-        dm = f32([i * 0.12 for i in Is])[:, :, 0] * gc
-    else:
-        dm = np.zeros_like(dh)
-    F = spread(np.exp(-(dm[..., None] * MELANIN_ABS + dh[..., None] * HAEMOGLOBIN_ABS)) ** (1 / 2.2))
-    A = np.zeros_like(F)
-    # a raised dome lit from one side: brighter toward the light, a soft shadow away from it
-    dome = spread(f32([0.45 * look["dome"] * i for i in Is])[:, :, 0] * sh["dome"])
-    F = F * (1.0 + dome * sh["tilt"])[..., None]
-    if look["head"] is not None:
-        col, _frac, wgt = look["head"]
-        w = spread(f32([wgt * i for i in Is])[:, :, 0] / sh["head_den"])
-        F = F * (1.0 - w[..., None])
-        A = A + w[..., None] * np.array(col, np.float32)
-    if look["hl"] > 0:
-        A = A + (f32([255.0 * look["hl"] * i for i in Is]) * sh["hl"])[..., None]
-    W = spread(np.maximum(gh * f32([min(1.0, look["halo_h"] * 2 * i) for i in Is])[:, :, 0], gc * I))
-    return (F.astype(np.float32, copy=False), A.astype(np.float32, copy=False), W.astype(np.float32, copy=False))
 
 
 class _PatientState:
@@ -254,6 +91,7 @@ class ProceduralRenderer(Renderer):
         self.height, self.width = canonical_size(r.image_size, r.aspect)
         self.view = r.view
         self.aspect = r.aspect
+        self.style = STYLES[r.style]
         self.strength = float(r.nuisance)
         self.quality_range = tuple(quality_range)
         self.radius_step = 0.25 * max(1.0, self.height / 256.0)
@@ -271,7 +109,13 @@ class ProceduralRenderer(Renderer):
         if patient_index not in self._skins:
             rng = patient_rng(self.protocol.seed, patient_index, "identity")
             ident = draw_identity(rng, self.fitzpatrick(patient_index, patient_id))
-            self._skins = {patient_index: build_skin(ident, self.height, self.width, self.view)}
+            skin_style = None if self.style.name == "classic" else self.style.skin
+            view = patient_view(self.view, patient_index)
+            if view == "side":
+                base = build_side(ident, self.height, self.width, skin_style)
+            else:
+                base = build_skin(ident, self.height, self.width, view, skin_style)
+            self._skins = {patient_index: base}
         return self._skins[patient_index]
 
     def identity_image(self, patient_index: int, patient_id: str) -> np.ndarray:
@@ -282,7 +126,7 @@ class ProceduralRenderer(Renderer):
     def _state(self, job: PatientJob, with_mask: bool = False) -> _PatientState:
         skin = self.skin(job.patient_index, job.patient_id)
         rng = patient_rng(self.protocol.seed, job.patient_index, "lesions")
-        pop, by_day = lesion_truth(job, self.height, self.width, rng, self.view, self.aspect)
+        pop, by_day = lesion_truth(job, self.height, self.width, rng, self.view, self.aspect, self.style.lesion_scale)
         keys, groups, stamps = self._stamps(pop)
         return _PatientState(skin, by_day, keys, groups, stamps, with_mask)
 
@@ -349,7 +193,13 @@ class ProceduralRenderer(Renderer):
         members = [j for j in st.group_members[st.sprite_groups[sid]] if st.sprites[j] is None]
         kind, r, _ = st.sprite_keys[sid]
         F, A, W = _sprite_stack(
-            kind, r, [st.sprite_keys[j][2] for j in members], st.skin.identity.melanin, st.skin.light, st.shapes
+            kind,
+            r,
+            [st.sprite_keys[j][2] for j in members],
+            st.skin.identity.melanin,
+            st.skin.light,
+            st.shapes,
+            self.style.look,
         )
         # BGRA: channels reversed, alpha kept (×1, +0)
         n, k = F.shape[:2]
@@ -421,12 +271,17 @@ class ProceduralRenderer(Renderer):
         st = self._state(job)
         images, days, truth, counts = self._image_rows(st, job)
         seeds = [int(v) for v in job.images["seed"].tolist()]
+        room = None
+        if self.style.name != "classic":
+            room = draw_room(patient_rng(self.protocol.seed, job.patient_index, "identity", 1), self.style.camera)
         hours = [float(v) for v in job.images["hour"].tolist()]
         for image, day, seed, hour, lesions in zip(images, days, seeds, hours, truth):
             data = None
             if wanted(image):
                 scene, _ = self._draw_day(st, day)
-                data = apply_nuisance_scene(scene, seed, self.strength, hour, self.quality_range)
+                data = apply_nuisance_scene(
+                    scene, seed, self.strength, hour, self.quality_range, self.style.camera, room
+                )
             yield RenderedImage(image=image, data=data, lesions=lesions, lesion_count=counts[day])
 
     def finish_patient(self, job: PatientJob, out: Path) -> None:

@@ -114,20 +114,26 @@ class SkinBase:
     light: tuple[float, float]  # unit vector pointing from the skin toward the key light (x, y)
 
 
-def _skin_maps(rng, h, w, ident: SkinIdentity, px: float):
-    """Melanin map, haemoglobin map, relief height and sheen for a skin patch (px = pixels per 512-unit)."""
+def _skin_maps(rng, h, w, ident: SkinIdentity, px: float, st=None):
+    """Melanin map, haemoglobin map, relief height and sheen for a skin patch (px = pixels per 512-unit).
+
+    ``st``: a :class:`trialsim.render.style.Skin` (None: the classic strengths)."""
+    if st is None:
+        patches, spacing_512, mid_tone, pore_size = 0.12, 5.2, 0.03, 0.9
+    else:
+        patches, spacing_512, mid_tone, pore_size = st.redness_patches, st.pore_spacing, st.mid_tone, st.pore_size
     m0, h0 = ident.melanin, ident.haemoglobin
     low = noise_field(rng, h, w, 140 * px)
     mid = noise_field(rng, h, w, 28 * px)
     fine = noise_field(rng, h, w, 5 * px)
-    melanin = m0 * np.exp(0.035 * low + 0.03 * mid + 0.02 * fine)
+    melanin = m0 * np.exp(0.035 * low + mid_tone * mid + 0.02 * fine)
     hb_low = noise_field(rng, h, w, 90 * px)
     hb_mid = noise_field(rng, h, w, 14 * px)
     # a flush over the cheek's apex, placed per patient
     cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
     yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     flush = np.exp(-(((yy - cy) / (0.45 * h)) ** 2 + ((xx - cx) / (0.45 * w)) ** 2))
-    haem = h0 * (1 + 0.12 * hb_low + 0.06 * hb_mid + 0.3 * rng.uniform(0.2, 1.0) * flush)
+    haem = h0 * (1 + patches * hb_low + 0.06 * hb_mid + 0.3 * rng.uniform(0.2, 1.0) * flush)
 
     # freckles: many on light skin for some patients, few on dark skin; clustered by a mask
     f_rate = {1: 1.0, 2: 0.8, 3: 0.4, 4: 0.15, 5: 0.08, 6: 0.05}[ident.fitzpatrick]
@@ -151,12 +157,20 @@ def _skin_maps(rng, h, w, ident: SkinIdentity, px: float):
     melanin = melanin + mole * (1.6 + 0.4 * m0)
 
     # pores: a jittered grid of small pits, deeper and denser at the cheek's centre
-    spacing = max(1.6, 5.2 * px)
+    spacing = max(1.6, spacing_512 * px)
     gy, gx = np.mgrid[0 : h + spacing : spacing, 0 : w + spacing : spacing]
     pxy = np.stack([gx.ravel(), gy.ravel()], 1) + rng.uniform(-0.45, 0.45, (gx.size, 2)) * spacing
     pamp = rng.uniform(0.3, 1.0, len(pxy))
-    pores = _spots(h, w, pxy, pamp, max(0.55, 0.9 * px))
-    pores = pores * (0.75 + 0.25 * np.clip(mid, -2, 2)) / max(pores.max(), 1e-6)
+    pores = _spots(h, w, pxy, pamp, max(0.55, pore_size * px))
+    if st is None:
+        pores = pores * (0.75 + 0.25 * np.clip(mid, -2, 2)) / max(pores.max(), 1e-6)
+    else:
+        # a third of the pores open wider; depth scaled to a typical pore, not the deepest overlap
+        wide = rng.random(len(pxy)) < 0.33
+        pores = pores + 0.5 * _spots(h, w, pxy[wide], pamp[wide], max(0.8, 1.8 * pore_size * px))
+        pores = pores * (0.8 + 0.2 * np.clip(mid, -2, 2)) / max(float(np.percentile(pores, 99)), 1e-6)
+        # pores hold pigment and sebum: they read brown, not grey
+        melanin = melanin + 0.3 * np.clip(pores, 0, 1.5) * (0.25 + 0.5 * m0)
     # skin lines: two crossing families of fine furrows (the skin's diamond pattern)
     lines = np.zeros((h, w), np.float32)
     for ang in rng.uniform(0, np.pi, 2):
@@ -195,35 +209,56 @@ def _hairs(rng, h, w, px, n) -> np.ndarray:
     return mask.astype(np.float32) / 255.0
 
 
-def _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores):
+def _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores, pore_depth=0.42):
     """Linear RGB: reflectance × shading + specular."""
     gy, gx = np.gradient(relief)
-    shade = 1.0 + 0.16 * (gx * light[0] + gy * light[1]) + 0.04 * relief - 0.42 * np.clip(pores, 0, 1)
+    shade = 1.0 + 0.16 * (gx * light[0] + gy * light[1]) + 0.04 * relief - pore_depth * np.clip(pores, 0, 1)
     shade = shade * curvature
     lin = reflectance(melanin, haem) * shade[..., None] + (spec_amp * sheen * curvature**6)[..., None]
     return lin
 
 
-def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek") -> SkinBase:
-    """Render a patient's clean skin (no lesions, no photo conditions) in the canonical frame."""
+def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek", style=None) -> SkinBase:
+    """Render a patient's clean skin (no lesions, no photo conditions) in the canonical frame.
+
+    ``style``: a :class:`trialsim.render.style.Skin` (None: the classic look)."""
     rng = np.random.default_rng(ident.seed)
     h, w = int(height), int(width)
     px = h / 512.0
+    pore_depth = 0.42
+    if style is not None:
+        # the patient's camera distance and pores: a separate stream, so the classic draws stay as they were
+        u = np.random.default_rng([ident.seed, 1]).random(2)
+        px *= style.zoom_range[0] + (style.zoom_range[1] - style.zoom_range[0]) * float(u[0])
+        lo, hi = style.pore_depth_range
+        pore_depth = style.pore_depth * (lo + (hi - lo) * float(u[1]))
     light = (float(np.cos(ident.light_angle)), float(np.sin(ident.light_angle)))
     if view == "face":
         px_face = px * 0.5  # the whole face in frame: pores and lines are finer per pixel
         melanin, haem, relief, sheen, xx, yy, pores = _skin_maps(rng, h, w, ident, px_face)
         return _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, h, w)
-    melanin, haem, relief, sheen, xx, yy, pores = _skin_maps(rng, h, w, ident, px)
+    melanin, haem, relief, sheen, xx, yy, pores = _skin_maps(rng, h, w, ident, px, style)
     n_hair = int(rng.choice([0, 0, 1, 1, 2, 3]))
     hair = _hairs(rng, h, w, px, n_hair)
     melanin = melanin * (1 - 0.7 * hair) + hair * 0.7 * (2.8 + 0.3 * ident.melanin) if n_hair else melanin
     # the cheek's curvature: brightest toward a per-patient apex, falling off to the edges
     ay, ax = rng.uniform(0.25, 0.65) * h, rng.uniform(0.25, 0.75) * w
     r2 = ((yy - ay) / (0.9 * h)) ** 2 + ((xx - ax) / (0.9 * w)) ** 2
-    curvature = np.clip(1.04 - 0.38 * r2, 0.55, 1.1).astype(np.float32)
-    spec_amp = rng.uniform(0.015, 0.045)
-    lin = _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores)
+    if style is None:
+        curvature = np.clip(1.04 - 0.38 * r2, 0.55, 1.1).astype(np.float32)
+        spec_amp = rng.uniform(0.015, 0.045)
+        lin = _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores)
+    else:
+        # the cheek turns away from the key light: brighter on its lit side
+        side = ((xx - ax) * light[0] + (yy - ay) * light[1]) / (0.9 * max(h, w))
+        curvature = np.clip((1.04 - style.curvature * r2) * (1 + 0.35 * side), 0.4, 1.15).astype(np.float32)
+        spec_amp = rng.uniform(*style.spec_range)
+        lin = _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores, pore_depth)
+        # glints: the oily film catches the light in tiny bright specks on the lit, shiny skin
+        n = int(rng.uniform(0.1, 1.0) * 700 * h * w / (512 * 512))
+        gxy = rng.random((n, 2)) * [w, h]
+        glint = _spots(h, w, gxy, rng.uniform(0.3, 1.0, n), max(0.5, 0.7 * px))
+        lin = lin + (spec_amp * 3.0 * glint * sheen * curvature**4)[..., None]
     pixels = srgb8_from_linear(lin)
     return SkinBase(pixels=pixels, identity=ident, light=light)
 
