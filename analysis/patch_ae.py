@@ -3,15 +3,17 @@
 :class:`PatchAutoencoderEmbedder` is a scikit-learn estimator. For each photo it
 
 1. finds the skin (:func:`analysis.skin.skin_mask`),
-2. removes light and white balance (:func:`analysis.patches.normalize_skin`) and keeps the
-   two colour contrasts a lesion shows (log R/G and log B/G against the skin around it,
-   lightly smoothed so pores and sensor noise do not dominate),
-3. cuts skin patches of ``patch_frac`` of the side, resized to ``patch_px``
+2. maps it to its redness contrast (:func:`redness_contrast`): CIELAB a* (the red-green
+   axis) against the skin around it, band-passed at the scale of a lesion. Exposure,
+   white balance and smooth shading shift a* of a whole region together and cancel;
+   lightness, which carries shadows, shine, pores and focus, is left out; an inflamed
+   lesion is a small spot redder than its surroundings and stays,
+3. cuts skin patches of ``patch_frac`` of the side, resampled to ``patch_px``
    (:func:`analysis.patches.extract_patches`),
-4. trains a small convolutional autoencoder on the patches of all photos (``fit``),
-5. pools each photo's patch codes to their mean and SD (``transform``): the mean says
-   what the skin typically looks like, the SD how unevenly it does (a few inflamed
-   patches among clear ones raise it).
+4. trains a small convolutional autoencoder on patches of all photos (``fit``),
+5. pools each photo's patch codes (all its patches) to their mean and SD
+   (``transform``): the mean says what the skin typically looks like, the SD how
+   unevenly it does (a few inflamed patches among clear ones raise it).
 
 Photos with fewer than ``min_patches`` skin patches cannot be embedded: ``usable``
 says which, ``transform`` gives NaN rows for them.
@@ -23,10 +25,11 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .patches import extract_patches, normalize_skin
+from .patches import extract_patches
 from .skin import skin_mask
 
-SMOOTH_FRAC = 1 / 256  # SD of the light smoothing, as a fraction of the side (1 px at 256 px)
+AB_SCALE = 8.0  # a* units per unit of network input (a papule is a few units redder than its skin)
+BAND = (1 / 64, 1 / 32)  # SDs of the band-pass, fractions of the side: the size of a lesion
 
 
 def _network(patch_px: int, code_size: int, widths, gen_seed: int):
@@ -35,7 +38,7 @@ def _network(patch_px: int, code_size: int, widths, gen_seed: int):
 
     with torch.random.fork_rng(devices=[]):  # weights from our seed, global RNG untouched
         torch.manual_seed(gen_seed)
-        enc, c_in = [], 2
+        enc, c_in = [], 1
         for c in widths:
             enc += [nn.Conv2d(c_in, c, 3, stride=2, padding=1), nn.ELU()]
             c_in = c
@@ -43,7 +46,7 @@ def _network(patch_px: int, code_size: int, widths, gen_seed: int):
         flat = c_in * side * side
         encoder = nn.Sequential(*enc, nn.Flatten(), nn.Linear(flat, code_size))
         dec = [nn.Linear(code_size, flat), nn.ELU(), nn.Unflatten(1, (c_in, side, side))]
-        rev = list(widths[::-1][1:]) + [2]
+        rev = list(widths[::-1][1:]) + [1]
         for i, c in enumerate(rev):
             dec.append(nn.ConvTranspose2d(c_in, c, 4, stride=2, padding=1))
             if i < len(rev) - 1:
@@ -52,13 +55,25 @@ def _network(patch_px: int, code_size: int, widths, gen_seed: int):
         return encoder, nn.Sequential(*dec)
 
 
-def colour_contrast(image: np.ndarray, mask: np.ndarray) -> np.ndarray:
-    """Log R/G and log B/G contrast to the local skin, float32 (2, H, W), 0 off the skin."""
+def redness_contrast(image: np.ndarray, mask: np.ndarray, band=BAND) -> np.ndarray:
+    """CIELAB a* contrast at the scale of a lesion, float32 (1, H, W), 0 off the skin.
+
+    A skin-weighted Gaussian average of a* with SD ``band[0]`` of the side minus one with
+    SD ``band[1]`` (background and hair never enter either), in units of :data:`AB_SCALE`.
+    ``image`` uint8 (3, H, W) RGB, ``mask`` bool (H, W).
+    """
     import cv2
 
-    n = normalize_skin(image, mask)
-    sigma = max(0.5, SMOOTH_FRAC * max(image.shape[1:]))
-    return np.stack([cv2.GaussianBlur(n[c] - n[1], (0, 0), sigma) * mask for c in (0, 2)])
+    side = max(image.shape[1:])
+    rgb = np.ascontiguousarray(image.transpose(1, 2, 0)).astype(np.float32) / 255.0
+    a_star = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 1]
+    w = mask.astype(np.float32)
+
+    def avg(frac):
+        s = max(0.5, frac * side)
+        return cv2.GaussianBlur(a_star * w, (0, 0), s) / (cv2.GaussianBlur(w, (0, 0), s) + 1e-6)
+
+    return ((avg(band[0]) - avg(band[1])) * w / AB_SCALE)[None]
 
 
 class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
@@ -67,11 +82,14 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
     Parameters: ``patch_frac`` (patch side / photo side), ``patch_px`` (patch side after
     resizing, px; a multiple of ``2 ** len(widths)``), ``code_size`` (code dims; the
     embedding has twice as many), ``widths`` (encoder conv widths, stride 2 each),
-    ``epochs``, ``lr`` (Adam), ``batch_size`` (patches), ``max_patches`` (per photo),
+    ``epochs``, ``lr`` (Adam), ``batch_size`` (patches), ``max_patches`` (per photo in
+    training), ``max_train_patches`` (in all: a large trial trains as long as a small one),
     ``min_skin`` (share of a patch that must be skin), ``min_patches`` (fewer → the photo
     is unusable), ``random_state`` (int or ``numpy.random.Generator``: weights, patch
     draws, shuffling), ``progress`` (tqdm bars).
-    Learned: ``encoder_``, ``decoder_``, ``loss_history_`` (mean squared error per epoch),
+    Learned: ``encoder_``, ``decoder_``, ``code_mean_`` and ``code_scale_`` (each code
+    dimension's mean and SD over the training patches; codes are reported standardised),
+    ``loss_history_`` (mean squared error per epoch),
     ``mse_`` (final reconstruction error on the training patches) and ``mse_mean_patch_``
     (the error of predicting every patch by the mean patch: the bar ``mse_`` must beat).
     """
@@ -82,10 +100,11 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         patch_px=24,
         code_size=16,
         widths=(16, 32, 32),
-        epochs=8,
+        epochs=6,
         lr=1e-3,
         batch_size=128,
-        max_patches=64,
+        max_patches=128,
+        max_train_patches=40_000,
         min_skin=0.9,
         min_patches=4,
         random_state=0,
@@ -99,6 +118,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         self.lr = lr
         self.batch_size = batch_size
         self.max_patches = max_patches
+        self.max_train_patches = max_train_patches
         self.min_skin = min_skin
         self.min_patches = min_patches
         self.random_state = random_state
@@ -114,25 +134,28 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
             raise ValueError("expected photos as a uint8 array (N, 3, H, W)")
         return X
 
-    def patches(self, X, rng: np.random.Generator) -> list[np.ndarray]:
-        """Per photo: its skin patches, float32 (k, 2, patch_px, patch_px)."""
+    def patches(self, X, rng: np.random.Generator | None = None) -> list[np.ndarray]:
+        """Per photo: its skin patches (redness contrast), float32 (k, 1, patch_px, patch_px).
+
+        With ``rng``, at most ``max_patches`` drawn per photo (training); without, all of them.
+        """
         X = self._check(X)
         it = range(len(X))
         if self.progress:
             from tqdm.auto import tqdm
 
             it = tqdm(it, desc="skin patches", unit="img")
-        out = []
+        out, cap = [], self.max_patches if rng is not None else None
         for i in it:
             mask = skin_mask(X[i])
             out.append(
                 extract_patches(
-                    colour_contrast(X[i], mask),
+                    redness_contrast(X[i], mask),
                     mask,
                     self.patch_frac,
                     self.patch_px,
                     self.min_skin,
-                    self.max_patches,
+                    cap,
                     rng,
                 )
             )
@@ -140,7 +163,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
 
     def usable(self, X) -> np.ndarray:
         """Bool (N,): photos with at least ``min_patches`` skin patches."""
-        return np.array([len(p) >= self.min_patches for p in self.patches(X, np.random.default_rng(0))])
+        return np.array([len(p) >= self.min_patches for p in self.patches(X)])
 
     def fit(self, X, y=None):
         import torch
@@ -151,7 +174,10 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         per_photo = [p for p in self.patches(X, rng) if len(p) >= self.min_patches]
         if not per_photo:
             raise ValueError("no photo has enough skin patches to train on")
-        data = torch.from_numpy(np.concatenate(per_photo))
+        pool = np.concatenate(per_photo)
+        if len(pool) > self.max_train_patches:
+            pool = pool[np.sort(rng.choice(len(pool), self.max_train_patches, replace=False))]
+        data = torch.from_numpy(pool)
         self.encoder_, self.decoder_ = _network(
             self.patch_px, self.code_size, tuple(self.widths), int(rng.integers(2**31))
         )
@@ -180,22 +206,33 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
                 np.mean([torch.nn.functional.mse_loss(self._decode(p), p).item() for p in data.split(4096)])
             )
         self.mse_mean_patch_ = float(((data - data.mean(0)) ** 2).mean())
+        # each code dimension in units of its spread over the training patches, so that no
+        # dimension dominates the pooled embedding (and its PCA) through an arbitrary scale
+        codes = self._raw_codes(pool)
+        self.code_mean_ = codes.mean(0)
+        self.code_scale_ = codes.std(0) + 1e-12
         return self
 
     def _decode(self, x):
         return self.decoder_(self.encoder_(x))
 
-    def _codes(self, patches: np.ndarray) -> np.ndarray:
+    def _raw_codes(self, patches: np.ndarray) -> np.ndarray:
         import torch
 
         with torch.inference_mode():
-            return self.encoder_(torch.from_numpy(patches)).numpy().astype(np.float64)
+            return np.concatenate(
+                [self.encoder_(torch.from_numpy(patches[i : i + 8192])).numpy() for i in range(0, len(patches), 8192)]
+            ).astype(np.float64)
+
+    def _codes(self, patches: np.ndarray) -> np.ndarray:
+        """Standardised codes (k, code_size) of patches (k, 1, px, px)."""
+        return (self._raw_codes(patches) - self.code_mean_) / self.code_scale_
 
     def transform(self, X) -> np.ndarray:
-        """Embeddings (N, 2 * code_size): mean then SD of each photo's patch codes; NaN rows if unusable."""
-        check_is_fitted(self, "encoder_")
+        """Embeddings (N, 2 * code_size): mean then SD of each photo's standardised patch codes; NaN rows if unusable."""
+        check_is_fitted(self, "code_scale_")
         out = np.full((len(X), 2 * self.code_size), np.nan)
-        for i, p in enumerate(self.patches(X, np.random.default_rng(0))):
+        for i, p in enumerate(self.patches(X)):
             if len(p) >= self.min_patches:
                 c = self._codes(p)
                 out[i] = np.concatenate([c.mean(0), c.std(0)])
@@ -204,19 +241,22 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
     def reconstruct(self, X, n_patches: int = 4) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``n_patches`` skin patches per photo and their reconstructions, uint8 (k, px, px, 3).
 
-        Shown as false colour: red = log R/G contrast, blue = log B/G contrast, both around 128.
+        Shown on a diverging scale: grey = as red as the skin around it, red = redder, cyan = less red.
         """
         import torch
 
-        check_is_fitted(self, "encoder_")
-        got = [p[:n_patches] for p in self.patches(X, np.random.default_rng(0)) if len(p)]
-        x = torch.from_numpy(np.concatenate(got)) if got else torch.zeros((0, 2, self.patch_px, self.patch_px))
+        check_is_fitted(self, "code_scale_")
+        got = [p[:n_patches] for p in self.patches(X) if len(p)]
+        x = torch.from_numpy(np.concatenate(got)) if got else torch.zeros((0, 1, self.patch_px, self.patch_px))
         with torch.inference_mode():
             r = self._decode(x)
+        return _diverging(x.numpy()[:, 0]), _diverging(r.numpy()[:, 0])
 
-        def to8(t):
-            t = t.numpy()
-            rgb = np.stack([t[:, 0], np.zeros_like(t[:, 0]), t[:, 1]], axis=-1)
-            return np.clip(128 + 255 * rgb, 0, 255).round().astype(np.uint8)
 
-        return to8(x), to8(r)
+def _diverging(v: np.ndarray) -> np.ndarray:
+    """Contrast maps (k, H, W) → uint8 RGB (k, H, W, 3): grey at 0, red above, cyan below."""
+    t = np.clip(v, -1, 1)[..., None]
+    grey = np.full(v.shape + (3,), 128.0)
+    red, cyan = np.array([127.0, -128.0, -128.0]), np.array([-128.0, 127.0, 127.0])
+    out = grey + np.where(t > 0, t * red, -t * cyan)
+    return np.clip(out, 0, 255).round().astype(np.uint8)

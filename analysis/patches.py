@@ -1,49 +1,14 @@
-"""Skin patches at a fixed scale, with light and white balance removed.
+"""Skin patches at a fixed scale relative to the frame.
 
-:func:`normalize_skin` turns a photo into log contrasts against the photo's own local
-skin level: per RGB channel, log(pixel) minus the log of a broad (Gaussian, SD
-``sigma_frac`` of the side) average of the surrounding *skin* pixels only. Exposure,
-white balance and smooth shading multiply every channel and vary slowly, so they
-cancel; a lesion is smaller than the averaging window and stays (a papule is
-redder and darker than the skin around it). Background and hair never enter the
-average, so the edge of the face does not leak into the skin next to it.
-
-:func:`extract_patches` cuts square patches of ``patch_frac`` of the side on a regular
-grid, keeps those that are nearly all skin, and resizes them to ``patch_px`` pixels,
-so a photo at any analysis size gives patches at the same scale relative to the frame.
+:func:`extract_patches` resamples a (normalised) photo so that ``patch_frac`` of its side
+is ``patch_px`` pixels and cuts square patches on a half-overlapping grid, keeping those
+that are nearly all skin. A photo at any analysis size, and a close-up as well as a
+photo of the side of the face, gives patches of the same size in pixels.
 """
 
 from __future__ import annotations
 
 import numpy as np
-
-LOG_SCALE = 0.25  # log contrast mapped to one unit of network input (lesions are ~0.05-0.3)
-
-
-def normalize_skin(image: np.ndarray, mask: np.ndarray, sigma_frac: float = 1 / 32) -> np.ndarray:
-    """Log contrast to the local skin level, float32 (3, H, W), 0 outside the skin.
-
-    ``image`` uint8 (3, H, W) RGB, ``mask`` bool (H, W) skin. Values are natural-log
-    ratios divided by :data:`LOG_SCALE` (0 = as the skin around it).
-    """
-    import cv2
-
-    side = max(image.shape[1:])
-    sigma = max(1.0, sigma_frac * side)
-    w = mask.astype(np.float32)
-    wb = cv2.GaussianBlur(w, (0, 0), sigma) + 1e-6
-    out = np.zeros(image.shape, dtype=np.float32)
-    for c in range(3):
-        lg = np.log(image[c].astype(np.float32) + 1.0)
-        level = cv2.GaussianBlur(lg * w, (0, 0), sigma) / wb
-        out[c] = (lg - level) * w / LOG_SCALE
-    return out
-
-
-def patch_grid(side: int, patch_frac: float) -> tuple[int, int]:
-    """Patch side and grid stride (half a patch) in pixels for a ``side``-px photo."""
-    p = max(4, round(patch_frac * side))
-    return p, max(1, p // 2)
 
 
 def extract_patches(
@@ -57,28 +22,27 @@ def extract_patches(
 ) -> np.ndarray:
     """Skin patches of one normalised photo (C, H, W), float32 (k, C, patch_px, patch_px).
 
-    Patches of ``patch_frac`` of the side on a half-overlapping grid, kept where at
-    least ``min_skin`` of their pixels are skin; at most ``max_patches`` of them
-    (drawn with ``rng``; all of them when None). ``k`` may be 0 (no skin).
+    The photo is resampled so that ``patch_frac`` of its side is ``patch_px`` pixels;
+    patches are cut on a half-overlapping grid and kept where at least ``min_skin`` of
+    their pixels are skin; at most ``max_patches`` of them (drawn with ``rng``; all of
+    them when None). ``k`` may be 0 (no skin).
     """
     import cv2
+    from numpy.lib.stride_tricks import sliding_window_view
 
-    side = norm.shape[1]
-    p, stride = patch_grid(side, patch_frac)
-    cover = cv2.boxFilter(mask.astype(np.float32), -1, (p, p), normalize=True, anchor=(0, 0))
-    ys, xs = np.meshgrid(np.arange(0, norm.shape[1] - p + 1, stride), np.arange(0, norm.shape[2] - p + 1, stride))
-    ys, xs = ys.ravel(), xs.ravel()
-    ok = cover[ys, xs] >= min_skin
-    ys, xs = ys[ok], xs[ok]
-    if max_patches is not None and len(ys) > max_patches:
-        rng = rng if rng is not None else np.random.default_rng(0)
-        pick = np.sort(rng.choice(len(ys), max_patches, replace=False))
-        ys, xs = ys[pick], xs[pick]
-    out = np.empty((len(ys), norm.shape[0], patch_px, patch_px), dtype=np.float32)
+    side = max(norm.shape[1:])
+    scale = patch_px / max(1.0, patch_frac * side)
+    h, w = max(patch_px, round(norm.shape[1] * scale)), max(patch_px, round(norm.shape[2] * scale))
+    interp = cv2.INTER_AREA if scale < 1 else cv2.INTER_LINEAR
     hwc = np.ascontiguousarray(norm.transpose(1, 2, 0))
-    for i, (y, x) in enumerate(zip(ys, xs)):
-        crop = hwc[y : y + p, x : x + p]
-        if p != patch_px:
-            crop = cv2.resize(crop, (patch_px, patch_px), interpolation=cv2.INTER_AREA)
-        out[i] = crop.transpose(2, 0, 1)
-    return out
+    img = cv2.resize(hwc, (w, h), interpolation=interp).reshape(h, w, -1)
+    cover = cv2.resize(mask.astype(np.float32), (w, h), interpolation=interp)
+    stride = max(1, patch_px // 2)
+    share = sliding_window_view(cover, (patch_px, patch_px))[::stride, ::stride].mean(axis=(-1, -2))
+    iy, ix = np.nonzero(share >= min_skin)
+    if max_patches is not None and len(iy) > max_patches:
+        rng = rng if rng is not None else np.random.default_rng(0)
+        pick = np.sort(rng.choice(len(iy), max_patches, replace=False))
+        iy, ix = iy[pick], ix[pick]
+    windows = sliding_window_view(img, (patch_px, patch_px), axis=(0, 1))[::stride, ::stride]
+    return np.ascontiguousarray(windows[iy, ix], dtype=np.float32)

@@ -26,7 +26,7 @@ from scipy import stats
 
 from analysis.dataset import load_dataset, load_images
 from analysis.models import contrasts, patient_tests
-from analysis.patch_ae import PatchAutoencoderEmbedder, colour_contrast
+from analysis.patch_ae import PatchAutoencoderEmbedder, redness_contrast
 from analysis.reduce import PC1Reducer
 from analysis.skin import skin_mask
 
@@ -41,9 +41,9 @@ def effective_rank(X: np.ndarray) -> float:
 
 
 def red_contrast(image: np.ndarray) -> float:
-    """Mean positive log R/G contrast over the skin: a sign reference that never reads the experts."""
+    """Mean positive redness contrast over the skin: a sign reference that never reads the experts."""
     mask = skin_mask(image)
-    return float(np.clip(colour_contrast(image, mask)[0], 0, None)[mask].mean()) if mask.any() else 0.0
+    return float(np.clip(redness_contrast(image, mask)[0], 0, None)[mask].mean()) if mask.any() else 0.0
 
 
 def per_participant(m, pc1, shares, a, b, seed) -> list[dict]:
