@@ -5,8 +5,8 @@ Health Intervention Analytics lab, HIAlab/Acne_Multimodal_Nof1) by path, embeds 
 the patch autoencoder (:class:`analysis.patch_ae.PatchAutoencoderEmbedder`), takes PC1 of
 the embeddings centred per participant, and prints JSON with, per participant: the share
 of each photo used as skin, the within-participant Spearman correlation of PC1 with the
-experts' mean score, the primary test's estimate and p-value (AR(1) regression of daily
-means on treatment) and the experts' own Welch t-test; overall: PC1's explained variance,
+experts' mean score, the primary test's estimate and p-value (paired t-test over treatment
+cycles) and the experts' own Welch t-test; overall: PC1's explained variance,
 the embedding's effective rank, and the autoencoder's reconstruction error next to that of
 the mean patch.
 
@@ -27,6 +27,7 @@ from scipy import stats
 from analysis.dataset import load_dataset, load_images
 from analysis.models import contrasts, patient_tests
 from analysis.patch_ae import PatchAutoencoderEmbedder, redness_contrast
+from analysis.primary import cycle_test
 from analysis.reduce import PC1Reducer
 from analysis.skin import skin_mask
 
@@ -54,8 +55,8 @@ def per_participant(m, pc1, shares, a, b, seed) -> list[dict]:
         e = p["expert_score_mean"].to_numpy(float)
         arm_b = (p["treatment"] == b).to_numpy()
         w = stats.ttest_ind(e[arm_b], e[~arm_b], equal_var=False)
-        ar1 = tests["ar1"]
-        agree = None if abs(w.statistic) <= 1 else bool(np.sign(ar1["estimate"]) == np.sign(w.statistic))
+        primary = cycle_test(p, "PC1", a, b)
+        agree = None if abs(w.statistic) <= 1 else bool(np.sign(primary["estimate"]) == np.sign(w.statistic))
         rows.append(
             {
                 "participant": pid,
@@ -63,10 +64,11 @@ def per_participant(m, pc1, shares, a, b, seed) -> list[dict]:
                 "skin_share_median": float(p["share"].median()),
                 "skin_share_min": float(p["share"].min()),
                 "spearman_pc1_expert": float(stats.spearmanr(p["PC1"], e).statistic),
-                "primary_ar1_estimate": ar1["estimate"],
-                "primary_ar1_p": ar1["p_value"],
-                "primary_flagged": bool(ar1["p_value"] < 0.05),
-                "welch_p_pc1": tests["welch"]["p_value"],
+                "primary_cycles_estimate": primary["estimate"],
+                "primary_cycles_p": primary["p_value"],
+                "primary_cycles_n": primary["n_cycles"],
+                "primary_flagged": bool(primary["p_value"] < 0.05),
+                "sensitivity_p": {t: r["p_value"] for t, r in tests.items()},
                 "randomization_min_p": tests["randomization"].get("min_p"),
                 "experts_effect": float(e[arm_b].mean() - e[~arm_b].mean()),
                 "experts_welch_t": float(w.statistic),
