@@ -104,7 +104,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         lr=1e-3,
         batch_size=128,
         max_patches=128,
-        max_train_patches=40_000,
+        max_train_patches=20_000,
         min_skin=0.9,
         min_patches=4,
         random_state=0,
