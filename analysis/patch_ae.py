@@ -89,6 +89,8 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
     draws, shuffling), ``progress`` (tqdm bars).
     Learned: ``encoder_``, ``decoder_``, ``code_mean_`` and ``code_scale_`` (each code
     dimension's mean and SD over the training patches; codes are reported standardised),
+    ``embedding_mean_`` and ``embedding_scale_`` (each pooled feature's mean and SD over the
+    training photos; embeddings are reported standardised),
     ``loss_history_`` (mean squared error per epoch),
     ``mse_`` (final reconstruction error on the training patches) and ``mse_mean_patch_``
     (the error of predicting every patch by the mean patch: the bar ``mse_`` must beat).
@@ -211,6 +213,11 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         codes = self._raw_codes(pool)
         self.code_mean_ = codes.mean(0)
         self.code_scale_ = codes.std(0) + 1e-12
+        # and each pooled feature in units of its spread over the training photos, so that
+        # the SDs (which rise together with any contrast) do not outweigh the means
+        pooled = self._pool(X)
+        self.embedding_mean_ = np.nanmean(pooled, axis=0)
+        self.embedding_scale_ = np.nanstd(pooled, axis=0) + 1e-12
         return self
 
     def _decode(self, x):
@@ -228,15 +235,19 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         """Standardised codes (k, code_size) of patches (k, 1, px, px)."""
         return (self._raw_codes(patches) - self.code_mean_) / self.code_scale_
 
-    def transform(self, X) -> np.ndarray:
-        """Embeddings (N, 2 * code_size): mean then SD of each photo's standardised patch codes; NaN rows if unusable."""
-        check_is_fitted(self, "code_scale_")
+    def _pool(self, X) -> np.ndarray:
         out = np.full((len(X), 2 * self.code_size), np.nan)
         for i, p in enumerate(self.patches(X)):
             if len(p) >= self.min_patches:
                 c = self._codes(p)
                 out[i] = np.concatenate([c.mean(0), c.std(0)])
         return out
+
+    def transform(self, X) -> np.ndarray:
+        """Embeddings (N, 2 * code_size): mean then SD of each photo's standardised patch codes,
+        each standardised over the training photos; NaN rows for unusable photos."""
+        check_is_fitted(self, "embedding_scale_")
+        return (self._pool(X) - self.embedding_mean_) / self.embedding_scale_
 
     def reconstruct(self, X, n_patches: int = 4) -> tuple[np.ndarray, np.ndarray]:
         """Up to ``n_patches`` skin patches per photo and their reconstructions, uint8 (k, px, px, 3).
@@ -245,7 +256,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         """
         import torch
 
-        check_is_fitted(self, "code_scale_")
+        check_is_fitted(self, "embedding_scale_")
         got = [p[:n_patches] for p in self.patches(X) if len(p)]
         x = torch.from_numpy(np.concatenate(got)) if got else torch.zeros((0, 1, self.patch_px, self.patch_px))
         with torch.inference_mode():
