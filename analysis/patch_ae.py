@@ -165,7 +165,30 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
 
     def usable(self, X) -> np.ndarray:
         """Bool (N,): photos with at least ``min_patches`` skin patches."""
-        return np.array([len(p) >= self.min_patches for p in self.patches(X)])
+        return self.describe(X)["usable"].to_numpy()
+
+    def describe(self, X):
+        """Per photo (a DataFrame, row-aligned): ``skin_share`` (of the frame), ``n_patches``,
+        ``usable`` and ``red_contrast`` (mean positive redness contrast over the skin, in
+        network units: a reference for PC1's sign that reads no score)."""
+        import pandas as pd
+
+        X = self._check(X)
+        rows = []
+        for x in X:
+            mask = skin_mask(x)
+            red = redness_contrast(x, mask)
+            n = len(extract_patches(red, mask, self.patch_frac, self.patch_px, self.min_skin))
+            share = float(mask.mean())
+            rows.append(
+                {
+                    "skin_share": share,
+                    "n_patches": n,
+                    "usable": n >= self.min_patches,
+                    "red_contrast": float(np.clip(red[0], 0, None)[mask].mean()) if share > 0 else 0.0,
+                }
+            )
+        return pd.DataFrame(rows, columns=["skin_share", "n_patches", "usable", "red_contrast"])
 
     def fit(self, X, y=None):
         import torch

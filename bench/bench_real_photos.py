@@ -26,10 +26,9 @@ from scipy import stats
 
 from analysis.dataset import load_dataset, load_images
 from analysis.models import contrasts, patient_tests
-from analysis.patch_ae import PatchAutoencoderEmbedder, redness_contrast
+from analysis.patch_ae import PatchAutoencoderEmbedder
 from analysis.primary import cycle_test
 from analysis.reduce import PC1Reducer
-from analysis.skin import skin_mask
 
 DEFAULT_PHOTOS = Path("/work/shared/real/hia_dev")
 
@@ -39,12 +38,6 @@ def effective_rank(X: np.ndarray) -> float:
     s = np.linalg.svd(X - X.mean(0), compute_uv=False) ** 2
     p = s / s.sum()
     return float(np.exp(-np.sum(p * np.log(p + 1e-300))))
-
-
-def red_contrast(image: np.ndarray) -> float:
-    """Mean positive redness contrast over the skin: a sign reference that never reads the experts."""
-    mask = skin_mask(image)
-    return float(np.clip(redness_contrast(image, mask)[0], 0, None)[mask].mean()) if mask.any() else 0.0
 
 
 def per_participant(m, pc1, shares, a, b, seed) -> list[dict]:
@@ -91,14 +84,14 @@ def main():
     t0 = time.perf_counter()
     data, images = load_images(load_dataset(args.photos), args.image_size)
     m = data.manifest
-    shares = np.array([skin_mask(x).mean() for x in images])
     params = {"random_state": args.seed} | ({"epochs": args.epochs} if args.epochs else {})
     est = PatchAutoencoderEmbedder(**params).fit(images)
     emb = est.transform(images)
     reducer = PC1Reducer("within")
     pc1 = reducer.fit_transform(emb, m["patient_id"].to_numpy())
-    red = np.array([red_contrast(x) for x in images])
-    if np.corrcoef(pc1, red)[0, 1] < 0:  # PC1 rises with red skin contrast
+    photos = est.describe(images)
+    shares = photos["skin_share"].to_numpy()
+    if np.corrcoef(pc1, photos["red_contrast"])[0, 1] < 0:  # PC1 rises with red skin contrast
         pc1 = -pc1
     (a, b), *_ = contrasts(data.treatments)
     rows = per_participant(m, pc1, shares, a, b, args.seed)

@@ -157,5 +157,8 @@ def test_photo_without_skin_is_unusable_and_embeds_as_nan():
     est = PatchAutoencoderEmbedder(**FAST).fit(X)
     both = np.concatenate([X[:2], grey])
     assert est.usable(both).tolist() == [True, True, False]
+    d = est.describe(both)
+    assert d["skin_share"].iloc[2] == 0 and d["n_patches"].iloc[2] == 0
+    assert (d["skin_share"].iloc[:2] > 0.3).all() and (d["n_patches"].iloc[:2] >= 4).all()
     emb = est.transform(both)
     assert np.isfinite(emb[:2]).all() and np.isnan(emb[2]).all()
