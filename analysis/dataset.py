@@ -15,13 +15,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .contract import BASELINE_LABEL, MANIFEST, MANIFEST_REQUIRED, PROTOCOL
 from .errors import AnalysisInputError
-
-MANIFEST = "manifest.csv"
-PROTOCOL = "protocol.yaml"
-BASELINE_LABEL = "Baseline"
-REQUIRED_COLUMNS = ("image", "patient_id", "day", "treatment")
-TRUTH_COLUMNS = ("severity_latent", "severity_noisefree")
 
 
 @dataclass
@@ -89,6 +84,31 @@ def _days_from_timestamps(df: pd.DataFrame, path: Path) -> pd.Series:
     return ((date - first).dt.days + 1).astype(int)
 
 
+def _treatments(df: pd.DataFrame, protocol: dict | None, path: Path) -> tuple[list[str], dict[str, float]]:
+    """Contrasted labels (protocol order, then first appearance) and their nominal effects (from the protocol)."""
+    present = set(df["treatment"]) - {BASELINE_LABEL}
+    labels, nominal = [], {}
+    if protocol and isinstance(protocol.get("treatments"), list):
+        for t in protocol["treatments"]:
+            if isinstance(t, dict) and "label" in t:
+                lab = str(t["label"])
+                if lab in present:
+                    labels.append(lab)
+                    if t.get("effect") is not None:
+                        nominal[lab] = float(t["effect"])
+    # labels not in the protocol: in order of first appearance (earliest day, then name)
+    first_day = df[df["treatment"] != BASELINE_LABEL].groupby("treatment")["day"].min()
+    labels += sorted(present - set(labels), key=lambda l: (first_day[l], l))
+    if len(labels) < 2:
+        raise AnalysisInputError(
+            f"need at least two treatments to contrast, found {sorted(present) or 'none'}",
+            file=str(path),
+            field="treatment",
+            allowed=f"two or more labels besides '{BASELINE_LABEL}'",
+        )
+    return labels, nominal
+
+
 def load_dataset(folder: str | Path) -> TrialData:
     """Read ``folder/manifest.csv`` (and ``protocol.yaml``); validate the required columns."""
     root = Path(folder)
@@ -105,7 +125,7 @@ def load_dataset(folder: str | Path) -> TrialData:
         raise AnalysisInputError(f"unreadable CSV ({e.__class__.__name__}: {e})", file=str(path)) from None
     if "day" not in df.columns and "timestamp" in df.columns and "patient_id" in df.columns:
         df["day"] = _days_from_timestamps(df, path)
-    missing = [c for c in REQUIRED_COLUMNS if c not in df.columns]
+    missing = [c for c in MANIFEST_REQUIRED if c not in df.columns]
     if missing:
         raise AnalysisInputError(
             f"missing column(s) {missing}",
@@ -134,26 +154,7 @@ def load_dataset(folder: str | Path) -> TrialData:
     df = df.sort_values(["patient_id", "day", "image"], kind="stable").reset_index(drop=True)
 
     protocol = _read_protocol(root / PROTOCOL)
-    present = set(df["treatment"]) - {BASELINE_LABEL}
-    labels, nominal = [], {}
-    if protocol and isinstance(protocol.get("treatments"), list):
-        for t in protocol["treatments"]:
-            if isinstance(t, dict) and "label" in t:
-                lab = str(t["label"])
-                if lab in present:
-                    labels.append(lab)
-                    if t.get("effect") is not None:
-                        nominal[lab] = float(t["effect"])
-    # labels not in the protocol: in order of first appearance (earliest day, then name)
-    first_day = df[df["treatment"] != BASELINE_LABEL].groupby("treatment")["day"].min()
-    labels += sorted(present - set(labels), key=lambda l: (first_day[l], l))
-    if len(labels) < 2:
-        raise AnalysisInputError(
-            f"need at least two treatments to contrast, found {sorted(present) or 'none'}",
-            file=str(path),
-            field="treatment",
-            allowed=f"two or more labels besides '{BASELINE_LABEL}'",
-        )
+    labels, nominal = _treatments(df, protocol, path)
     return TrialData(root, df, labels, protocol, nominal)
 
 

@@ -21,10 +21,8 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
-
-def centre_by(x: np.ndarray, groups) -> np.ndarray:
-    s = pd.Series(np.asarray(x, dtype=float))
-    return (s - s.groupby(np.asarray(groups)).transform("mean")).to_numpy()
+from .models import arm_difference, contrast_name, fit_population
+from .reduce import centre_by
 
 
 def within_spearman(x, y, groups) -> float:
@@ -49,10 +47,7 @@ def align_sign(pc1: np.ndarray, manifest: pd.DataFrame) -> tuple[np.ndarray, boo
 def realised_by_patient(df: pd.DataFrame, a: str, b: str, column: str = "severity_noisefree") -> pd.Series:
     """Per patient: mean of ``column`` over arm b's observation days minus arm a's (truth needed)."""
     daily = df.groupby(["patient_id", "day", "treatment"], as_index=False)[column].mean()
-    arm = daily[daily["treatment"].isin([a, b])].groupby(["patient_id", "treatment"])[column].mean().unstack()
-    if a not in arm.columns or b not in arm.columns:
-        return pd.Series(dtype=float)
-    return (arm[b] - arm[a]).dropna()
+    return arm_difference(daily, column, a, b)
 
 
 def realised_effect(df: pd.DataFrame, a: str, b: str, column: str = "severity_noisefree") -> float:
@@ -76,6 +71,36 @@ def standardise(fit: dict) -> dict:
     return {k + "_std": (fit[k] / sd if sd > 0 else float("nan")) for k in ("estimate", "ci_low", "ci_high")}
 
 
-def detected(entry: dict, alpha: float = 0.05) -> bool:
-    p = entry.get("p_value")
-    return bool(p is not None and np.isfinite(p) and p < alpha)
+def truth_entries(data, pairs, time_terms: bool = False) -> list[dict]:
+    """Known effects of every contrast ``(a, b)`` of ``pairs`` in ``data`` (a TrialData with truth): the ``truth`` of results.json."""
+    m = data.manifest
+    out = []
+    for a, b in pairs:
+        lf = fit_population(m, "severity_latent", a, b, time_terms)
+        realised = realised_effect(m, a, b) if data.has_noisefree else None
+        effects = data.nominal_effects
+        nominal = effects[b] - effects[a] if a in effects and b in effects else None
+        keys = ("estimate", "se", "ci_low", "ci_high", "p_value", "df", "resid_sd", "model", "warnings")
+        out.append(
+            {
+                "contrast": contrast_name(a, b),
+                "nominal": nominal,
+                "realised": realised,
+                "realised_std": (realised / lf["resid_sd"] if realised is not None else None),
+                "nominal_std": (nominal / lf["resid_sd"] if nominal is not None else None),
+                "latent_model": {k: lf[k] for k in keys},
+                "latent_model_std": lf["estimate"] / lf["resid_sd"],
+            }
+        )
+    return out
+
+
+def add_known(population: list[dict], truth: list[dict]) -> None:
+    """Recovered vs known side by side, in standardised units (in place)."""
+    known = {t["contrast"]: t for t in truth}
+    for e in population:
+        k = known[e["contrast"]]
+        e["known_realised_std"] = k["realised_std"]
+        e["known_realised"] = k["realised"]
+        if k["realised_std"]:
+            e["relative_error_std"] = (e["estimate_std"] - k["realised_std"]) / abs(k["realised_std"])

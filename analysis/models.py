@@ -37,8 +37,6 @@ from scipy import stats
 
 from .errors import AnalysisInputError
 
-BASELINE_LABEL = "Baseline"
-
 
 def contrasts(treatments: list[str]) -> list[tuple[str, str]]:
     """All pairs ``(a, b)`` in protocol order; the contrast is ``b − a``."""
@@ -68,26 +66,20 @@ def population_formulas(a: str, time_terms: bool = False) -> dict:
     }
 
 
-def summary_contrasts(df: pd.DataFrame, outcome: str, a: str, b: str) -> pd.Series:
-    """Per patient: mean of ``outcome`` on arm b's photos minus arm a's (patients with both arms)."""
+def arm_difference(df: pd.DataFrame, outcome: str, a: str, b: str) -> pd.Series:
+    """Per patient: mean of ``outcome`` over arm b's rows minus arm a's (patients with both arms).
+
+    The one definition of a patient's contrast: on photos it is the summary-measures
+    contrast; on daily means (:func:`analysis.evaluate.realised_by_patient`) the realised effect.
+    """
     arm = df[df["treatment"].isin([a, b])].groupby(["patient_id", "treatment"])[outcome].mean().unstack()
     if a not in arm.columns or b not in arm.columns:
         return pd.Series(dtype=float)
     return (arm[b] - arm[a]).dropna()
 
 
-def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool = False) -> dict:
-    """Mixed model for the contrast ``b − a`` of ``df[outcome]``.
-
-    ``df`` needs ``patient_id``, ``treatment``, ``day`` and ``outcome``. Returns a dict:
-    ``estimate`` (LMM), ``se`` (max of ``se_lmm`` and ``se_summary``), ``ci_low, ci_high,
-    p_value, df`` (t with patients − 1 df),
-    ``resid_sd`` (residual SD on the contrasted arms, for standardising; ``resid_sd_all`` over all photos), ``model`` ("random slope" or
-    "random intercept"), ``warnings`` (list of str), ``formulas``.
-    """
-    from statsmodels.regression.mixed_linear_model import MixedLM
-    from statsmodels.tools.sm_exceptions import ConvergenceWarning
-
+def _model_frame(df: pd.DataFrame, outcome: str, a: str, b: str) -> pd.DataFrame:
+    """The model's columns (y, patient_id, treatment, day, contrast_arm), finite y only; checks both arms and 2+ patients."""
     d = pd.DataFrame(
         {
             "y": pd.to_numeric(df[outcome], errors="coerce").to_numpy(dtype=float),
@@ -108,8 +100,14 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
             allowed="two or more patients (use the per-patient tests)",
         )
     d["contrast_arm"] = (d["treatment"] == b).astype(float)
-    f = population_formulas(a, time_terms)
-    name = f"C(treatment, Treatment(reference={a!r}))[T.{b}]"
+    return d
+
+
+def _fit_mixed(d: pd.DataFrame, f: dict, name: str) -> tuple:
+    """Random slope, else random intercept, else OLS with fixed patient intercepts: ``(fit, model, notes)``."""
+    from statsmodels.regression.mixed_linear_model import MixedLM
+    from statsmodels.tools.sm_exceptions import ConvergenceWarning
+
     notes: list[str] = []
     fit, model = None, None
     for re_formula, label in ((f["re_formula"], "random slope"), ("~1", "random intercept")):
@@ -145,8 +143,25 @@ def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
         fit = smf.ols(f["formula"] + " + C(patient_id)", d).fit()
         model = "fixed patient intercepts (OLS)"
         notes.append("mixed models failed; used OLS with fixed patient intercepts")
+    return fit, model, notes
+
+
+def fit_population(df: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool = False) -> dict:
+    """Mixed model for the contrast ``b − a`` of ``df[outcome]``.
+
+    ``df`` needs ``patient_id``, ``treatment``, ``day`` and ``outcome``. Returns a dict:
+    ``estimate`` (LMM), ``se`` (max of ``se_lmm`` and ``se_summary``), ``ci_low, ci_high,
+    p_value, df`` (t with patients − 1 df),
+    ``resid_sd`` (residual SD on the contrasted arms, for standardising; ``resid_sd_all`` over all photos), ``model`` ("random slope" or
+    "random intercept"), ``warnings`` (list of str), ``formulas``.
+    """
+    d = _model_frame(df, outcome, a, b)
+    n_patients = d["patient_id"].nunique()
+    f = population_formulas(a, time_terms)
+    name = f"C(treatment, Treatment(reference={a!r}))[T.{b}]"
+    fit, model, notes = _fit_mixed(d, f, name)
     est, se_lmm = float(fit.params[name]), float(fit.bse[name])
-    per = summary_contrasts(d, "y", a, b)
+    per = arm_difference(d, "y", a, b)
     se_summary = float(per.std(ddof=1) / np.sqrt(len(per))) if len(per) >= 2 else float("nan")
     # the larger of the two: the LMM's SE assumes independent residuals (too small under
     # autocorrelation when the slope variance sits at 0); the summary-measures SE is valid
@@ -204,20 +219,11 @@ def _periods_and_blocks(p: pd.DataFrame) -> tuple[np.ndarray, np.ndarray]:
     return period, rank // k
 
 
-def randomization_test(
-    y: np.ndarray,
-    arm_b: np.ndarray,
-    period: np.ndarray,
-    block: np.ndarray,
-    rng: np.random.Generator,
-    max_enumerate: int = 20000,
-    n_draws: int = 5000,
-) -> dict:
-    """Redraw assignments by permuting period labels within blocks; statistic = mean(b) − mean(a).
+def _assignments(arm_b, period, block, rng, max_enumerate: int, n_draws: int) -> tuple[np.ndarray, int, bool]:
+    """Every assignment the design allows (or ``n_draws`` random ones when more than ``max_enumerate``).
 
-    Returns ``estimate`` (observed statistic), ``p_value`` (two-sided, exact when the
-    assignments are enumerated), ``min_p`` (smallest p this design can give),
-    ``n_assignments``, ``exact``.
+    Returns a bool array (assignments × photos, True = arm b), the number of
+    assignments the design allows, and whether all were enumerated.
     """
     periods = pd.unique(period)
     p_label = np.array([arm_b[period == q][0] for q in periods])
@@ -245,7 +251,25 @@ def randomization_test(
         for (members, perms), c in zip(options, combo):
             lab[members] = perms[c]
         assignments.append(lab[idx])
-    A = np.array(assignments, dtype=bool)  # (n_assign, n_photos)
+    return np.array(assignments, dtype=bool), total, exact  # (n_assign, n_photos)
+
+
+def randomization_test(
+    y: np.ndarray,
+    arm_b: np.ndarray,
+    period: np.ndarray,
+    block: np.ndarray,
+    rng: np.random.Generator,
+    max_enumerate: int = 20000,
+    n_draws: int = 5000,
+) -> dict:
+    """Redraw assignments by permuting period labels within blocks; statistic = mean(b) − mean(a).
+
+    Returns ``estimate`` (observed statistic), ``p_value`` (two-sided, exact when the
+    assignments are enumerated), ``min_p`` (smallest p this design can give),
+    ``n_assignments``, ``exact``.
+    """
+    A, total, exact = _assignments(arm_b, period, block, rng, max_enumerate, n_draws)
 
     def stat(v):
         nb = A.sum(1)

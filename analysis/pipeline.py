@@ -1,16 +1,16 @@
 """The analysis, top to bottom: load → embed → PC1 → models → known vs recovered → files.
 
-:func:`analyze` reads a dataset folder (Contract 1) and writes an analysis
-folder (Contract 2): ``results.json``, ``embeddings.csv``, ``reconstructions.npz``
-(when the autoencoder ran) and, when :mod:`analysis.report` exists, ``report.html``.
-Several methods (``ae``, ``pixel-pca``, ``oracle``) run on the same loaded data.
+:func:`run` reads a dataset folder (Contract 1) and returns a typed
+:class:`~analysis.results.Results` without writing anything; :func:`write` puts
+it in an analysis folder (Contract 2): ``embeddings.csv``, ``reconstructions.npz``
+(when the autoencoder ran), ``results.json`` and ``report.html``.
+:func:`analyze` is the two in a row. Several methods (``ae``, ``pixel-pca``,
+``oracle``) run on the same loaded data.
 """
 
 from __future__ import annotations
 
-import json
-import math
-import os
+import io
 import platform
 import time
 from dataclasses import asdict, dataclass
@@ -20,19 +20,21 @@ import numpy as np
 import pandas as pd
 
 from . import evaluate as ev
-from .dataset import BASELINE_LABEL, TrialData, load_dataset, load_images
+from .atomic import atomic_write_bytes, atomic_write_text
+from .contract import BASELINE_LABEL, IMAGE_METHODS, METHODS
+from .dataset import TrialData, load_dataset, load_images
 from .embed import PRESETS, AutoencoderEmbedder, OracleEmbedder, PixelPCAEmbedder
 from .errors import AnalysisInputError
 from .models import contrast_name, contrasts, fit_population, patient_tests, population_formulas
 from .reduce import PC1Reducer, normalize_photometric
+from .results import Results, detected
 
-METHODS = ("ae", "pixel-pca", "oracle")
-IMAGE_METHODS = ("ae", "pixel-pca")
 # measured on the demo protocol (bench/bench_recovery.py): the within-patient PC1 of the autoencoder
 # tracks severity with Spearman 0.96 on spot maps, 0.90 on redness-contrast maps and 0.06 on grey-world
 # photos; only spot maps give a standardised effect near the truth (0.82 of it; redness maps 0.52)
 DEFAULT_REDUCTION = "within"
 DEFAULT_NORMALIZATION = "spots"
+TIMED_STEPS = ("load", "train", "embed", "reduce", "models")
 
 
 @dataclass
@@ -66,23 +68,8 @@ class AnalysisConfig:
             )
         return list(dict.fromkeys(raw))
 
-
-def _clean(x):
-    """JSON-safe: NaN/inf → null, numpy scalars → Python."""
-    if isinstance(x, dict):
-        return {str(k): _clean(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_clean(v) for v in x]
-    if isinstance(x, (np.integer,)):
-        return int(x)
-    if isinstance(x, (float, np.floating)):
-        x = float(x)
-        return x if math.isfinite(x) else None
-    if isinstance(x, np.bool_):
-        return bool(x)
-    if isinstance(x, Path):
-        return str(x)
-    return x
+    def resolved_image_size(self) -> int:
+        return int(self.image_size or PRESETS.get(self.preset, PRESETS["default"])["image_size"])  # type: ignore[call-overload]
 
 
 def _versions() -> dict:
@@ -102,28 +89,23 @@ def _versions() -> dict:
     }
 
 
-def _embed(method: str, data: TrialData, images, cfg: AnalysisConfig, timings: dict):
-    """Embeddings (N, d) for one method; returns (embeddings, fitted embedder)."""
-    t0 = time.perf_counter()
+# ---------------------------------------------------------------- steps of one method
+
+
+def _embedder(method: str, data: TrialData | None, cfg: AnalysisConfig):
+    """The unfitted embedder of ``method``."""
     if method == "oracle":
-        if not data.has_truth:
+        if data is None or not data.has_truth:
             raise AnalysisInputError(
                 "method 'oracle' needs the severity_latent column (simulated data only)",
-                file=str(data.root / "manifest.csv"),
+                file=str(data.root / "manifest.csv") if data is not None else None,
                 field="severity_latent",
                 allowed="methods ae or pixel-pca for real photos",
             )
-        emb = OracleEmbedder().fit_transform(data.manifest)
-        timings["embed"] += time.perf_counter() - t0
-        return emb, None
+        return OracleEmbedder()
     if method == "pixel-pca":
-        est = PixelPCAEmbedder(random_state=cfg.seed).fit(images)
-        timings["train"] += time.perf_counter() - t0
-        t1 = time.perf_counter()
-        emb = est.transform(images)
-        timings["embed"] += time.perf_counter() - t1
-        return emb, est
-    est = AutoencoderEmbedder.from_preset(
+        return PixelPCAEmbedder(random_state=cfg.seed)
+    return AutoencoderEmbedder.from_preset(
         cfg.preset,
         image_size=cfg.image_size,
         epochs=cfg.epochs,
@@ -131,10 +113,18 @@ def _embed(method: str, data: TrialData, images, cfg: AnalysisConfig, timings: d
         random_state=cfg.seed,
         progress=cfg.progress,
     )
-    est.fit(images)
-    timings["train"] += time.perf_counter() - t0
+
+
+def _embed(method: str, data: TrialData, images, cfg: AnalysisConfig, timings: dict):
+    """Embeddings (N, d) for one method; returns (embeddings, fitted embedder)."""
+    est = _embedder(method, data, cfg)
+    X = data.manifest if method == "oracle" else images
+    t0 = time.perf_counter()
+    est.fit(X)
+    # the oracle learns nothing: its time counts as embedding, as before
+    timings["embed" if method == "oracle" else "train"] += time.perf_counter() - t0
     t1 = time.perf_counter()
-    emb = est.transform(images)
+    emb = est.transform(X)
     timings["embed"] += time.perf_counter() - t1
     return emb, est
 
@@ -155,149 +145,111 @@ def _embedding_summary(pc1, reducer, data: TrialData, aligned: bool, reduction: 
     }
 
 
-def analyze(dataset, out, cfg: AnalysisConfig | None = None) -> dict:
-    """Analyse the dataset folder ``dataset`` into the folder ``out``; returns the results dict."""
-    cfg = cfg or AnalysisConfig()
-    t_start = time.perf_counter()
-    timings = {k: 0.0 for k in ("load", "train", "embed", "reduce", "models")}
-    methods = cfg.methods()
-    reduction = cfg.reduction or DEFAULT_REDUCTION
-    normalization = cfg.normalize or DEFAULT_NORMALIZATION
-    out = Path(out)
+def _embedding_frame(m: pd.DataFrame, method: str, pc1: np.ndarray, emb: np.ndarray) -> pd.DataFrame:
+    """Rows of ``embeddings.csv`` for one method: the photo, its PC1 and every embedding dimension."""
+    frame = m[["image", "patient_id", "day", "treatment"]].copy()
+    frame["method"] = method
+    frame["PC1"] = pc1
+    dims = pd.DataFrame(emb, columns=[f"e{j}" for j in range(emb.shape[1])])
+    return pd.concat([frame.reset_index(drop=True), dims], axis=1)
 
-    data = load_dataset(dataset)
-    images = None
-    image_size = cfg.image_size or PRESETS.get(cfg.preset, PRESETS["default"])["image_size"]
-    if any(m in IMAGE_METHODS for m in methods):
-        data, images = load_images(data, image_size, skip_bad=cfg.skip_bad, progress=cfg.progress)
-        images = normalize_photometric(images, normalization)
-    timings["load"] = time.perf_counter() - t_start
-    m = data.manifest
-    if m["patient_id"].nunique() < 2:
-        raise AnalysisInputError(
-            f"the population model needs at least two patients, found {m['patient_id'].nunique()}",
-            file=str(data.root / "manifest.csv"),
-            field="patient_id",
+
+def _reconstructions(est: AutoencoderEmbedder, images: np.ndarray, names: np.ndarray) -> dict:
+    """Up to 8 evenly spaced photos, as the autoencoder saw and rebuilt them."""
+    pick = np.linspace(0, len(images) - 1, min(8, len(images))).round().astype(int)
+    orig, rec = est.reconstruct(images[pick])
+    return {
+        "originals": orig,
+        "reconstructions": rec,
+        "images": names[pick].astype(str),
+        "loss_history": np.array(est.loss_history_),
+    }
+
+
+def _population_entry(method: str, name: str, fit: dict, calib: float | None) -> dict:
+    entry = {
+        "method": method,
+        "contrast": name,
+        **{k: fit[k] for k in ("estimate", "se", "ci_low", "ci_high", "p_value", "df")},
+        **ev.standardise(fit),
+        "se_lmm": fit["se_lmm"],
+        "se_summary": fit["se_summary"],
+        "resid_sd": fit["resid_sd"],
+        "model": fit["model"],
+        "warnings": fit["warnings"],
+    }
+    if calib is not None:
+        lo, hi = sorted((fit["ci_low"] * calib, fit["ci_high"] * calib))
+        entry.update(
+            estimate_severity=fit["estimate"] * calib,
+            ci_low_severity=lo,
+            ci_high_severity=hi,
+            severity_per_pc1=calib,
+            severity_note="oracle calibration (reads the truth)",
         )
-    pairs = contrasts(data.treatments)
-    groups = m["patient_id"].to_numpy()
+    return entry
 
-    population, patients, embedding_by_method, emb_frames = [], [], {}, []
-    reconstructions = None
-    latent_fits = {}
-    for mi, method in enumerate(methods):
-        emb, est = _embed(method, data, images, cfg, timings)
-        t0 = time.perf_counter()
-        reducer = PC1Reducer(reduction)
-        pc1 = reducer.fit_transform(emb, groups)
-        pc1, aligned = ev.align_sign(pc1, m)
-        timings["reduce"] += time.perf_counter() - t0
-        embedding_by_method[method] = _embedding_summary(pc1, reducer, data, aligned, reduction)
-        frame = m[["image", "patient_id", "day", "treatment"]].copy()
-        frame["method"] = method
-        frame["PC1"] = pc1
-        dims = pd.DataFrame(emb, columns=[f"e{j}" for j in range(emb.shape[1])])
-        emb_frames.append(pd.concat([frame.reset_index(drop=True), dims], axis=1))
-        if method == "ae" and reconstructions is None:
-            pick = np.linspace(0, len(images) - 1, min(8, len(images))).round().astype(int)
-            orig, rec = est.reconstruct(images[pick])
-            reconstructions = {
-                "originals": orig,
-                "reconstructions": rec,
-                "images": m["image"].to_numpy()[pick].astype(str),
-                "loss_history": np.array(est.loss_history_),
-            }
 
-        t0 = time.perf_counter()
-        scored = m.assign(PC1=pc1)
-        calib = ev.oracle_calibration(pc1, m) if data.has_truth else None
-        for ci, (a, b) in enumerate(pairs):
-            name = contrast_name(a, b)
-            fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
-            entry = {
-                "method": method,
-                "contrast": name,
-                **{k: fit[k] for k in ("estimate", "se", "ci_low", "ci_high", "p_value", "df")},
-                **ev.standardise(fit),
-                "se_lmm": fit["se_lmm"],
-                "se_summary": fit["se_summary"],
-                "resid_sd": fit["resid_sd"],
-                "model": fit["model"],
-                "warnings": fit["warnings"],
-            }
-            if calib is not None:
-                entry.update(
-                    {
-                        "estimate_severity": fit["estimate"] * calib,
-                        "ci_low_severity": min(fit["ci_low"] * calib, fit["ci_high"] * calib),
-                        "ci_high_severity": max(fit["ci_low"] * calib, fit["ci_high"] * calib),
-                        "severity_per_pc1": calib,
-                        "severity_note": "oracle calibration (reads the truth)",
-                    }
-                )
-            population.append(entry)
-            realised_pp = ev.realised_by_patient(m, a, b) if data.has_noisefree else pd.Series(dtype=float)
-            for pi, (pid, p) in enumerate(scored.groupby("patient_id", sort=True)):
-                rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, mi, ci, pi]))
-                for t in patient_tests(
-                    p.sort_values("day", kind="stable"), "PC1", a, b, rng, cfg.time_terms, cfg.n_perm
-                ):
-                    row = {"method": method, "patient_id": pid, "contrast": name, **t}
-                    if data.has_noisefree:
-                        row["known_realised"] = float(realised_pp.get(pid, np.nan))
-                    row["detected"] = ev.detected(t)
-                    patients.append(row)
-            if data.has_truth and name not in latent_fits:
-                latent_fits[name] = fit_population(m, "severity_latent", a, b, cfg.time_terms)
-        timings["models"] += time.perf_counter() - t0
+def _patient_entries(scored, data: TrialData, method: str, pair, seed_key: tuple, cfg: AnalysisConfig) -> list:
+    """The per-patient tests of one contrast, each patient with its own seeded generator."""
+    a, b = pair
+    name = contrast_name(a, b)
+    realised_pp = ev.realised_by_patient(scored, a, b) if data.has_noisefree else pd.Series(dtype=float)
+    rows = []
+    for pi, (pid, p) in enumerate(scored.groupby("patient_id", sort=True)):
+        rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, *seed_key, pi]))
+        for t in patient_tests(p.sort_values("day", kind="stable"), "PC1", a, b, rng, cfg.time_terms, cfg.n_perm):
+            row = {"method": method, "patient_id": pid, "contrast": name, **t}
+            if data.has_noisefree:
+                row["known_realised"] = float(realised_pp.get(pid, np.nan))
+            row["detected"] = detected(t["p_value"])
+            rows.append(row)
+    return rows
 
-    truth = None
-    if data.has_truth:
-        truth = []
-        for a, b in pairs:
-            name = contrast_name(a, b)
-            lf = latent_fits[name]
-            realised = ev.realised_effect(m, a, b) if data.has_noisefree else None
-            nominal = (
-                data.nominal_effects[b] - data.nominal_effects[a]
-                if a in data.nominal_effects and b in data.nominal_effects
-                else None
-            )
-            truth.append(
-                {
-                    "contrast": name,
-                    "nominal": nominal,
-                    "realised": realised,
-                    "realised_std": (realised / lf["resid_sd"] if realised is not None else None),
-                    "nominal_std": (nominal / lf["resid_sd"] if nominal is not None else None),
-                    "latent_model": {
-                        k: lf[k]
-                        for k in (
-                            "estimate",
-                            "se",
-                            "ci_low",
-                            "ci_high",
-                            "p_value",
-                            "df",
-                            "resid_sd",
-                            "model",
-                            "warnings",
-                        )
-                    },
-                    "latent_model_std": lf["estimate"] / lf["resid_sd"],
-                }
-            )
-        # recovered vs known side by side, in standardised units
-        known = {t["contrast"]: t for t in truth}
-        for e in population:
-            k = known[e["contrast"]]
-            e["known_realised_std"] = k["realised_std"]
-            e["known_realised"] = k["realised"]
-            if k["realised_std"]:
-                e["relative_error_std"] = (e["estimate_std"] - k["realised_std"]) / abs(k["realised_std"])
 
-    first = methods[0]
-    embedding = dict(embedding_by_method[first], method=first, by_method=embedding_by_method)
+def _models(pc1, data: TrialData, method: str, mi: int, pairs, cfg: AnalysisConfig) -> tuple[list, list]:
+    """Population model and per-patient tests of every contrast on one method's PC1."""
+    m = data.manifest
+    scored = m.assign(PC1=pc1)
+    calib = ev.oracle_calibration(pc1, m) if data.has_truth else None
+    population, patients = [], []
+    for ci, (a, b) in enumerate(pairs):
+        fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
+        population.append(_population_entry(method, contrast_name(a, b), fit, calib))
+        patients += _patient_entries(scored, data, method, (a, b), (mi, ci), cfg)
+    return population, patients
+
+
+def _one_method(method: str, mi: int, data: TrialData, images, pairs, cfg: AnalysisConfig, timings: dict) -> dict:
+    """Embed → PC1 (sign aligned where truth exists) → models, for one method."""
+    # 1. embed
+    emb, est = _embed(method, data, images, cfg, timings)
+    # 2. reduce to PC1
+    t0 = time.perf_counter()
+    reduction = cfg.reduction or DEFAULT_REDUCTION
+    reducer = PC1Reducer(reduction)
+    pc1 = reducer.fit_transform(emb, data.manifest["patient_id"].to_numpy())
+    pc1, aligned = ev.align_sign(pc1, data.manifest)
+    timings["reduce"] += time.perf_counter() - t0
+    # 3. models
+    t0 = time.perf_counter()
+    population, patients = _models(pc1, data, method, mi, pairs, cfg)
+    timings["models"] += time.perf_counter() - t0
+    return {
+        "summary": _embedding_summary(pc1, reducer, data, aligned, reduction),
+        "frame": _embedding_frame(data.manifest, method, pc1, emb),
+        "reconstructions": (
+            _reconstructions(est, images, data.manifest["image"].to_numpy()) if method == "ae" else None
+        ),
+        "population": population,
+        "patients": patients,
+    }
+
+
+# ---------------------------------------------------------------- truth and provenance
+
+
+def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
     formulas = {contrast_name(a, b): population_formulas(a, cfg.time_terms) for a, b in pairs}
     for e in population:  # the re_formula actually used
         formulas[e["contrast"]].setdefault("re_formula_used", {})[e["method"]] = (
@@ -312,50 +264,110 @@ def analyze(dataset, out, cfg: AnalysisConfig | None = None) -> dict:
         "randomization": "period labels permuted within blocks (as the protocol randomises); exact p and min_p",
         "population_se": "max(LMM SE, SD of per-patient contrasts / sqrt(G)); t with G-1 df",
     }
+    return formulas
 
-    results = {
-        "population": population,
-        "patients": patients,
-        "embedding": embedding,
-        "truth": truth,
-        "formulas": formulas,
-        "config": dict(
-            asdict(cfg),
-            reduction=reduction,
-            normalize=normalization,
-            image_size=image_size if images is not None else None,
-            methods=methods,
-        ),
-        "versions": _versions(),
-        "seed": cfg.seed,
-        "protocol": data.protocol,
-        "treatments": data.treatments,
-        "baseline_label": BASELINE_LABEL,
-        "n_images": int(len(m)),
-        "n_patients": int(m["patient_id"].nunique()),
-        "skipped_images": len(data.skipped_images),
-        "skipped_image_paths": data.skipped_images,
-        "dataset": str(Path(dataset).resolve()),
-    }
-    out.mkdir(parents=True, exist_ok=True)
-    _atomic_text(out / "embeddings.csv", pd.concat(emb_frames, ignore_index=True).to_csv(index=False))
-    if reconstructions is not None:
-        tmp = out / ".reconstructions.tmp.npz"
-        np.savez_compressed(tmp, **reconstructions)
-        os.replace(tmp, out / "reconstructions.npz")
-    timings["total"] = time.perf_counter() - t_start
-    results["timings_s"] = {k: round(v, 3) for k, v in timings.items()}
-    results = _clean(results)
-    _atomic_text(out / "results.json", json.dumps(results, indent=2, ensure_ascii=False))
-    if cfg.report:
-        from .report import write_report
 
-        write_report(out)
+def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, np.ndarray | None]:
+    """The dataset and, when a method reads photos, the normalised photos (uint8 N×3×H×W)."""
+    if "ae" in methods:  # a size the network cannot take fails before any photo is read
+        _embedder("ae", None, cfg).check_params()
+    data = load_dataset(dataset)
+    images = None
+    if any(m in IMAGE_METHODS for m in methods):
+        data, images = load_images(data, cfg.resolved_image_size(), skip_bad=cfg.skip_bad, progress=cfg.progress)
+        images = normalize_photometric(images, cfg.normalize or DEFAULT_NORMALIZATION)
+    n = data.manifest["patient_id"].nunique()
+    if n < 2:
+        raise AnalysisInputError(
+            f"the population model needs at least two patients, found {n}",
+            file=str(data.root / "manifest.csv"),
+            field="patient_id",
+        )
+    return data, images
+
+
+# ---------------------------------------------------------------- run, write, analyze
+
+
+def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
+    """Analyse the dataset folder ``dataset``; writes nothing (see :func:`write`)."""
+    cfg = cfg or AnalysisConfig()
+    t_start = time.perf_counter()
+    timings = dict.fromkeys(TIMED_STEPS, 0.0)
+    methods = cfg.methods()
+    # 1. load
+    data, images = _load(dataset, cfg, methods)
+    timings["load"] = time.perf_counter() - t_start
+    pairs = contrasts(data.treatments)
+    # 2. per method: embed → PC1 → models
+    per = {m: _one_method(m, mi, data, images, pairs, cfg, timings) for mi, m in enumerate(methods)}
+    population = [e for r in per.values() for e in r["population"]]
+    # 3. known vs recovered (simulated data only)
+    truth = ev.truth_entries(data, pairs, cfg.time_terms) if data.has_truth else None
+    if truth is not None:
+        ev.add_known(population, truth)
+    # 4. assemble
+    by_method = {m: r["summary"] for m, r in per.items()}
+    m = data.manifest
+    results = Results.model_validate(
+        {
+            "population": population,
+            "patients": [e for r in per.values() for e in r["patients"]],
+            "embedding": dict(by_method[methods[0]], method=methods[0], by_method=by_method),
+            "truth": truth,
+            "formulas": _formulas(pairs, population, cfg),
+            "config": dict(
+                asdict(cfg),
+                reduction=cfg.reduction or DEFAULT_REDUCTION,
+                normalize=cfg.normalize or DEFAULT_NORMALIZATION,
+                image_size=cfg.resolved_image_size() if images is not None else None,
+                methods=methods,
+            ),
+            "versions": _versions(),
+            "seed": cfg.seed,
+            "protocol": data.protocol,
+            "treatments": data.treatments,
+            "baseline_label": BASELINE_LABEL,
+            "n_images": int(len(m)),
+            "n_patients": int(m["patient_id"].nunique()),
+            "skipped_images": len(data.skipped_images),
+            "skipped_image_paths": data.skipped_images,
+            "dataset": str(Path(dataset).resolve()),
+            "timings_s": {k: round(v, 3) for k, v in dict(timings, total=time.perf_counter() - t_start).items()},
+        }
+    )
+    results._embeddings = pd.concat([r["frame"] for r in per.values()], ignore_index=True)
+    results._reconstructions = next((r["reconstructions"] for r in per.values() if r["reconstructions"]), None)
     return results
 
 
-def _atomic_text(path: Path, text: str) -> None:
-    """Write through a temporary name and a rename, so a reader never sees half a file."""
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+def write(results: Results, out, report: bool = True) -> Path:
+    """Write ``results`` into the folder ``out``; returns the path of ``results.json``.
+
+    ``embeddings.csv`` and ``reconstructions.npz`` are written when ``results`` came
+    from :func:`run` (they are not part of results.json); ``report.html`` when ``report``.
+    """
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    if results._embeddings is not None:
+        # full precision: the report redraws PC1 from this file
+        atomic_write_text(out / "embeddings.csv", results._embeddings.to_csv(index=False, lineterminator="\n"))
+    if results._reconstructions is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **results._reconstructions)
+        atomic_write_bytes(out / "reconstructions.npz", buf.getvalue())
+    path = out / "results.json"
+    atomic_write_bytes(path, results.to_json().encode("utf-8"))
+    if report:
+        from .report import write_report
+
+        write_report(out)
+    return path
+
+
+def analyze(dataset, out, cfg: AnalysisConfig | None = None) -> dict:
+    """:func:`run` then :func:`write`; returns the results as the plain dict of ``results.json``."""
+    cfg = cfg or AnalysisConfig()
+    results = run(dataset, cfg)
+    write(results, out, report=cfg.report)
+    return results.to_dict()

@@ -135,8 +135,11 @@ def spots(
     return out
 
 
-def _centre_by(X: np.ndarray, groups: np.ndarray) -> np.ndarray:
-    out = np.empty_like(X, dtype=np.float64)
+def centre_by(X, groups) -> np.ndarray:
+    """``X`` (n,) or (n, d) minus the mean of its group's rows, as float64; the one definition of centring."""
+    X = np.asarray(X, dtype=np.float64)
+    groups = np.asarray(groups)
+    out = np.empty_like(X)
     for g in np.unique(groups):
         m = groups == g
         out[m] = X[m] - X[m].mean(axis=0)
@@ -182,7 +185,7 @@ class PC1Reducer:
             self.components_ = axis
             self.explained_variance_ratio_pc1_ = evr
             return Xc @ axis
-        Xw = _centre_by(Xs, groups)
+        Xw = centre_by(Xs, groups)
         axis, evr = _pc1(Xw)
         self.components_ = axis
         Xg = Xs - Xs.mean(axis=0)  # scores keep each patient's level (the models' random intercept)

@@ -248,7 +248,7 @@ def trialsim_way(
 ) -> dict:
     """:class:`SDXLRenderer`: one pipeline, all LoRAs, severity 1.5 (two adapters blended), batches."""
     from trialsim.protocol import protocol_from_dict
-    from trialsim.render.sdxl import SDXLRenderer
+    from trialsim.render.sdxl import load_renderer as SDXLRenderer  # loads the pipeline
 
     proto = protocol_from_dict({"treatments": [{"label": "A"}], "rendering": {"renderer": "sdxl", "image_size": size}})
     out: dict = {

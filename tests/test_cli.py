@@ -5,6 +5,7 @@ from __future__ import annotations
 import string
 
 import pandas as pd
+import pytest
 import yaml
 from click.testing import CliRunner
 from conftest import small_protocol_dict
@@ -158,3 +159,65 @@ def test_garbage_files_exit_2(tmp_path_factory, text):
     r = CliRunner().invoke(main, ["simulate", str(f), "--out", str(tmp / "ds"), "--renderer", "none", "--quiet"])
     assert r.exit_code == 2, (text, r.output)
     assert "g.yaml" in r.output
+
+
+def _protocol_file(tmp_path, **overrides):
+    f = tmp_path / "p.yaml"
+    f.write_text(yaml.safe_dump(small_protocol_dict(**overrides)))
+    return f
+
+
+def test_sdxl_options_with_another_renderer_exit_2_naming_them(tmp_path):
+    f = _protocol_file(tmp_path)
+    r = run(["simulate", f, "--out", tmp_path / "ds", "--renderer", "procedural", "--sdxl-batch-size", 4, "--vae", "x"])
+    assert r.exit_code == 2
+    assert "--sdxl-batch-size" in r.output and "--vae" in r.output and "--renderer sdxl" in r.output
+    assert not (tmp_path / "ds").exists()
+
+
+def test_sdxl_options_with_the_procedural_renderer_are_refused_by_the_library():
+    from trialsim.errors import BadInput
+    from trialsim.protocol import protocol_from_dict
+    from trialsim.render.sdxl import SDXLOptions
+    from trialsim.simulate import make_renderer
+
+    proto = protocol_from_dict(small_protocol_dict())
+    with pytest.raises(BadInput, match="--sdxl-mode"):
+        make_renderer(proto, "procedural", SDXLOptions(mode="anchor"))
+    assert make_renderer(proto, "procedural", SDXLOptions()).name == "procedural"  # nothing set: nothing ignored
+
+
+def test_simulate_options_name_the_option_on_bad_values(tmp_path):
+    from trialsim.errors import BadInput, validated
+    from trialsim.simulate import SimulateOptions
+
+    with pytest.raises(BadInput, match="--workers"):
+        validated(SimulateOptions, {"out": tmp_path, "workers": 0})
+    with pytest.raises(BadInput, match="--view"):
+        validated(SimulateOptions, {"out": tmp_path, "view": "back"})
+
+
+def test_a_power_study_whose_replicates_all_failed_exits_1_with_its_message(tmp_path, monkeypatch):
+    import trialsim.power as power
+    from trialsim.errors import StudyFailed
+
+    def fail(*args, **kwargs):
+        raise StudyFailed("all 2 replicates failed; first: ValueError: singular matrix")
+
+    monkeypatch.setattr(power, "run_power", fail)
+    f = _protocol_file(tmp_path)
+    r = CliRunner().invoke(main, ["power", str(f), "--replicates", "2", "--out", str(tmp_path / "pw"), "--quiet"])
+    assert r.exit_code == 1
+    assert "all 2 replicates failed; first: ValueError: singular matrix" in r.stderr
+    assert "internal error" not in r.stderr and "Traceback" not in r.output
+
+
+def test_gallery_checks_skin_types_naming_the_option_and_writes_the_grid(tmp_path):
+    bad = run(["gallery", "--fitzpatrick", "2,9", "--out", tmp_path / "g.png"])
+    assert bad.exit_code == 2 and "--fitzpatrick" in bad.output and not (tmp_path / "g.png").exists()
+    ok = run(["gallery", "--fitzpatrick", "1,5", "--image-size", 48, "--out", tmp_path / "g.png"])
+    assert ok.exit_code == 0, ok.output
+    import cv2
+
+    grid = cv2.imread(str(tmp_path / "g.png"))
+    assert grid is not None and grid.shape[0] > 2 * 48  # two rows of tiles with labels

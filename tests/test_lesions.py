@@ -102,3 +102,31 @@ def test_face_view_never_puts_lesions_on_eyes_brows_or_lips(aspect):
     for dx, dy in [(0, 0), (1, 0), (-1, 0), (0, 1), (0, -1)]:
         assert not feature_mask(x + dx * r * aspect, y + dy * r, aspect).any()
     assert allowed_region(x, y, "face", aspect).all()
+
+
+def test_vectorised_rows_equal_the_per_lesion_reference_state(monkeypatch):
+    import trialsim.lesions as lesions
+
+    seen = {}
+    real = lesions._population_rows
+
+    def spy(les, day_list, born_by):
+        seen.update(lesions=les, day_list=day_list, born_by=born_by)
+        return real(les, day_list, born_by)
+
+    monkeypatch.setattr(lesions, "_population_rows", spy)
+    # a gap in the observed days: lesions end and marks fade between photos
+    d = days_frame(trial_severity(90, seed=3)).drop(index=range(40, 47)).reset_index(drop=True)
+    pop = lesion_population(d, np.random.default_rng(2))
+    expected = []
+    for day, n_born in zip(seen["day_list"], seen["born_by"]):
+        for le in seen["lesions"][:n_born]:
+            state = lesions._state(le, int(day))
+            if state is not None:
+                stage, intensity, radius = state
+                kind = MARK if stage == MARK else le.type
+                expected.append((int(day), le.n, kind, le.x, le.y, radius, stage, round(intensity, 4)))
+    got = list(pop[["day", "lesion_n", "type", "x", "y", "radius", "stage", "intensity"]].itertuples(index=False))
+    assert len(got) == len(expected) > 500
+    assert {r[6] for r in expected} == {"grow", "peak", "resolve", MARK}
+    assert [tuple(r) for r in got] == expected  # bit-identical floats, same order

@@ -155,3 +155,53 @@ def test_bad_grid_exits_2_and_writes_nothing(tmp_path):
         assert r.exit_code == 2, (grid, r.output)
         assert "--grid" in r.output or "patients.n" in r.output
         assert not (tmp_path / "study").exists()
+
+
+def test_every_replicate_failing_raises_study_failed_after_writing_replicates(tmp_path):
+    from trialsim.errors import StudyFailed
+
+    f = _protocol_file(tmp_path)
+    # one patient cannot identify a population effect: every replicate fails
+    study = PowerStudy.from_cli(f, replicates=2, grid=["patients=1"], methods="oracle", seed=1)
+    with pytest.raises(StudyFailed) as err:
+        run_power(study, tmp_path / "out", workers=1, progress=False)
+    assert "all 2 replicates failed" in str(err.value) and "patient" in str(err.value)
+    rep = pd.read_csv(tmp_path / "out" / "replicates.csv")
+    assert len(rep) == 2 and rep["error"].str.contains("patient").all()
+
+
+def test_dask_client_is_closed_when_the_study_fails(tmp_path, monkeypatch):
+    import trialsim.power as power
+    import trialsim.scaleout as scaleout
+
+    class Client:
+        closed = False
+
+        def close(self):
+            self.closed = True
+
+    client = Client()
+    monkeypatch.setattr(scaleout, "connect", lambda address: client)
+
+    def broken(fn, args, client):
+        raise RuntimeError("scheduler went away")
+        yield  # a generator, like the real one
+
+    monkeypatch.setattr(power, "run_on_cluster", broken)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_power(_study(_protocol_file(tmp_path)), tmp_path / "out", scheduler="tcp://x:1", progress=False)
+    assert client.closed
+
+
+def test_protocol_name_is_escaped_in_power_html(tmp_path):
+    d = small_protocol_dict()
+    d["patients"]["n"] = 4
+    d["name"] = "<script>alert(1)</script>"
+    f = tmp_path / "study.yaml"
+    f.write_text(yaml.safe_dump(d))
+    study = PowerStudy.from_cli(f, replicates=2, grid=["effect=0,1.0"], methods="oracle", seed=2)
+    run_power(study, tmp_path / "out", workers=1, progress=False)
+    html = (tmp_path / "out" / "power.html").read_text()
+    assert "<script>" not in html
+    assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
+    assert html.count("<table") == 1 and "data:image/png;base64," in html

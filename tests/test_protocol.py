@@ -71,3 +71,13 @@ def test_malformed_yaml_names_file_and_line(tmp_path):
 def test_seed_argument_replaces_file_seed():
     p = load_protocol(PROTOCOLS / "demo.yaml", seed=999)
     assert p.seed == 999
+
+
+def test_patient_ids_and_a_disagreeing_n_are_refused_naming_both():
+    with pytest.raises(BadInput, match="n = 5 but ids lists 2"):
+        protocol_from_dict(small_protocol_dict(patients={"n": 5, "ids": ["a", "b"]}))
+    p = protocol_from_dict(small_protocol_dict(patients={"ids": ["a", "b"]}))
+    assert p.patients.n == 2 and p.patients.patient_ids == ["a", "b"]
+    # the resolved form (n and ids both written) loads again
+    assert protocol_from_dict(yaml.safe_load(p.to_yaml())).patients.patient_ids == ["a", "b"]
+    assert protocol_from_dict(small_protocol_dict(patients={"n": 2, "ids": ["a", "b"]})).patients.n == 2

@@ -232,8 +232,8 @@ CHROMIUM_ARGS = [
 
 
 def _no_browser(reason: str):
-    if os.environ.get("CI", "").lower() == "true":
-        pytest.fail(f"headless Chromium is required in CI: {reason}")
+    if os.environ.get("TRIALSIM_REQUIRE_BROWSER") == "1" or os.environ.get("CI", "").lower() == "true":
+        pytest.fail(f"headless Chromium is required (TRIALSIM_REQUIRE_BROWSER=1 or CI): {reason}")
     pytest.skip(
         f"headless Chromium not available ({reason}); install Debian's chromium "
         "(apt-get install chromium chromium-driver) to run the report's browser tests"

@@ -107,3 +107,41 @@ def test_from_csv_uses_the_anchor_severities_as_truth(tmp_path, anchor_csv):
     np.testing.assert_allclose(man["severity_latent"].to_numpy(), anchor["AcneSeverity"].to_numpy())
     ours = pd.read_csv(tmp_path / "ds" / "schedule.csv", index_col=0)
     pd.testing.assert_frame_equal(ours.reset_index(drop=True), anchor.reset_index(drop=True), check_dtype=False)
+
+
+def test_rendering_in_process_leaves_opencv_threads_as_they_were(tmp_path):
+    import cv2
+
+    before = cv2.getNumThreads()
+    try:
+        cv2.setNumThreads(2)  # not 1, so that a renderer pinning one thread would show
+        simulate(protocol_from_dict(small_protocol_dict()), tmp_path / "a", renderer="procedural")
+        assert cv2.getNumThreads() == 2
+    finally:
+        cv2.setNumThreads(before)
+
+
+def test_parallel_rendering_after_opencv_ran_threaded_in_this_process_finishes(tmp_path):
+    # a forked worker inherits OpenCV's running thread pool half-copied and waits forever on it
+    script = tmp_path / "run.py"
+    script.write_text(
+        "import sys, cv2, numpy as np\n"
+        f"sys.path.insert(0, {str(Path(__file__).resolve().parent)!r})\n"
+        "from conftest import small_protocol_dict\n"
+        "from trialsim.protocol import protocol_from_dict\n"
+        "from trialsim.simulate import simulate\n"
+        "if __name__ == '__main__':\n"
+        "    cv2.setNumThreads(2)\n"
+        "    for _ in range(3):\n"
+        "        cv2.GaussianBlur(np.ones((1500, 1500), np.float32), (0, 0), 5)\n"
+        "    p = protocol_from_dict(small_protocol_dict(rendering={'renderer': 'procedural', 'image_size': 64}))\n"
+        "    print(len(simulate(p, sys.argv[1], workers=2).manifest))\n"
+    )
+    import subprocess
+    import sys
+
+    done = subprocess.run(
+        [sys.executable, str(script), str(tmp_path / "ds")], capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert int(done.stdout.strip()) == len(pd.read_csv(tmp_path / "ds" / "manifest.csv")) > 0

@@ -13,13 +13,14 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from .dataset import SCHEDULE_COLUMNS
 from .dynamics import severity_grade, target_lesion_count
 from .errors import BadInput
 from .protocol import BASELINE_LABEL, Protocol, protocol_from_dict
 from .render.base import PatientJob
 from .simulate import patient_truth
 
-REQUIRED = ["patient_id", "date", "block", "day", "treatment", "AcneSeverity"]
+REQUIRED = SCHEDULE_COLUMNS
 
 
 def read_anchor_csv(path: str | Path) -> pd.DataFrame:

@@ -17,7 +17,7 @@ import click
 
 from analysis.errors import AnalysisInputError
 
-from .errors import BadInput
+from .errors import StudyFailed, validated
 
 
 def _fail_bad_input(err: AnalysisInputError) -> None:
@@ -26,7 +26,7 @@ def _fail_bad_input(err: AnalysisInputError) -> None:
 
 
 def handle_errors(fn):
-    """Turn library errors into exit codes: BadInput → 2, anything else → 1."""
+    """Turn library errors into exit codes: BadInput → 2, StudyFailed and anything else → 1."""
 
     @functools.wraps(fn)
     def wrapper(*args, **kwargs):
@@ -36,6 +36,9 @@ def handle_errors(fn):
             _fail_bad_input(err)
         except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
             raise
+        except StudyFailed as err:  # nothing to fix in the input; the message says what failed
+            click.echo(f"trialsim: {err}", err=True)
+            sys.exit(1)
         except Exception as err:
             if os.environ.get("TRIALSIM_DEBUG"):
                 traceback.print_exc()
@@ -52,6 +55,21 @@ def handle_errors(fn):
 @click.version_option(package_name="trialsim")
 def main():
     """Simulate N-of-1 trials with photo outcomes and check that an image analysis recovers the effect."""
+
+
+# click parameter → SDXLOptions field
+_SDXL_FLAGS = {
+    "base_model": "base_model",
+    "lora": "lora",
+    "sdxl_mode": "mode",
+    "base_photos": "base_photos",
+    "sdxl_refine": "refine_method",
+    "vae": "vae",
+    "sdxl_batch_size": "batch_size",
+    "sdxl_severity_step": "severity_step",
+    "sdxl_dtype": "dtype",
+    "sdxl_compile": "compile",
+}
 
 
 @main.command()
@@ -74,7 +92,7 @@ def main():
 @click.option("--resume", is_flag=True, help="finish an interrupted run in the same folder")
 @click.option("--base-model", help="SDXL: base model folder or hub id")
 @click.option("--lora", multiple=True, help="SDXL: GRADE=PATH per severity grade (0..3), or PATH for one LoRA")
-@click.option("--sdxl-mode", type=click.Choice(["anchor", "refine"]), default="refine", show_default=True)
+@click.option("--sdxl-mode", type=click.Choice(["anchor", "refine"]), help="SDXL: anchor or refine  [default: refine]")
 @click.option(
     "--base-photos",
     type=click.Path(file_okay=False, path_type=Path),
@@ -83,9 +101,7 @@ def main():
 @click.option(
     "--sdxl-refine",
     type=click.Choice(["img2img", "inpaint"]),
-    default="img2img",
-    show_default=True,
-    help="SDXL refine mode: the whole photo at low strength, or inpainting inside the lesion masks",
+    help="SDXL refine mode: the whole photo at low strength, or inpainting inside the lesion masks  [default: img2img]",
 )
 @click.option(
     "--vae",
@@ -100,113 +116,31 @@ def main():
 @click.option(
     "--sdxl-severity-step",
     type=click.FloatRange(min=0, max=1),
-    default=0.05,
-    show_default=True,
-    help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)",
+    help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)  [default: 0.05]",
 )
 @click.option(
     "--sdxl-dtype",
     type=click.Choice(["auto", "fp16", "bf16", "fp32"]),
-    default="auto",
-    show_default=True,
-    help="SDXL precision (auto: fp16 on a GPU, fp32 on the CPU; bf16 needs no VAE upcast)",
+    help="SDXL precision (auto: fp16 on a GPU, fp32 on the CPU; bf16 needs no VAE upcast)  [default: auto]",
 )
 @click.option(
     "--sdxl-compile", is_flag=True, help="SDXL: torch.compile the UNet and VAE (GPU; a few minutes once, then faster)"
 )
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @handle_errors
-def simulate(
-    protocol,
-    out,
-    seed,
-    renderer,
-    from_csv,
-    workers,
-    scheduler,
-    image_size,
-    nuisance,
-    view,
-    overwrite,
-    resume,
-    base_model,
-    lora,
-    sdxl_mode,
-    base_photos,
-    sdxl_refine,
-    vae,
-    sdxl_batch_size,
-    sdxl_severity_step,
-    sdxl_dtype,
-    sdxl_compile,
-    quiet,
-):
+def simulate(quiet, **given):
     """Simulate a trial from PROTOCOL (YAML) and write its dataset folder."""
-    from .protocol import load_protocol
-    from .simulate import simulate as run
+    from .render.sdxl.options import SDXLOptions
+    from .simulate import SimulateOptions, simulate_from_options
 
-    rendering = {
-        k: v for k, v in {"image_size": image_size, "nuisance": nuisance, "view": view}.items() if v is not None
-    }
-    options = {}
-    if (renderer or "") == "sdxl" or base_model or lora:
-        options = {
-            "base_model": base_model,
-            "lora": list(lora),
-            "mode": sdxl_mode,
-            "base_photos": str(base_photos) if base_photos else None,
-            "refine_method": sdxl_refine,
-            "vae": vae,
-            "batch_size": sdxl_batch_size,
-            "severity_step": sdxl_severity_step,
-            "dtype": sdxl_dtype,
-            "compile": sdxl_compile,
-        }
+    sdxl_values = {field: given.pop(flag) for flag, field in _SDXL_FLAGS.items()}
+    sdxl_values = {k: v for k, v in sdxl_values.items() if v not in (None, (), False)}
+    sdxl = validated(SDXLOptions, sdxl_values) if sdxl_values else None
+    options = validated(SimulateOptions, {**given, "progress": not quiet, "sdxl": sdxl})
     t0 = time.perf_counter()
-    if from_csv is not None:
-        from .anchor_csv import jobs_from_csv, protocol_for_csv, read_anchor_csv
-
-        if protocol is not None:
-            raise BadInput("give either PROTOCOL or --from-csv, not both", field="--from-csv")
-        df = read_anchor_csv(from_csv)
-        proto = protocol_for_csv(df, seed if seed is not None else 0, rendering)
-        header = (
-            f"# Rendered from {Path(from_csv).name}: the CSV's severities are the latent truth;\n"
-            "# treatment effects below are the arms' mean change from Baseline in that CSV.\n"
-        )
-        result = run(
-            proto,
-            out,
-            renderer=renderer,
-            workers=workers,
-            overwrite=overwrite,
-            resume=resume,
-            progress=not quiet,
-            renderer_options=options,
-            jobs=jobs_from_csv(df, proto),
-            protocol_yaml=header + proto.to_yaml(),
-            scheduler=scheduler,
-        )
-    else:
-        if protocol is None:
-            raise BadInput("missing PROTOCOL (a YAML file; see protocols/) or --from-csv", field="PROTOCOL")
-        proto = load_protocol(protocol, seed=seed)
-        if rendering:
-            proto = proto.model_copy(update={"rendering": proto.rendering.model_copy(update=rendering)})
-        result = run(
-            proto,
-            out,
-            renderer=renderer,
-            workers=workers,
-            overwrite=overwrite,
-            resume=resume,
-            progress=not quiet,
-            renderer_options=options,
-            scheduler=scheduler,
-        )
-    n_img = len(result.manifest)
+    result = simulate_from_options(options)
     click.echo(
-        f"simulated {result.manifest['patient_id'].nunique()} patients, {n_img} images "
+        f"simulated {result.manifest['patient_id'].nunique()} patients, {len(result.manifest)} images "
         f"in {time.perf_counter() - t0:.1f} s → {result.out}"
     )
 
@@ -326,24 +260,12 @@ def demo(out, workers, quiet):
 @click.option("--nuisance", type=click.FloatRange(min=0, max=4), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @handle_errors
-def gallery(out, fitzpatrick, image_size, aspect, view, nuisance, seed):
+def gallery(out, **given):
     """A PNG grid of patients of different skin types (rows) at ACNE04 grades 0-3 (columns)."""
-    from .gallery import write_skin_grid
+    from .gallery import GalleryOptions, write_skin_grid
 
-    try:
-        types = tuple(int(t) for t in fitzpatrick.split(","))
-    except ValueError:
-        types = ()
-    if not types or not all(1 <= t <= 6 for t in types):
-        raise BadInput(
-            f"expected a comma list of skin types, got {fitzpatrick!r}",
-            field="--fitzpatrick",
-            allowed="integers 1 to 6, e.g. 2,4,6",
-        )
-    path = write_skin_grid(
-        out, fitzpatrick=types, image_size=image_size, aspect=aspect, view=view, nuisance=nuisance, seed=seed
-    )
-    click.echo(f"skin grid → {path}")
+    options = validated(GalleryOptions, given)
+    click.echo(f"skin grid → {write_skin_grid(out, **options.model_dump())}")
 
 
 if __name__ == "__main__":  # pragma: no cover

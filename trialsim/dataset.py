@@ -16,13 +16,15 @@ temporary name and renamed) that ``--resume`` keeps.
 
 from __future__ import annotations
 
-import contextlib
-import os
+import re
 import shutil
-import tempfile
 from pathlib import Path
 
 import pandas as pd
+
+# the project's one atomic-write helper; re-exported for trialsim's modules
+from analysis.atomic import atomic_write_bytes as atomic_write_bytes
+from analysis.atomic import atomic_write_text, write_csv
 
 from .errors import BadInput
 
@@ -49,31 +51,15 @@ MANIFEST_COLUMNS = [
     "lesion_count",
     "seed",
 ]
+# the anchor's protocol CSV (schedule.csv; also what --from-csv reads)
 SCHEDULE_COLUMNS = ["patient_id", "date", "block", "day", "treatment", "AcneSeverity"]
+# lesions.csv: one row per lesion visible in an image (positions in px of the canonical frame)
+LESION_COLUMNS = ["image", "lesion_id", "type", "x", "y", "radius", "stage", "intensity"]
 
 
-def atomic_write_bytes(path: Path, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-        os.chmod(tmp, 0o644)  # mkstemp makes files private; dataset files are for sharing
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
-            os.unlink(tmp)
-        raise
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    atomic_write_bytes(path, text.encode("utf-8"))
-
-
-def write_csv(path: Path, df: pd.DataFrame, index: bool = False) -> None:
-    atomic_write_text(path, df.to_csv(index=index, lineterminator="\n", float_format="%.6g"))
+def safe_name(name: object) -> str:
+    """``name`` as a file name: every run of characters outside ``A-Za-z0-9_.-`` becomes ``_``."""
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)) or "_"
 
 
 def prepare_output(out: Path, protocol_yaml: str, overwrite: bool, resume: bool) -> None:
@@ -121,16 +107,8 @@ def prepare_output(out: Path, protocol_yaml: str, overwrite: bool, resume: bool)
 
 def anchor_schedule_table(days: pd.DataFrame) -> pd.DataFrame:
     """The anchor's CSV layout (unnamed index column, severity rounded to 3 decimals)."""
-    t = pd.DataFrame(
-        {
-            "patient_id": days["patient_id"].to_numpy(),
-            "date": days["date"].to_numpy(),
-            "block": days["period"].to_numpy(),
-            "day": days["day"].to_numpy(),
-            "treatment": days["treatment"].to_numpy(),
-            "AcneSeverity": days["severity_latent"].round(3).to_numpy(),
-        }
-    )
+    source = {"block": days["period"], "AcneSeverity": days["severity_latent"].round(3)}
+    t = pd.DataFrame({c: (source[c] if c in source else days[c]).to_numpy() for c in SCHEDULE_COLUMNS})
     t.index = range(len(t))
     return t
 

@@ -2,7 +2,11 @@
 
 from __future__ import annotations
 
+from typing import TypeVar
+
 from analysis.errors import AnalysisInputError
+
+M = TypeVar("M")
 
 
 class BadInput(AnalysisInputError):
@@ -12,3 +16,31 @@ class BadInput(AnalysisInputError):
     trialsim, so the class lives there); the command line turns either into a
     message on stderr and exit code 2.
     """
+
+
+class StudyFailed(RuntimeError):
+    """A run in which every unit of work failed (every replicate of a power study, say).
+
+    Not the user's input at fault as far as the library can tell; the command line prints the
+    message (which names how many units failed and the first reason) and exits with code 1.
+    """
+
+
+def validated(model: type[M], values: dict, file: str | None = None) -> M:
+    """``model(**values)``, with a validation error as :class:`BadInput` naming the option.
+
+    ``model.OPTION_NAMES`` (when the model has it) maps a field to the command-line option it
+    comes from, so the message names what the user typed.
+    """
+    from pydantic import ValidationError
+
+    try:
+        return model(**values)
+    except ValidationError as err:
+        first = err.errors()[0]
+        loc = [str(x) for x in first["loc"]]
+        names = getattr(model, "OPTION_NAMES", {})
+        # the option for a field, also for an item of a list field ("--fitzpatrick", not "fitzpatrick.1")
+        option = names[loc[0]] if loc and loc[0] in names else ".".join(loc)
+        got = f" (got {first['input']!r})" if "input" in first and first["type"] != "missing" else ""
+        raise BadInput(f"{first['msg']}{got}", file=file, field=option) from None

@@ -10,12 +10,15 @@ dermatologist would, before trusting the simulator.
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Annotated, ClassVar, Literal
 
 import cv2
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
-from .dataset import atomic_write_bytes
+from analysis.atomic import atomic_write_bytes
+
 from .dynamics import GRADE_NAMES, severity_grade, target_lesion_count
 from .protocol import protocol_from_dict
 from .render.base import PatientJob
@@ -107,7 +110,7 @@ def skin_grid(
             sev = GRADE_SEVERITY[g]
             job = steady_job(proto, i, pid, sev)
             img = next(iter(renderer.render_patient(job)))
-            px = cv2.imdecode(np.frombuffer(img.data, np.uint8), cv2.IMREAD_COLOR)
+            px = _decode(img.data)
             tiles.append(
                 label_tile(
                     px,
@@ -119,6 +122,43 @@ def skin_grid(
                 )
             )
     return grid(tiles, len(grades), title="trialsim procedural renderer: skin types x ACNE04 grades")
+
+
+def _decode(data: bytes | None) -> np.ndarray:
+    """A rendered JPEG as BGR pixels."""
+    px = None if data is None else cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if px is None:
+        raise RuntimeError("the renderer returned no decodable image")
+    return px
+
+
+class GalleryOptions(BaseModel):
+    """What ``trialsim gallery`` takes: skin types 1–6 (one row each; a comma list is accepted),
+    image size (px), aspect (height / width), view, nuisance strength and seed."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    OPTION_NAMES: ClassVar[dict[str, str]] = {
+        "fitzpatrick": "--fitzpatrick",
+        "image_size": "--image-size",
+        "aspect": "--aspect",
+        "view": "--view",
+        "nuisance": "--nuisance",
+        "seed": "--seed",
+    }
+
+    fitzpatrick: tuple[Annotated[int, Field(ge=1, le=6)], ...] = Field((2, 4, 6), min_length=1)
+    image_size: int = Field(256, ge=32, le=2048)
+    aspect: float = Field(1.0, ge=0.2, le=5.0)
+    view: Literal["cheek", "face"] = "cheek"
+    nuisance: float = Field(1.0, ge=0, le=4)
+    seed: int = Field(0, ge=0)
+
+    @field_validator("fitzpatrick", mode="before")
+    @classmethod
+    def _comma_list(cls, value):
+        """``"2,4,6"`` → ``["2", "4", "6"]`` (then validated as integers 1–6)."""
+        return [v.strip() for v in value.split(",")] if isinstance(value, str) else value
 
 
 def write_skin_grid(out: str | Path, **kwargs) -> Path:

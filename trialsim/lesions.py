@@ -15,8 +15,12 @@ the same truth onto its own canonical frame with :func:`to_pixels`.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import pandas as pd
+
+from .dataset import LESION_COLUMNS
 
 ACTIVE_TYPES = ("open_comedone", "closed_comedone", "papule", "pustule", "nodule")
 MARK = "mark"
@@ -29,7 +33,7 @@ _TYPE_WEIGHTS_S3 = np.array([0.06, 0.09, 0.45, 0.28, 0.12])
 
 # per type: peak radius range (fraction of frame height, cheek close-up; 0.006 ≈ 3 px at
 # 512 px), days of growth, of peak, of resolution, and the chance of leaving a mark
-_TYPE_SPEC = {
+_TYPE_SPEC: dict[str, dict[str, Any]] = {
     "open_comedone": dict(radius=(0.0032, 0.0055), grow=(2, 4), peak=(10, 24), resolve=(3, 6), mark=0.0),
     "closed_comedone": dict(radius=(0.0038, 0.0065), grow=(2, 4), peak=(8, 20), resolve=(3, 6), mark=0.05),
     "papule": dict(radius=(0.0050, 0.0110), grow=(1, 3), peak=(5, 12), resolve=(3, 6), mark=0.6),
@@ -42,7 +46,7 @@ _FACE_SCALE = 0.45  # lesions are smaller relative to the frame in the whole-fac
 # --- view geometry -------------------------------------------------------------------------
 # Face view, in height units (v down from the top in [0, 1], u across, centre at half
 # the frame width). Each feature is (u offset from centre, v, semi-axis u, semi-axis v).
-FACE = {
+FACE: dict[str, Any] = {
     "face": (0.0, 0.53, 0.30, 0.40),
     "eyes": [(-0.115, 0.45, 0.060, 0.026), (0.115, 0.45, 0.060, 0.026)],
     "brows": [(-0.115, 0.395, 0.072, 0.016), (0.115, 0.395, 0.072, 0.016)],
@@ -129,18 +133,18 @@ def sample_positions(
     if len(idx):
         return float(cand[idx[0], 0]), float(cand[idx[0], 1])
     # crowded skin: accept the allowed candidate farthest from its neighbours
-    allowed = np.flatnonzero(allowed)
-    if not len(allowed):
+    kept = np.flatnonzero(allowed)
+    if not len(kept):
         return 0.5, 0.5 if view == "cheek" else FACE["face"][1] + 0.15
     if not len(occupied):
-        return float(cand[allowed[0], 0]), float(cand[allowed[0], 1])
-    d = d2.min(axis=1)[allowed]
-    j = allowed[int(np.argmax(d))]
+        return float(cand[kept[0], 0]), float(cand[kept[0], 1])
+    d = d2.min(axis=1)[kept]
+    j = kept[int(np.argmax(d))]
     return float(cand[j, 0]), float(cand[j, 1])
 
 
 def _hotspots(rng: np.random.Generator, view: str, aspect: float) -> np.ndarray:
-    pts = []
+    pts: list[np.ndarray] = []
     while len(pts) < 3:
         p = rng.random(2)
         if allowed_region(p[0], p[1], view, aspect):
@@ -164,6 +168,19 @@ class _Lesion:
         "x",
         "y",
     )
+    birth: int
+    end: int | None  # day the lesion stopped being active (became a mark or vanished)
+    grow: int
+    leaves_mark: bool
+    mark_days: int
+    n: int
+    peak: int
+    radius: float
+    resolve: int
+    strength: float
+    type: str
+    x: float
+    y: float
 
     def active_end(self) -> int:
         return self.birth + self.grow + self.peak + self.resolve
@@ -374,9 +391,6 @@ def to_pixels(population: pd.DataFrame, height: int, width: int) -> pd.DataFrame
     return out
 
 
-TRUTH_COLUMNS = ["image", "lesion_id", "type", "x", "y", "radius", "stage", "intensity"]
-
-
 def lesion_truth(
     job, height: int, width: int, rng: np.random.Generator, view: str, aspect: float
 ) -> tuple[pd.DataFrame, dict[int, dict[str, np.ndarray]]]:
@@ -387,7 +401,7 @@ def lesion_truth(
     pop["lesion_id"] = [f"{job.patient_id}-{n}" for n in pop["lesion_n"]]
     for c in ("x", "y", "radius"):
         pop[c] = pop[c].round(2)
-    cols = {c: pop[c].to_numpy() for c in TRUTH_COLUMNS[1:]}
+    cols = {c: pop[c].to_numpy() for c in LESION_COLUMNS[1:]}
     days = pop["day"].to_numpy()
     by_day = {}
     if len(days):
@@ -400,9 +414,9 @@ def lesion_truth(
 def truth_rows(day_cols: dict[str, np.ndarray] | None, image: str) -> pd.DataFrame:
     """LESION_COLUMNS rows for one image from its day's columns (see :func:`lesion_truth`)."""
     if day_cols is None:
-        return pd.DataFrame(columns=TRUTH_COLUMNS)
+        return pd.DataFrame(columns=LESION_COLUMNS)
     n = len(day_cols["x"])
-    return pd.DataFrame({"image": np.full(n, image, dtype=object), **day_cols}, columns=TRUTH_COLUMNS)
+    return pd.DataFrame({"image": np.full(n, image, dtype=object), **day_cols}, columns=LESION_COLUMNS)
 
 
 def image_truth(by_day: dict[int, dict[str, np.ndarray]], images: list[str], days: list[int]) -> list[pd.DataFrame]:
@@ -420,9 +434,9 @@ def image_truth(by_day: dict[int, dict[str, np.ndarray]], images: list[str], day
         table = pd.DataFrame(
             {
                 "image": np.repeat(np.array([images[i] for i, _ in parts], dtype=object), sizes),
-                **{c: np.concatenate([cols[c] for _, cols in parts]) for c in TRUTH_COLUMNS[1:]},
+                **{c: np.concatenate([cols[c] for _, cols in parts]) for c in LESION_COLUMNS[1:]},
             },
-            columns=TRUTH_COLUMNS,
+            columns=LESION_COLUMNS,
             index=np.concatenate([np.arange(n) for n in sizes]),
         )
         ends = np.cumsum(sizes).tolist()

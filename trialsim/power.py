@@ -10,38 +10,25 @@ appended to ``replicates.csv`` as replicates finish; a rerun skips what is there
 from __future__ import annotations
 
 import json
-import math
 import shutil
 import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import pandas as pd
 import yaml
 
-from .errors import BadInput
-from .protocol import load_protocol, protocol_from_dict
+from analysis.atomic import atomic_write_text, write_csv
+from analysis.contract import METHODS
+from analysis.results import Results, detected
 
-REPLICATE_COLUMNS = [
-    "grid_point",
-    "replicate",
-    "seed",
-    "method",
-    "test",
-    "contrast",
-    "estimate",
-    "ci_low",
-    "ci_high",
-    "p_value",
-    "known",
-    "estimate_raw",
-    "known_raw",
-    "error",
-]
-METHODS = ("ae", "pixel-pca", "oracle")
-ALPHA = 0.05
+from .errors import BadInput, StudyFailed
+from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, read_done, summarise
+from .protocol import load_protocol, protocol_from_dict
+from .scaleout import run_local, run_on_cluster
 
 # short grid keys and the protocol field they change
 GRID_ALIASES = {
@@ -88,14 +75,6 @@ def apply_grid_point(base: dict, point: dict[str, float]) -> dict:
     return d
 
 
-def _parse_value(text: str):
-    try:
-        v = float(text)
-    except ValueError:
-        return text
-    return int(v) if v.is_integer() and "." not in text else v
-
-
 def parse_grid(items: list[str]) -> dict[str, list]:
     grid: dict[str, list] = {}
     for item in items:
@@ -106,7 +85,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
                 allowed="effect, " + ", ".join(GRID_ALIASES) + " or a dotted protocol field",
             )
         k, vals = item.split("=", 1)
-        values = [_parse_value(v.strip()) for v in vals.split(",") if v.strip()]
+        values = [parse_value(v.strip()) for v in vals.split(",") if v.strip()]
         if not values:
             raise BadInput(f"no values for {k!r}", field="--grid")
         grid[k.strip()] = values
@@ -114,7 +93,7 @@ def parse_grid(items: list[str]) -> dict[str, list]:
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
-    points = [{}]
+    points: list[dict] = [{}]
     for k, values in grid.items():
         points = [dict(p, **{k: v}) for p in points for v in values]
     return points
@@ -194,31 +173,34 @@ class PowerStudy:
         ]
 
 
-def _rows_from_results(res: dict, task: dict) -> list[dict]:
-    truth = {t["contrast"]: t for t in (res.get("truth") or [])}
+def _rows_from_results(res: Results, task: dict) -> list[dict]:
+    truth = res.truth_by_contrast()
     rows = []
-    for pop in res["population"]:
-        tr = truth.get(pop["contrast"], {})
+    for pop in res.population:
+        tr = truth.get(pop.contrast)
         rows.append(
             {
-                "method": pop["method"],
+                "method": pop.method,
                 "test": "lmm",
-                "contrast": pop["contrast"],
-                "estimate": pop.get("estimate_std"),
-                "ci_low": pop.get("ci_low_std"),
-                "ci_high": pop.get("ci_high_std"),
-                "p_value": pop["p_value"],
-                "known": tr.get("realised_std"),
-                "estimate_raw": pop["estimate"],
-                "known_raw": tr.get("realised"),
+                "contrast": pop.contrast,
+                "estimate": pop.estimate_std,
+                "ci_low": pop.ci_low_std,
+                "ci_high": pop.ci_high_std,
+                "p_value": pop.p_value,
+                "known": tr.realised_std if tr else None,
+                "estimate_raw": pop.estimate,
+                "known_raw": tr.realised if tr else None,
                 "error": pop.get("error") or "",
             }
         )
     # per-patient tests: a replicate "detects" with a test when the majority of patients reject
-    pats = pd.DataFrame(res.get("patients", []))
+    pats = pd.DataFrame(
+        [p.model_dump(include={"method", "contrast", "test", "estimate", "p_value"}) for p in res.patients]
+    )
     if len(pats):
+        pats = pats.astype({"estimate": float, "p_value": float})
         for (method, contrast, test), g in pats.groupby(["method", "contrast", "test"], sort=True):
-            share = float((g["p_value"] < ALPHA).mean())
+            share = float(g["p_value"].map(detected).mean())
             rows.append(
                 {
                     "method": method,
@@ -241,7 +223,7 @@ def _rows_from_results(res: dict, task: dict) -> list[dict]:
 
 def run_replicate(args) -> list[dict]:
     """Simulate and analyse one replicate; failures become rows with ``error`` set."""
-    from analysis.pipeline import AnalysisConfig, analyze
+    from analysis.pipeline import AnalysisConfig, run, write
 
     from .simulate import simulate
 
@@ -253,11 +235,9 @@ def run_replicate(args) -> list[dict]:
         protocol = protocol_from_dict(d)
         renderer = "none" if methods == ["oracle"] else None
         simulate(protocol, work / "dataset", renderer=renderer, progress=False)
-        res = analyze(
-            work / "dataset",
-            work / "analysis",
-            AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False, report=False),
-        )
+        res = run(work / "dataset", AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False))
+        if keep_dir:
+            write(res, work / "analysis", report=False)
         rows = _rows_from_results(res, task)
     except Exception as e:
         rows = [
@@ -291,144 +271,25 @@ def run_replicate(args) -> list[dict]:
     return rows
 
 
-def _read_done(path: Path) -> pd.DataFrame:
-    """Rows already recorded; a line cut short by a kill is dropped (and rewritten later)."""
-    if not path.exists():
-        return pd.DataFrame(columns=REPLICATE_COLUMNS)
-    text = path.read_text(encoding="utf-8")
-    cut = None
-    if text and not text.endswith("\n"):
-        # the last block was cut by a kill: drop its replicate entirely (it is rerun)
-        last = text[text.rfind("\n") + 1 :]
-        text = text[: text.rfind("\n") + 1]
-        parts = last.split(",")
-        if len(parts) > 1:
-            cut = (parts[0], parts[1])
-    from io import StringIO
-
-    if not text.strip():
-        return pd.DataFrame(columns=REPLICATE_COLUMNS)
-    df = pd.read_csv(StringIO(text), keep_default_na=False, na_values=[""], dtype={"grid_point": str})
-    if cut is not None:
-        df = df[~((df["grid_point"] == cut[0]) & (df["replicate"].astype(str) == cut[1]))]
-    return df.reset_index(drop=True)
-
-
-def _append(path: Path, rows: list[dict], columns: list[str]) -> None:
-    block = pd.DataFrame(rows, columns=columns).to_csv(
-        index=False, header=False, lineterminator="\n", float_format="%.10g"
-    )
-    with open(path, "a", encoding="utf-8") as f:
-        f.write(block)
-        f.flush()
-
-
-def _mcse_prop(p: float, n: int) -> float:
-    return math.sqrt(p * (1 - p) / n) if n > 0 else float("nan")
-
-
-def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
-    """Power, type-I error, bias, RMSE and coverage per grid point, method and test, with MC SEs."""
-    out = []
-    for (gp, method, test), g in rep.groupby(["grid_point", "method", "test"], sort=False):
-        failed = g["error"].notna() & (g["error"].astype(str).str.len() > 0)
-        ok = g[~failed & g["p_value"].notna()]
-        n = len(ok)
-        point = dict(kv.split("=", 1) for kv in gp.split(";")) if gp != "base" else {}
-        null = "effect" in point and float(point["effect"]) == 0.0
-        reject = float((ok["p_value"] < ALPHA).mean()) if n else float("nan")
-        row = {
-            **{k: _parse_value(v) for k, v in point.items()},
-            "grid_point": gp,
-            "method": method,
-            "test": test,
-            "replicates": len(g),
-            "failed": int(failed.sum()),
-            "rejection_rate": reject,
-            "rejection_mcse": _mcse_prop(reject, n),
-        }
-        row["power"] = reject if not null else float("nan")
-        row["type1_error"] = reject if null else float("nan")
-        err = (ok["estimate"] - ok["known"]).astype(float)
-        err = err[np.isfinite(err)]
-        if len(err):
-            row["bias"] = float(err.mean())
-            row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
-            rmse = float(np.sqrt((err**2).mean()))
-            row["rmse"] = rmse
-            row["rmse_mcse"] = (
-                float((err**2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
-                if len(err) > 1 and rmse > 0
-                else float("nan")
-            )
-            has_ci = ok[np.isfinite(ok["ci_low"].astype(float)) & np.isfinite(ok["known"].astype(float))]
-            if len(has_ci):
-                cov = float(((has_ci["ci_low"] <= has_ci["known"]) & (has_ci["known"] <= has_ci["ci_high"])).mean())
-                row["coverage"] = cov
-                row["coverage_mcse"] = _mcse_prop(cov, len(has_ci))
-        out.append(row)
-    cols = list(grid) + [
-        "grid_point",
-        "method",
-        "test",
-        "replicates",
-        "failed",
-        "power",
-        "type1_error",
-        "rejection_rate",
-        "rejection_mcse",
-        "bias",
-        "bias_mcse",
-        "rmse",
-        "rmse_mcse",
-        "coverage",
-        "coverage_mcse",
-    ]
-    df = pd.DataFrame(out)
-    return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
-
-
-def run_power(
-    study: PowerStudy, out: str | Path, workers: int = 1, scheduler: str | None = None, progress: bool = True
-) -> pd.DataFrame:
-    """Run (or finish) ``study`` into ``out``; returns the summary table."""
-    from .dataset import atomic_write_text, write_csv
-    from .scaleout import run_local, run_on_cluster
-
-    out = Path(out)
-    # reach the cluster before writing anything, so a wrong address leaves no folder behind
-    client = None
-    if scheduler:
-        from .scaleout import connect
-
-        client = connect(scheduler)
-    out.mkdir(parents=True, exist_ok=True)
-    spec = {
-        "base": study.base,
-        "grid": study.grid,
-        "replicates": study.replicates,
-        "methods": study.methods,
-        "seed": study.seed,
-    }
+def _check_spec(out: Path, spec: dict) -> None:
+    """Write ``study.yaml``, or refuse when the folder holds a different study."""
     spec_path = out / "study.yaml"
-    spec_text = yaml.safe_dump(spec, sort_keys=False)
     if spec_path.exists():
         prev = yaml.safe_load(spec_path.read_text())
-        same = {k: prev.get(k) for k in ("base", "grid", "methods", "seed")} == {
-            k: spec[k] for k in ("base", "grid", "methods", "seed")
-        }
-        if not same:
+        keys = ("base", "grid", "methods", "seed")
+        if {k: prev.get(k) for k in keys} != {k: spec[k] for k in keys}:
             raise BadInput(
                 "the folder holds a different study (protocol, grid, methods or seed); use another --out",
                 file=str(spec_path),
                 field="--out",
             )
-    atomic_write_text(spec_path, spec_text)
+    atomic_write_text(spec_path, yaml.safe_dump(spec, sort_keys=False))
 
+
+def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, workers: int, progress: bool) -> None:
+    """Run the replicates ``replicates.csv`` lacks, appending each one's rows as it finishes."""
     rep_path = out / "replicates.csv"
-    # grid_point and replicate lead (a cut line is recognised by them), then one column per grid key
-    columns = REPLICATE_COLUMNS[:2] + list(study.grid) + REPLICATE_COLUMNS[2:]
-    done = _read_done(rep_path)
+    done = read_done(rep_path)
     # rewrite what survived (drops a half-written last block) before appending more
     write_csv(rep_path, done.reindex(columns=columns))
     done_keys = set(zip(done["grid_point"].astype(str), done["replicate"].astype(int)))
@@ -436,34 +297,65 @@ def run_power(
     keep_dir = str(out / "images") if study.keep_images else None
     args = [(study.base, t, study.methods, keep_dir) for t in todo]
     todo_points = {(t["key"], t["replicate"]): t["point"] for t in todo}
-
     it = run_on_cluster(run_replicate, args, client) if client else run_local(run_replicate, args, workers)
-    bar = None
-    if progress and args:
-        from tqdm.auto import tqdm
+    n_all = len(study.tasks())
+    from tqdm.auto import tqdm
 
-        bar = tqdm(total=len(study.tasks()), initial=len(study.tasks()) - len(todo), desc="replicates", unit="trial")
-    for _, rows in it:
-        _append(rep_path, [dict(r, **todo_points[(r["grid_point"], r["replicate"])]) for r in rows], columns)
-        if bar is not None:
+    with tqdm(
+        total=n_all, initial=n_all - len(todo), desc="replicates", unit="trial", disable=not (progress and args)
+    ) as bar:
+        for _, done_rows in it:
+            rows = cast(list[dict], done_rows)
+            append_rows(rep_path, [dict(r, **todo_points[(r["grid_point"], r["replicate"])]) for r in rows], columns)
             bar.update(1)
-    if bar is not None:
-        bar.close()
 
-    if client is not None:
-        client.close()
-    rep = _read_done(rep_path)
+
+def _raise_if_all_failed(rep: pd.DataFrame) -> None:
+    """:class:`StudyFailed` when no replicate gave a result, naming how many failed and the first reason."""
+    failed = rep["error"].notna() & (rep["error"].astype(str).str.len() > 0)
+    per_replicate = failed.groupby([rep["grid_point"], rep["replicate"]]).all()
+    if len(per_replicate) and per_replicate.all():
+        first = rep.loc[failed, "error"].astype(str).iloc[0]
+        raise StudyFailed(f"all {len(per_replicate)} replicates failed; the first: {first}")
+
+
+def run_power(
+    study: PowerStudy, out: str | Path, workers: int = 1, scheduler: str | None = None, progress: bool = True
+) -> pd.DataFrame:
+    """Run (or finish) ``study`` into ``out``; returns the summary table.
+
+    Raises :class:`~trialsim.errors.StudyFailed` when every replicate failed (after
+    writing ``replicates.csv``, ``summary.csv`` and ``power.html``, which show why).
+    """
+    from .scaleout import connect
+
+    out = Path(out)
+    # 1. reach the cluster before writing anything, so a wrong address leaves no folder behind
+    client = connect(scheduler) if scheduler else None
+    try:
+        # 2. the study's folder and its spec
+        out.mkdir(parents=True, exist_ok=True)
+        spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed")}
+        _check_spec(out, spec)
+        # 3. replicates: grid_point and replicate lead (a cut line is recognised by them), then the grid keys
+        columns = REPLICATE_COLUMNS[:2] + list(study.grid) + REPLICATE_COLUMNS[2:]
+        _run_replicates(study, out, columns, client, workers, progress)
+    finally:
+        if client is not None:
+            client.close()
+    # 4. sorted replicates, summary and report
+    rep = read_done(out / "replicates.csv")
     order = {t["key"]: i for i, t in enumerate(study.tasks())}
     rep = (
         rep.assign(_o=rep["grid_point"].map(order))
         .sort_values(["_o", "replicate", "method", "test", "contrast"], kind="stable")
         .drop(columns="_o")
     )
-    write_csv(rep_path, rep.reindex(columns=columns))
+    write_csv(out / "replicates.csv", rep.reindex(columns=columns))
     summary = summarise(rep, study.grid)
-
     write_csv(out / "summary.csv", summary)
     from .power_report import write_power_report
 
     write_power_report(out, summary, rep, spec)
+    _raise_if_all_failed(rep)
     return summary

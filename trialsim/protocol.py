@@ -63,6 +63,17 @@ class Patients(_Strict):
             raise ValueError("must be a list of patient ids")
         return [str(x) for x in v]
 
+    @model_validator(mode="before")
+    @classmethod
+    def _n_from_ids(cls, data):
+        """``n`` follows ``ids`` when only ids are given; both given must agree."""
+        if not isinstance(data, dict) or not isinstance(data.get("ids"), list):
+            return data
+        n_ids = len(data["ids"])
+        if data.get("n") is not None and data["n"] != n_ids:
+            raise ValueError(f"n = {data['n']!r} but ids lists {n_ids} patients; give one of them, or make them agree")
+        return {**data, "n": n_ids}
+
     @model_validator(mode="after")
     def _check_ids(self):
         ids = self.patient_ids
@@ -216,12 +227,6 @@ class Protocol(_Strict):
     @property
     def n_days(self) -> int:
         return self.observation.days or self.planned_days
-
-    def treatment(self, label: str) -> Treatment:
-        for t in self.treatments:
-            if t.label == label:
-                return t
-        raise KeyError(label)
 
     def resolved(self) -> dict:
         """The fully resolved protocol as plain data (every default written out)."""

@@ -6,6 +6,7 @@ results as they arrive; results never depend on which worker ran what.
 
 from __future__ import annotations
 
+import multiprocessing
 import os
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor, as_completed
@@ -31,12 +32,21 @@ def _single_thread_worker() -> None:
 
 
 def run_local(fn: Callable, args: list, workers: int) -> Iterator[tuple[int, object]]:
-    """Yield ``(i, fn(args[i]))`` as tasks finish, on ``workers`` processes (in-process for 1)."""
+    """Yield ``(i, fn(args[i]))`` as tasks finish, on ``workers`` processes (in-process for 1).
+
+    The processes start fresh (forkserver, else spawn), so a script calling this needs the usual
+    ``if __name__ == "__main__":`` guard.
+    """
     if workers <= 1:
         for i, a in enumerate(args):
             yield i, fn(a)
         return
-    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker) as pool:
+    # fresh processes, not forks: a fork copies the parent's thread pools (OpenCV's, OpenMP's) in a
+    # broken state, and a worker that then uses one waits forever
+    context = multiprocessing.get_context(
+        "forkserver" if "forkserver" in multiprocessing.get_all_start_methods() else "spawn"
+    )
+    with ProcessPoolExecutor(max_workers=workers, initializer=_single_thread_worker, mp_context=context) as pool:
         futures = {pool.submit(fn, a): i for i, a in enumerate(args)}
         for fut in as_completed(futures):
             yield futures[fut], fut.result()

@@ -8,27 +8,29 @@ whatever the worker count.
 
 from __future__ import annotations
 
+import contextlib
 import datetime as _dt
-import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import ClassVar, Literal
 
 import numpy as np
 import pandas as pd
+from pydantic import BaseModel, ConfigDict, Field
 
-from .dataset import IMAGES_DIR, MANIFEST_COLUMNS, atomic_write_bytes, prepare_output, write_tables
+from analysis.atomic import atomic_write_bytes
+
+from .dataset import IMAGES_DIR, LESION_COLUMNS, MANIFEST_COLUMNS, prepare_output, safe_name, write_tables
 from .dynamics import draw_patient_parameters, patient_trajectory
+from .errors import BadInput
 from .protocol import Protocol
-from .render.base import LESION_COLUMNS, PatientJob, Renderer
+from .render.base import PatientJob, Renderer
+from .render.sdxl.options import SDXLOptions
 from .schedule import patient_schedule
 from .seeding import image_seed, patient_rng
 
 # photos taken on one day spread from morning to evening (hours)
 _FIRST_HOUR, _LAST_HOUR = 8.0, 21.0
-
-
-def _safe(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9_.-]+", "_", str(name)) or "_"
 
 
 def patient_truth(protocol: Protocol, patient_index: int, patient_id: str) -> PatientJob:
@@ -53,7 +55,7 @@ def patient_truth(protocol: Protocol, patient_index: int, patient_id: str) -> Pa
     ppd = obs.photos_per_day
     hours = [13.0] if ppd == 1 else list(np.linspace(_FIRST_HOUR, _LAST_HOUR - 1, ppd))
     width = max(3, len(str(protocol.n_days)))
-    pdir = _safe(patient_id)
+    pdir = safe_name(patient_id)
     rows = []
     for r in days.itertuples(index=False):
         for p in range(ppd):
@@ -82,9 +84,20 @@ def simulate_truth(protocol: Protocol) -> list[PatientJob]:
     return [patient_truth(protocol, i, pid) for i, pid in enumerate(protocol.patients.patient_ids)]
 
 
-def make_renderer(protocol: Protocol, name: str | None = None, **options) -> Renderer:
-    """The renderer named ``name`` (default: the protocol's ``rendering.renderer``)."""
+def make_renderer(protocol: Protocol, name: str | None = None, sdxl: SDXLOptions | None = None) -> Renderer:
+    """The renderer named ``name`` (default: the protocol's ``rendering.renderer``).
+
+    ``sdxl``: the SDXL renderer's options; options set there with another renderer are an
+    error (they would be ignored), naming them.
+    """
     name = name or protocol.rendering.renderer
+    if name != "sdxl" and sdxl is not None and sdxl.model_fields_set:
+        given = sorted(SDXLOptions.OPTION_NAMES.get(f, f) for f in sdxl.model_fields_set)
+        raise BadInput(
+            f"{', '.join(given)} only apply to --renderer sdxl, and the renderer is {name}",
+            field=given[0],
+            allowed="these options together with --renderer sdxl (or rendering.renderer: sdxl)",
+        )
     if name == "none":
         from .render.none import NoImageRenderer
 
@@ -92,12 +105,29 @@ def make_renderer(protocol: Protocol, name: str | None = None, **options) -> Ren
     if name == "procedural":
         from .render.procedural import ProceduralRenderer
 
-        return ProceduralRenderer(protocol, **options)
+        return ProceduralRenderer(protocol)
     if name == "sdxl":
         from .render.sdxl import SDXLRenderer
 
-        return SDXLRenderer(protocol, **options)
+        return SDXLRenderer.from_options(protocol, sdxl or SDXLOptions())
     raise ValueError(f"unknown renderer {name!r}")
+
+
+@contextlib.contextmanager
+def _cv2_threads(n: int):
+    """OpenCV's thread count set to ``n`` inside the block and restored after it.
+
+    Rendering draws many small images: one thread each is faster and leaves the cores to
+    parallel patients; the analysis that may follow in the same process wants them all.
+    """
+    import cv2
+
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(n)
+    try:
+        yield
+    finally:
+        cv2.setNumThreads(before)
 
 
 @dataclass
@@ -159,11 +189,11 @@ _WORKER_RENDERER: dict = {}
 
 
 def _worker_render(args) -> PatientResult:
-    job, renderer_name, options, out = args
-    key = (renderer_name, repr(sorted(options.items())), job.protocol.model_dump_json())
+    job, renderer_name, sdxl, out = args
+    key = (renderer_name, sdxl.model_dump_json() if sdxl else "", job.protocol.model_dump_json())
     if key not in _WORKER_RENDERER:
         _WORKER_RENDERER.clear()
-        _WORKER_RENDERER[key] = make_renderer(job.protocol, renderer_name, **options)
+        _WORKER_RENDERER[key] = make_renderer(job.protocol, renderer_name, sdxl)
     return render_patient_to_folder(job, _WORKER_RENDERER[key], out)
 
 
@@ -183,6 +213,22 @@ def _progress(iterable, total: int, desc: str, enabled: bool):
     return tqdm(iterable, total=total, desc=desc, unit="patient")
 
 
+def _render_elsewhere(args: list, workers: int, client, progress: bool) -> list[PatientResult]:
+    """:func:`_worker_render` of every item of ``args`` on the Dask ``client``, else on ``workers`` processes."""
+    from .scaleout import map_ordered, run_local, run_on_cluster
+
+    try:
+        tasks = (
+            run_on_cluster(_worker_render, args, client)
+            if client is not None
+            else run_local(_worker_render, args, workers)
+        )
+        return map_ordered(tasks, len(args), progress=progress, desc="render")
+    finally:
+        if client is not None:
+            client.close()
+
+
 def simulate(
     protocol: Protocol,
     out: str | Path,
@@ -191,7 +237,7 @@ def simulate(
     overwrite: bool = False,
     resume: bool = False,
     progress: bool = False,
-    renderer_options: dict | None = None,
+    sdxl: SDXLOptions | None = None,
     jobs: list[PatientJob] | None = None,
     protocol_yaml: str | None = None,
     scheduler: str | None = None,
@@ -200,8 +246,8 @@ def simulate(
 
     ``renderer`` overrides ``protocol.rendering.renderer``; ``workers`` > 1 renders
     patients in separate processes (same bytes as one worker); ``scheduler`` is the
-    address of a Dask distributed scheduler to render patients on instead.
-    ``jobs`` replaces the simulated truth (used by ``--from-csv``).
+    address of a Dask distributed scheduler to render patients on instead. ``sdxl``: the
+    SDXL renderer's options. ``jobs`` replaces the simulated truth (used by ``--from-csv``).
     """
     out = Path(out)
     name = renderer or protocol.rendering.renderer
@@ -209,10 +255,9 @@ def simulate(
         protocol = protocol.model_copy(
             update={"rendering": protocol.rendering.model_copy(update={"renderer": renderer})}
         )
-    options = dict(renderer_options or {})
     # build the renderer before touching the folder: bad renderer input (a missing model,
     # a wrong LoRA) must leave nothing behind
-    local_renderer = make_renderer(protocol, name, **options)
+    local_renderer = make_renderer(protocol, name, sdxl)
     client = None
     if scheduler:  # likewise a cluster that cannot be reached
         from .scaleout import connect
@@ -223,27 +268,111 @@ def simulate(
         jobs = simulate_truth(protocol)
     else:
         jobs = [PatientJob(protocol, j.patient_id, j.patient_index, j.days, j.images) for j in jobs]
-    args = [(job, name, options, out) for job in jobs]
+    args = [(job, name, sdxl, out) for job in jobs]
     if client is not None or (workers > 1 and len(jobs) > 1):
-        from .scaleout import map_ordered, run_local, run_on_cluster
-
-        try:
-            tasks = (
-                run_on_cluster(_worker_render, args, client)
-                if client is not None
-                else run_local(_worker_render, args, workers)
-            )
-            results = map_ordered(tasks, len(args), progress=progress, desc="render")
-        finally:
-            if client is not None:
-                client.close()
+        results = _render_elsewhere(args, workers, client, progress)
     else:
-        results = [
-            render_patient_to_folder(a[0], local_renderer, out) for a in _progress(args, len(args), "render", progress)
-        ]
+        with _cv2_threads(1):
+            results = [
+                render_patient_to_folder(a[0], local_renderer, out)
+                for a in _progress(args, len(args), "render", progress)
+            ]
     manifest = pd.concat([r.manifest for r in results], ignore_index=True)
     nonempty = [r.lesions for r in results if len(r.lesions)]
     lesions = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame(columns=LESION_COLUMNS)
     days = pd.concat([r.days for r in results], ignore_index=True)
     write_tables(out, manifest, lesions, days)
     return SimulationResult(out, manifest, lesions, days)
+
+
+class SimulateOptions(BaseModel):
+    """What ``trialsim simulate`` takes: the trial to simulate, where to write it and how to render.
+
+    ``protocol``: a protocol YAML, or ``from_csv``: the anchor's protocol CSV rendered as given
+    (its severities are the truth); exactly one. ``seed`` replaces the protocol's; ``renderer``,
+    ``image_size`` (px), ``nuisance`` and ``view`` override its ``rendering`` section;
+    ``workers``: parallel processes; ``scheduler``: a Dask scheduler address instead;
+    ``sdxl``: the SDXL renderer's options.
+    """
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    OPTION_NAMES: ClassVar[dict[str, str]] = {
+        "protocol": "PROTOCOL",
+        "from_csv": "--from-csv",
+        "out": "--out",
+        "seed": "--seed",
+        "renderer": "--renderer",
+        "workers": "--workers",
+        "scheduler": "--scheduler",
+        "image_size": "--image-size",
+        "nuisance": "--nuisance",
+        "view": "--view",
+    }
+
+    out: Path
+    protocol: Path | None = None
+    from_csv: Path | None = None
+    seed: int | None = Field(None, ge=0)
+    renderer: Literal["procedural", "sdxl", "none"] | None = None
+    workers: int = Field(1, ge=1)
+    scheduler: str | None = None
+    image_size: int | None = Field(None, ge=32, le=4096)
+    nuisance: float | None = Field(None, ge=0, le=4)
+    view: Literal["cheek", "face"] | None = None
+    overwrite: bool = False
+    resume: bool = False
+    progress: bool = False
+    sdxl: SDXLOptions | None = None
+
+    def rendering_overrides(self) -> dict:
+        """The ``rendering`` fields given here (image_size, nuisance, view)."""
+        given = {"image_size": self.image_size, "nuisance": self.nuisance, "view": self.view}
+        return {k: v for k, v in given.items() if v is not None}
+
+
+def _from_csv(options: SimulateOptions) -> tuple[Protocol, list[PatientJob], str]:
+    """The protocol, the patients' truth and the protocol.yaml text for ``--from-csv``."""
+    from .anchor_csv import jobs_from_csv, protocol_for_csv, read_anchor_csv
+
+    assert options.from_csv is not None
+    df = read_anchor_csv(options.from_csv)
+    proto = protocol_for_csv(df, options.seed if options.seed is not None else 0, options.rendering_overrides())
+    header = (
+        f"# Rendered from {Path(options.from_csv).name}: the CSV's severities are the latent truth;\n"
+        "# treatment effects below are the arms' mean change from Baseline in that CSV.\n"
+    )
+    return proto, jobs_from_csv(df, proto), header + proto.to_yaml()
+
+
+def simulate_from_options(options: SimulateOptions) -> SimulationResult:
+    """Simulate what ``options`` describe and write the dataset folder (``trialsim simulate``)."""
+    from .protocol import load_protocol
+
+    # 1. the protocol (and, from a CSV, the patients' truth)
+    jobs, protocol_yaml = None, None
+    if options.from_csv is not None:
+        if options.protocol is not None:
+            raise BadInput("give either PROTOCOL or --from-csv, not both", field="--from-csv")
+        proto, jobs, protocol_yaml = _from_csv(options)
+    else:
+        if options.protocol is None:
+            raise BadInput("missing PROTOCOL (a YAML file; see protocols/) or --from-csv", field="PROTOCOL")
+        proto = load_protocol(options.protocol, seed=options.seed)
+        rendering = options.rendering_overrides()
+        if rendering:
+            proto = proto.model_copy(update={"rendering": proto.rendering.model_copy(update=rendering)})
+    # 2. render and write
+    return simulate(
+        proto,
+        options.out,
+        renderer=options.renderer,
+        workers=options.workers,
+        overwrite=options.overwrite,
+        resume=options.resume,
+        progress=options.progress,
+        sdxl=options.sdxl,
+        jobs=jobs,
+        protocol_yaml=protocol_yaml,
+        scheduler=options.scheduler,
+    )

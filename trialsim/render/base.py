@@ -12,9 +12,8 @@ from dataclasses import dataclass
 
 import pandas as pd
 
+from ..dataset import LESION_COLUMNS as LESION_COLUMNS
 from ..protocol import Protocol
-
-LESION_COLUMNS = ["image", "lesion_id", "type", "x", "y", "radius", "stage", "intensity"]
 
 
 @dataclass

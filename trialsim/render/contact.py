@@ -8,19 +8,19 @@ exactly what an analysis will read, and is the same on a resumed run.
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 
 import cv2
 import numpy as np
 
-from ..dataset import CONTACT_DIR, atomic_write_bytes
+from analysis.atomic import atomic_write_bytes
+
+from ..dataset import CONTACT_DIR, safe_name
 from .base import PatientJob
 
 THUMB_HEIGHT = 128
 MAX_THUMBS = 16
 COLUMNS = 8
-_LABEL_H = 30
 _BG = (245, 245, 245)
 
 
@@ -91,7 +91,7 @@ def write_contact_sheet(job: PatientJob, folder: Path) -> Path | None:
     if sheet is None:
         return None
     _ok, buf = cv2.imencode(".png", sheet, [cv2.IMWRITE_PNG_COMPRESSION, 6])
-    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", str(job.patient_id)) or "_"
+    name = safe_name(job.patient_id)
     path = Path(folder) / CONTACT_DIR / f"{name}.png"
     atomic_write_bytes(path, buf.tobytes())
     return path

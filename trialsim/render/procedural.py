@@ -248,7 +248,7 @@ class ProceduralRenderer(Renderer):
     name = "procedural"
     extension = ".jpg"
 
-    def __init__(self, protocol: Protocol, quality_range=(75, 95), **_ignored):
+    def __init__(self, protocol: Protocol, quality_range=(75, 95)):
         super().__init__(protocol)
         r = protocol.rendering
         self.height, self.width = canonical_size(r.image_size, r.aspect)
@@ -258,7 +258,6 @@ class ProceduralRenderer(Renderer):
         self.quality_range = tuple(quality_range)
         self.radius_step = 0.25 * max(1.0, self.height / 256.0)
         self._skins: dict[int, SkinBase] = {}
-        cv2.setNumThreads(1)  # deterministic and no oversubscription when patients run in parallel
 
     # --- identity -----------------------------------------------------------------------------
     def fitzpatrick(self, patient_index: int, patient_id: str) -> int:

@@ -112,7 +112,6 @@ class SkinBase:
     pixels: np.ndarray  # uint8 H×W×3 sRGB
     identity: SkinIdentity
     light: tuple[float, float]  # unit vector pointing from the skin toward the key light (x, y)
-    skin_mask: np.ndarray  # bool H×W: skin (all True in the cheek view)
 
 
 def _skin_maps(rng, h, w, ident: SkinIdentity, px: float):
@@ -226,7 +225,7 @@ def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek"
     spec_amp = rng.uniform(0.015, 0.045)
     lin = _lit(melanin, haem, relief, sheen, light, curvature, spec_amp, pores)
     pixels = srgb8_from_linear(lin)
-    return SkinBase(pixels=pixels, identity=ident, light=light, skin_mask=np.ones((h, w), bool))
+    return SkinBase(pixels=pixels, identity=ident, light=light)
 
 
 # --- the frontal face view --------------------------------------------------------------------
@@ -324,6 +323,5 @@ def _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, 
     out = wall * (1 - behind[..., None]) + hair_lin * 0.8 * behind[..., None]
     out = out * (1 - skin[..., None]) + lin * skin[..., None]
     lin = out * (1 - front[..., None]) + hair_lin * front[..., None]
-    hair = np.maximum(front, behind * (1 - skin))
     pixels = srgb8_from_linear(lin)
-    return SkinBase(pixels=pixels, identity=ident, light=light, skin_mask=(skin > 0.5) & (hair < 0.5))
+    return SkinBase(pixels=pixels, identity=ident, light=light)

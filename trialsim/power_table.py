@@ -1,0 +1,136 @@
+"""The tables of a power study: ``replicates.csv`` (one row per replicate, method and test) and ``summary.csv``.
+
+Rows are appended as replicates finish; a line cut short by a kill is recognised
+by its leading ``grid_point`` and ``replicate`` and dropped, so its replicate is rerun.
+"""
+
+from __future__ import annotations
+
+import math
+from io import StringIO
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from analysis.contract import ALPHA
+
+REPLICATE_COLUMNS = [
+    "grid_point",
+    "replicate",
+    "seed",
+    "method",
+    "test",
+    "contrast",
+    "estimate",
+    "ci_low",
+    "ci_high",
+    "p_value",
+    "known",
+    "estimate_raw",
+    "known_raw",
+    "error",
+]
+
+
+def parse_value(text: str):
+    try:
+        v = float(text)
+    except ValueError:
+        return text
+    return int(v) if v.is_integer() and "." not in text else v
+
+
+def read_done(path: Path) -> pd.DataFrame:
+    """Rows already recorded; a line cut short by a kill is dropped (and rewritten later)."""
+    if not path.exists():
+        return pd.DataFrame(columns=REPLICATE_COLUMNS)
+    text = path.read_text(encoding="utf-8")
+    cut = None
+    if text and not text.endswith("\n"):
+        # the last block was cut by a kill: drop its replicate entirely (it is rerun)
+        last = text[text.rfind("\n") + 1 :]
+        text = text[: text.rfind("\n") + 1]
+        parts = last.split(",")
+        if len(parts) > 1:
+            cut = (parts[0], parts[1])
+    if not text.strip():
+        return pd.DataFrame(columns=REPLICATE_COLUMNS)
+    df = pd.read_csv(StringIO(text), keep_default_na=False, na_values=[""], dtype={"grid_point": str})
+    if cut is not None:
+        df = df[~((df["grid_point"] == cut[0]) & (df["replicate"].astype(str) == cut[1]))]
+    return df.reset_index(drop=True)
+
+
+def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
+    block = pd.DataFrame(rows, columns=columns).to_csv(
+        index=False, header=False, lineterminator="\n", float_format="%.10g"
+    )
+    with open(path, "a", encoding="utf-8") as f:
+        f.write(block)
+        f.flush()
+
+
+def _mcse_prop(p: float, n: int) -> float:
+    return math.sqrt(p * (1 - p) / n) if n > 0 else float("nan")
+
+
+def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
+    """Power, type-I error, bias, RMSE and coverage per grid point, method and test, with MC SEs."""
+    out = []
+    for (gp, method, test), g in rep.groupby(["grid_point", "method", "test"], sort=False):
+        failed = g["error"].notna() & (g["error"].astype(str).str.len() > 0)
+        ok = g[~failed & g["p_value"].notna()]
+        n = len(ok)
+        point = dict(kv.split("=", 1) for kv in str(gp).split(";")) if gp != "base" else {}
+        null = "effect" in point and float(point["effect"]) == 0.0
+        reject = float((ok["p_value"] < ALPHA).mean()) if n else float("nan")
+        row = {
+            **{k: parse_value(v) for k, v in point.items()},
+            "grid_point": gp,
+            "method": method,
+            "test": test,
+            "replicates": len(g),
+            "failed": int(failed.sum()),
+            "rejection_rate": reject,
+            "rejection_mcse": _mcse_prop(reject, n),
+        }
+        row["power"] = reject if not null else float("nan")
+        row["type1_error"] = reject if null else float("nan")
+        err = (ok["estimate"] - ok["known"]).astype(float)
+        err = err[np.isfinite(err)]
+        if len(err):
+            row["bias"] = float(err.mean())
+            row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
+            rmse = float(np.sqrt((err**2).mean()))
+            row["rmse"] = rmse
+            row["rmse_mcse"] = (
+                float((err**2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
+                if len(err) > 1 and rmse > 0
+                else float("nan")
+            )
+            has_ci = ok[np.isfinite(ok["ci_low"].astype(float)) & np.isfinite(ok["known"].astype(float))]
+            if len(has_ci):
+                cov = float(((has_ci["ci_low"] <= has_ci["known"]) & (has_ci["known"] <= has_ci["ci_high"])).mean())
+                row["coverage"] = cov
+                row["coverage_mcse"] = _mcse_prop(cov, len(has_ci))
+        out.append(row)
+    cols = list(grid) + [
+        "grid_point",
+        "method",
+        "test",
+        "replicates",
+        "failed",
+        "power",
+        "type1_error",
+        "rejection_rate",
+        "rejection_mcse",
+        "bias",
+        "bias_mcse",
+        "rmse",
+        "rmse_mcse",
+        "coverage",
+        "coverage_mcse",
+    ]
+    df = pd.DataFrame(out)
+    return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
