@@ -21,6 +21,8 @@ says which, ``transform`` gives NaN rows for them.
 
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
@@ -30,6 +32,20 @@ from .skin import skin_mask
 
 AB_SCALE = 8.0  # a* units per unit of network input (a papule is a few units redder than its skin)
 BAND = (1 / 64, 1 / 32)  # SDs of the band-pass, fractions of the side: the size of a lesion
+
+
+@contextmanager
+def _one_thread():
+    """Run torch on one thread, then restore: the network and its patches are so small that
+    more threads only contend (fit 3x slower with two threads on a busy 2-core machine)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _network(patch_px: int, code_size: int, widths, gen_seed: int):
@@ -191,10 +207,13 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         return pd.DataFrame(rows, columns=["skin_share", "n_patches", "usable", "red_contrast"])
 
     def fit(self, X, y=None):
+        with _one_thread():
+            return self._fit(X)
+
+    def _fit(self, X):
         import torch
 
-        if self.patch_px % 2 ** len(self.widths):
-            raise ValueError(f"patch_px must be a multiple of {2 ** len(self.widths)}")
+        self.check_params()
         rng = self._rng()
         per_photo = [p for p in self.patches(X, rng) if len(p) >= self.min_patches]
         if not per_photo:
@@ -249,7 +268,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
     def _raw_codes(self, patches: np.ndarray) -> np.ndarray:
         import torch
 
-        with torch.inference_mode():
+        with _one_thread(), torch.inference_mode():
             return np.concatenate(
                 [self.encoder_(torch.from_numpy(patches[i : i + 8192])).numpy() for i in range(0, len(patches), 8192)]
             ).astype(np.float64)
@@ -272,19 +291,30 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         check_is_fitted(self, "embedding_scale_")
         return (self._pool(X) - self.embedding_mean_) / self.embedding_scale_
 
-    def reconstruct(self, X, n_patches: int = 4) -> tuple[np.ndarray, np.ndarray]:
-        """Up to ``n_patches`` skin patches per photo and their reconstructions, uint8 (k, px, px, 3).
+    def reconstruct(self, X) -> tuple[np.ndarray, np.ndarray]:
+        """One skin patch per photo (its middle one; grey where none) and its reconstruction, uint8 (N, px, px, 3).
 
         Shown on a diverging scale: grey = as red as the skin around it, red = redder, cyan = less red.
         """
         import torch
 
         check_is_fitted(self, "embedding_scale_")
-        got = [p[:n_patches] for p in self.patches(X) if len(p)]
-        x = torch.from_numpy(np.concatenate(got)) if got else torch.zeros((0, 1, self.patch_px, self.patch_px))
+        blank = np.zeros((1, 1, self.patch_px, self.patch_px), np.float32)
+        got = [p[len(p) // 2 : len(p) // 2 + 1] if len(p) else blank for p in self.patches(X)]
+        x = torch.from_numpy(np.concatenate(got)) if got else torch.from_numpy(blank[:0])
         with torch.inference_mode():
             r = self._decode(x)
         return _diverging(x.numpy()[:, 0]), _diverging(r.numpy()[:, 0])
+
+    def check_params(self) -> None:
+        """:class:`AnalysisInputError` for hyper-parameters that cannot build the network."""
+        from .errors import AnalysisInputError
+
+        step = 2 ** len(tuple(self.widths))
+        if self.patch_px < step or self.patch_px % step:
+            raise AnalysisInputError(
+                f"patch_px must be a multiple of {step}, got {self.patch_px}", field="patch_px", allowed=f"{step * 3}"
+            )
 
 
 def _diverging(v: np.ndarray) -> np.ndarray:

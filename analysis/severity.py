@@ -85,3 +85,12 @@ def relative_efficiency(estimate: float, se: float, oracle_estimate: float, orac
         return math.nan
     z_oracle = oracle_estimate / oracle_se
     return (estimate / se) / z_oracle if z_oracle != 0 else math.nan
+
+
+def add_relative_efficiency(population: list[dict], truth: list[dict]) -> None:
+    """Each population entry's ``relative_efficiency``: its z over the latent model's (in place)."""
+    latent = {t["contrast"]: t["latent_model"] for t in truth}
+    for e in population:
+        lm = latent.get(e["contrast"])
+        if lm is not None:
+            e["relative_efficiency"] = relative_efficiency(e["estimate"], e["se"], lm["estimate"], lm["se"])

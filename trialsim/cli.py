@@ -161,16 +161,38 @@ def simulate(quiet, **given):
 )
 @click.option(
     "--normalize",
-    type=click.Choice(["spots", "redness", "grey-world", "retinex", "none"]),
+    type=click.Choice(["skin", "spots", "redness", "grey-world", "retinex", "none"]),
     default=None,
-    help="what the embedder sees: spots (default: a map of red spots, one dot each), redness "
-    "(local redness contrast), grey-world or retinex (photometric normalisation), none",
+    help="what the autoencoder sees: skin (default: skin patches' redness contrast, patch autoencoder); "
+    "whole photos as spots (a map of red spots), redness (local redness contrast), grey-world or retinex "
+    "(photometric normalisation) or none",
+)
+@click.option(
+    "--primary-test",
+    type=click.Choice(["cycles", "ar1", "welch", "permutation", "randomization"]),
+    default="cycles",
+    show_default=True,
+    help="the per-patient test the verdicts come from (the others are sensitivity analyses)",
 )
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
-@click.option("--skip-bad", is_flag=True, help="drop missing or unreadable images (and say how many)")
+@click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, skip_bad, quiet):
+def analyze(
+    dataset,
+    out,
+    method,
+    seed,
+    preset,
+    image_size,
+    epochs,
+    reduction,
+    normalize,
+    primary_test,
+    time_terms,
+    skip_bad,
+    quiet,
+):
     """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
     from analysis.pipeline import AnalysisConfig
     from analysis.pipeline import analyze as run
@@ -183,6 +205,7 @@ def analyze(dataset, out, method, seed, preset, image_size, epochs, reduction, n
         epochs=epochs,
         reduction=reduction,
         normalize=normalize,
+        primary_test=primary_test,
         time_terms=time_terms,
         skip_bad=skip_bad,
         progress=not quiet,
