@@ -89,14 +89,15 @@ def test_pipeline_with_image_size_100_is_bad_input(tmp_path):
     from analysis.pipeline import AnalysisConfig, run
 
     with pytest.raises(AnalysisInputError, match="--image-size"):
-        run(_photo_folder(tmp_path), AnalysisConfig(method="ae", image_size=100, epochs=1))
+        run(_photo_folder(tmp_path), AnalysisConfig(method="ae", normalize="spots", image_size=100, epochs=1))
 
 
 def test_cli_analyze_with_image_size_100_exits_2(tmp_path):
     from trialsim.cli import main
 
     ds = _photo_folder(tmp_path)
-    args = ["analyze", ds, "--out", str(tmp_path / "out"), "--image-size", "100", "--epochs", "1", "--quiet"]
+    args = ["analyze", ds, "--out", str(tmp_path / "out"), "--normalize", "spots", "--image-size", "100"]
+    args += ["--epochs", "1", "--quiet"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "--image-size" in result.output and "multiple of 16" in result.output

@@ -26,7 +26,7 @@ from analysis.contract import METHODS
 from analysis.results import Results, detected
 
 from .errors import BadInput, StudyFailed
-from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, read_done, summarise
+from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, primary_rows, read_done, summarise
 from .protocol import load_protocol, protocol_from_dict
 from .scaleout import run_local, run_on_cluster
 
@@ -193,6 +193,23 @@ def _rows_from_results(res: Results, task: dict) -> list[dict]:
                 "error": pop.get("error") or "",
             }
         )
+        if pop.get("estimate_severity") is not None:  # severity units through the measurement model
+            rows.append(
+                {
+                    "method": pop.method,
+                    "test": "lmm:severity",
+                    "contrast": pop.contrast,
+                    "estimate": pop.get("estimate_severity"),
+                    "ci_low": pop.get("ci_low_severity"),
+                    "ci_high": pop.get("ci_high_severity"),
+                    "p_value": pop.p_value,
+                    "known": tr.realised if tr else None,
+                    "estimate_raw": pop.get("relative_efficiency"),
+                    "known_raw": None,
+                    "error": pop.get("error") or "",
+                }
+            )
+    rows += primary_rows(res)
     # per-patient tests: a replicate "detects" with a test when the majority of patients reject
     pats = pd.DataFrame(
         [p.model_dump(include={"method", "contrast", "test", "estimate", "p_value"}) for p in res.patients]

@@ -134,3 +134,29 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
     ]
     df = pd.DataFrame(out)
     return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
+
+
+def primary_rows(res) -> list[dict]:
+    """One row per patient for the primary per-patient test: its error rate is per patient, not per trial."""
+    primary = res.primary_test
+    rows = []
+    for p in res.patients:
+        if p.test != primary:
+            continue
+        rows.append(
+            {
+                "method": p.method,
+                "test": f"primary:{primary} (per patient)",
+                "contrast": p.contrast,
+                "estimate": p.estimate,
+                "ci_low": p.get("ci_low"),
+                "ci_high": p.get("ci_high"),
+                "p_value": p.p_value,
+                # PC1 units: comparable with the realised effect for the oracle only
+                "known": p.get("known_realised") if p.method == "oracle" else None,
+                "estimate_raw": np.nan,
+                "known_raw": np.nan,
+                "error": "",
+            }
+        )
+    return rows
