@@ -10,17 +10,18 @@ the verdicts come from it alone; the others are reported as sensitivity analyses
   t-test (:func:`cycle_test`). Daily photos are serially correlated (skin changes slowly;
   a day's photos share that day's state), so every photo or every day is not a new
   replicate; a cycle is, nearly: cycles lie apart in time, and slow drift cancels within
-  one. Measured on simulated trials with no effect (oracle outcome, alpha 0.05): 0.065 on
-  the HIA pilot design (4 cycles of 2+2 days), 0.02 on ``null_effect.yaml`` (2 cycles).
+  one. Measured on simulated trials with no effect for any patient (latent severity, alpha
+  0.05, ``bench/bench_primary_null.py``): 0.038 on the HIA pilot design (4 cycles of 2+2
+  days, 2000 patient tests), 0.029 on ``null_effect.yaml`` (2 cycles, 1000 patient tests).
   It needs two cycles or more.
 - ``ar1``: regression of daily means on treatment with AR(1) errors (statsmodels GLSAR).
-  In short series the AR coefficient is underestimated and the error rate rises (0.10
-  and 0.14 in the same checks), so it is a sensitivity analysis.
+  The AR coefficient is estimated from few days and slow drift is not AR(1), so the error
+  rate rises (0.057 and 0.119 in the same checks); a sensitivity analysis.
 - ``randomization``: exact under any serial correlation, but short designs cannot reach
   the significance level: two-day blocks over 16 days allow 2^4 = 16 assignments, and
   the smallest attainable p is above 0.05. It may be primary only where that smallest p
   is below ``alpha``; otherwise the analysis stops and says so.
-- ``welch``, ``permutation``: photos as independent, as published (0.26 and 0.26 in the
+- ``welch``, ``permutation``: photos as independent, as published (0.24 and 0.31 in the
   same checks); sensitivity only.
 """
 
