@@ -173,6 +173,23 @@ class PowerStudy:
         ]
 
 
+def _severity_row(pop, tr) -> dict:
+    """The population effect in severity units (measurement model); ``estimate_raw`` holds the relative efficiency."""
+    return {
+        "method": pop.method,
+        "test": "lmm:severity",
+        "contrast": pop.contrast,
+        "estimate": pop.get("estimate_severity"),
+        "ci_low": pop.get("ci_low_severity"),
+        "ci_high": pop.get("ci_high_severity"),
+        "p_value": pop.p_value,
+        "known": tr.realised if tr else None,
+        "estimate_raw": pop.get("relative_efficiency"),
+        "known_raw": None,
+        "error": pop.get("error") or "",
+    }
+
+
 def _rows_from_results(res: Results, task: dict) -> list[dict]:
     truth = res.truth_by_contrast()
     rows = []
@@ -194,21 +211,7 @@ def _rows_from_results(res: Results, task: dict) -> list[dict]:
             }
         )
         if pop.get("estimate_severity") is not None:  # severity units through the measurement model
-            rows.append(
-                {
-                    "method": pop.method,
-                    "test": "lmm:severity",
-                    "contrast": pop.contrast,
-                    "estimate": pop.get("estimate_severity"),
-                    "ci_low": pop.get("ci_low_severity"),
-                    "ci_high": pop.get("ci_high_severity"),
-                    "p_value": pop.p_value,
-                    "known": tr.realised if tr else None,
-                    "estimate_raw": pop.get("relative_efficiency"),
-                    "known_raw": None,
-                    "error": pop.get("error") or "",
-                }
-            )
+            rows.append(_severity_row(pop, tr))
     rows += primary_rows(res)
     # per-patient tests: a replicate "detects" with a test when the majority of patients reject
     pats = pd.DataFrame(
