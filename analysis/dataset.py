@@ -1,4 +1,4 @@
-"""The only door in: read a dataset folder (DESIGN.md, Contract 1), simulated or real photos.
+"""The only door in: read a dataset folder (docs/contracts.md, Contract 1), simulated or real photos.
 
 :func:`load_dataset` reads ``manifest.csv`` (and ``protocol.yaml`` when present)
 into a :class:`TrialData`; :func:`load_images` decodes the photos to a square
@@ -109,6 +109,21 @@ def _treatments(df: pd.DataFrame, protocol: dict | None, path: Path) -> tuple[li
     return labels, nominal
 
 
+def _check_inside(root: Path, images: pd.Series, path: Path) -> None:
+    """Refuse a manifest that names a file outside the dataset folder (``..``, absolute, via a link)."""
+    top = root.resolve()
+    for row, rel in enumerate(images, start=2):
+        target = (root / rel).resolve()
+        if target != top and top in target.parents:
+            continue
+        raise AnalysisInputError(
+            f"image {rel!r} in row {row} is outside the dataset folder (resolved, links followed: {target})",
+            file=str(path),
+            field="image",
+            allowed="paths relative to the folder of manifest.csv that stay inside it",
+        )
+
+
 def load_dataset(folder: str | Path) -> TrialData:
     """Read ``folder/manifest.csv`` (and ``protocol.yaml``); validate the required columns."""
     root = Path(folder)
@@ -151,6 +166,7 @@ def load_dataset(folder: str | Path) -> TrialData:
     df["day"] = day.astype(int)
     df["patient_id"] = df["patient_id"].astype(str)
     df["treatment"] = df["treatment"].astype(str)
+    _check_inside(root, df["image"], path)
     df = df.sort_values(["patient_id", "day", "image"], kind="stable").reset_index(drop=True)
 
     protocol = _read_protocol(root / PROTOCOL)
@@ -158,12 +174,24 @@ def load_dataset(folder: str | Path) -> TrialData:
     return TrialData(root, df, labels, protocol, nominal)
 
 
+# a photo larger than this is refused before its pixels are decoded (a 15000 px square would
+# need ~700 MB); 100 megapixels holds every camera a trial would use
+MAX_PIXELS = 100_000_000
+
+
 def _open_image(path: Path, size: int) -> np.ndarray:
     from PIL import Image, ImageOps
 
-    with Image.open(path) as im:
-        im.load()
-        im = ImageOps.exif_transpose(im)
+    try:
+        opened = Image.open(path)
+    except Image.DecompressionBombError:  # Pillow's own limit, checked on the header
+        raise ValueError(f"over the {MAX_PIXELS:,} pixel limit") from None
+    with opened:
+        w, h = opened.size  # from the header: nothing decoded yet
+        if w * h > MAX_PIXELS:
+            raise ValueError(f"{w}×{h} px is over the {MAX_PIXELS:,} pixel limit")
+        opened.load()
+        im: Image.Image = ImageOps.exif_transpose(opened)
         if im.mode in ("RGBA", "LA") or (im.mode == "P" and "transparency" in im.info):
             rgba = im.convert("RGBA")
             bg = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
@@ -172,7 +200,7 @@ def _open_image(path: Path, size: int) -> np.ndarray:
         w, h = im.size
         s = size / min(w, h)
         nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=2.0)
+        im = im.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
         left, top = (nw - size) // 2, (nh - size) // 2
         im = im.crop((left, top, left + size, top + size))
         return np.asarray(im, dtype=np.uint8)
@@ -204,7 +232,7 @@ def load_images(
         except FileNotFoundError:
             reason = "image file not found"
         except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
-            reason = f"unreadable image ({e.__class__.__name__})"
+            reason = f"unreadable image ({e.__class__.__name__}{': ' + str(e) if isinstance(e, ValueError) else ''})"
         else:
             continue
         if not skip_bad:

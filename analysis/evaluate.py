@@ -1,6 +1,6 @@
 """Known versus recovered effects (simulated data; functions that need truth say so).
 
-Known effects of a contrast ``b − a`` (DESIGN.md):
+Known effects of a contrast ``b − a`` (docs/contracts.md, Contract 2):
 
 - nominal: the protocol's effect difference (``protocol.yaml``);
 - realised: on each patient's noise-free trajectory (manifest ``severity_noisefree``),

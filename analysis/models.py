@@ -30,6 +30,7 @@ from __future__ import annotations
 import itertools
 import math
 import warnings
+from collections.abc import Iterable
 
 import numpy as np
 import pandas as pd
@@ -234,13 +235,14 @@ def _assignments(arm_b, period, block, rng, max_enumerate: int, n_draws: int) ->
         else np.array([np.flatnonzero(periods == q)[0] for q in period])
     )
     per_block = [np.flatnonzero(p_block == bl) for bl in pd.unique(p_block)]
-    options = []
+    options: list[tuple[np.ndarray, list[np.ndarray]]] = []
     for members in per_block:
         labs = p_label[members]
         perms = sorted(set(itertools.permutations(labs.tolist())))
         options.append((members, [np.array(x) for x in perms]))
     total = math.prod(len(o[1]) for o in options)
     exact = total <= max_enumerate
+    combos: Iterable[tuple[int, ...]]
     if exact:
         combos = itertools.product(*[range(len(o[1])) for o in options])
     else:
@@ -248,8 +250,8 @@ def _assignments(arm_b, period, block, rng, max_enumerate: int, n_draws: int) ->
     assignments = []
     for combo in combos:
         lab = p_label.copy()
-        for (members, perms), c in zip(options, combo):
-            lab[members] = perms[c]
+        for (members, choices), c in zip(options, combo):
+            lab[members] = choices[c]
         assignments.append(lab[idx])
     return np.array(assignments, dtype=bool), total, exact  # (n_assign, n_photos)
 

@@ -123,8 +123,8 @@ def spots(
     out = np.zeros_like(images)
     for i in range(n):
         rgb = np.ascontiguousarray(images[i].transpose(1, 2, 0))
-        a = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 1].astype(np.float32)
-        a = cv2.GaussianBlur(a, (0, 0), 0.8 * s)
+        a_star = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 1].astype(np.float32)
+        a = cv2.GaussianBlur(a_star, (0, 0), 0.8 * s)
         mask = (a - cv2.GaussianBlur(a, (0, 0), 12 * s, borderType=cv2.BORDER_REFLECT)) > contrast
         _k, _, stats, centres = cv2.connectedComponentsWithStats(mask.astype(np.uint8), connectivity=8)
         dots = np.zeros((h, w), np.uint8)

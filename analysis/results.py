@@ -1,4 +1,4 @@
-"""The typed form of ``results.json`` (DESIGN.md, Contract 2) and the verdict rule.
+"""The typed form of ``results.json`` (docs/contracts.md, Contract 2) and the verdict rule.
 
 :class:`Results` is what :func:`analysis.pipeline.run` returns, what
 :func:`analysis.pipeline.write` writes, and what the report and the power study

@@ -16,11 +16,16 @@ import pandas as pd
 from .dataset import SCHEDULE_COLUMNS
 from .dynamics import severity_grade, target_lesion_count
 from .errors import BadInput
-from .protocol import BASELINE_LABEL, Protocol, protocol_from_dict
+from .protocol import BASELINE_LABEL, MAX_STUDY_DAYS, Protocol, protocol_from_dict
 from .render.base import PatientJob
 from .simulate import patient_truth
 
 REQUIRED = SCHEDULE_COLUMNS
+
+
+def _plain(value):
+    """A numpy scalar as the Python number it holds (messages show ``1.5``, not ``np.float64(1.5)``)."""
+    return value.item() if hasattr(value, "item") else value
 
 
 def read_anchor_csv(path: str | Path) -> pd.DataFrame:
@@ -45,14 +50,21 @@ def read_anchor_csv(path: str | Path) -> pd.DataFrame:
         if v.isna().any() or (v < 1).any() or (v != np.floor(v)).any():
             bad = df.loc[v.isna() | (v < 1) | (v != np.floor(v)), col].iloc[0]
             raise BadInput(
-                f"non-integer or non-positive value {bad!r}", file=str(path), field=col, allowed="integers ≥ 1"
+                f"non-integer or non-positive value {_plain(bad)!r}", file=str(path), field=col, allowed="integers ≥ 1"
+            )
+        if v.max() > MAX_STUDY_DAYS:  # also keeps the cast below from overflowing
+            raise BadInput(
+                f"{col} {df.loc[v.idxmax(), col]} is past the longest study",
+                file=str(path),
+                field=col,
+                allowed=f"integers from 1 to {MAX_STUDY_DAYS}",
             )
         df[col] = v.astype(int)
     sev = pd.to_numeric(df["AcneSeverity"], errors="coerce")
     if sev.isna().any():
         bad = df.loc[sev.isna(), "AcneSeverity"].iloc[0]
         raise BadInput(
-            f"non-numeric severity {bad!r}", file=str(path), field="AcneSeverity", allowed="numbers in [0, 3]"
+            f"non-numeric severity {_plain(bad)!r}", file=str(path), field="AcneSeverity", allowed="numbers in [0, 3]"
         )
     if ((sev < 0) | (sev > 3)).any():
         bad = sev[(sev < 0) | (sev > 3)].iloc[0]

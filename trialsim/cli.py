@@ -1,4 +1,4 @@
-"""``trialsim`` command line (DESIGN.md, Contract 3). Thin: parse, call the library, print.
+"""``trialsim`` command line (docs/contracts.md, Contract 3). Thin: parse, call the library, print.
 
 Exit codes: 0 success, 2 bad input (one paragraph naming file, field and allowed
 values; no traceback), 1 internal error.
@@ -6,6 +6,7 @@ values; no traceback), 1 internal error.
 
 from __future__ import annotations
 
+import errno
 import functools
 import os
 import sys
@@ -39,16 +40,42 @@ def handle_errors(fn):
         except StudyFailed as err:  # nothing to fix in the input; the message says what failed
             click.echo(f"trialsim: {err}", err=True)
             sys.exit(1)
+        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+            sys.exit(141)
+        except OSError as err:
+            if err.errno not in _USER_FIXABLE:
+                _fail_internal(err)
+            where = f" {err.filename}" if err.filename else ""
+            click.echo(f"trialsim: cannot write{where}: {err.strerror} (free space or choose another --out)", err=True)
+            sys.exit(2)
         except Exception as err:
-            if os.environ.get("TRIALSIM_DEBUG"):
-                traceback.print_exc()
-            click.echo(
-                f"trialsim: internal error: {err.__class__.__name__}: {err} (set TRIALSIM_DEBUG=1 for the traceback)",
-                err=True,
-            )
-            sys.exit(1)
+            _fail_internal(err)
 
     return wrapper
+
+
+# a full disk, a read-only or forbidden folder: the user can fix these, nothing is wrong inside
+_USER_FIXABLE = {
+    errno.ENOSPC,
+    errno.EDQUOT,
+    errno.EROFS,
+    errno.EACCES,
+    errno.EPERM,
+    errno.ENOTDIR,
+    errno.EISDIR,
+    errno.EEXIST,
+}
+
+
+def _fail_internal(err: BaseException) -> None:
+    if os.environ.get("TRIALSIM_DEBUG"):
+        traceback.print_exc()
+    click.echo(
+        f"trialsim: internal error: {err.__class__.__name__}: {err} (set TRIALSIM_DEBUG=1 for the traceback)",
+        err=True,
+    )
+    sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -146,6 +173,46 @@ def simulate(quiet, **given):
 
 
 @main.command()
+@click.argument("photos", type=click.Path(path_type=Path))
+@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="LoRA folder to write")
+@click.option("--base-model", required=True, help="SDXL base model: diffusers folder or hub id")
+@click.option("--grade-column", default="grade", show_default=True, help="grade column of PHOTOS/manifest.csv")
+@click.option("--grades", default="0,1,2,3", show_default=True, help="comma list of grades to train")
+@click.option("--vae", help="an fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix)")
+@click.option("--prompt", help="instance prompt with {grade}  [default: photo of a person with acne{grade}]")
+@click.option("--resolution", type=click.IntRange(min=8), help="training size in px  [default: 1024]")
+@click.option("--batch-size", type=click.IntRange(min=1), help="photos per batch  [default: 1]")
+@click.option("--gradient-accumulation", type=click.IntRange(min=1), help="batches per optimiser step  [default: 3]")
+@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on]")
+@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="[default: 1e-4, constant]")
+@click.option("--warmup-steps", type=click.IntRange(min=0), help="linear warm-up steps  [default: 0]")
+@click.option("--snr-gamma", type=click.FloatRange(min=0), help="min-SNR weighting γ, 0 for none  [default: 5]")
+@click.option("--rank", type=click.IntRange(min=1), help="LoRA rank  [default: 4]")
+@click.option("--mixed-precision", type=click.Choice(["fp16", "bf16", "no"]), help="GPU only  [default: fp16]")
+@click.option("--steps", type=click.IntRange(min=1), help="optimiser steps per grade  [default: 500]")
+@click.option("--checkpoint-every", type=click.IntRange(min=1), help="steps between checkpoints  [default: 250]")
+@click.option("--seed", type=click.IntRange(min=0), help="[default: 0]")
+@click.option("--cache/--no-cache", default=None, help="encode photos and prompt once, not every step  [default: on]")
+@click.option("--compile", is_flag=True, default=None, help="torch.compile the UNet (GPU)")
+@click.option("--adam-8bit", is_flag=True, default=None, help="bitsandbytes' 8-bit AdamW (GPU)")
+@click.option("--train-text-encoder", is_flag=True, default=None, help="a LoRA on both text encoders too")
+@click.option("--text-encoder-learning-rate", type=click.FloatRange(min=0, min_open=True), help="[default: 5e-6]")
+@click.option("--quiet", is_flag=True, help="no progress bar")
+@handle_errors
+def finetune(quiet, **given):
+    """Train one SDXL LoRA per grade on PHOTOS (manifest.csv or one sub-folder per grade); rerun to resume."""
+    from .finetune import FinetuneOptions
+    from .finetune import finetune as train
+
+    values = {k: v for k, v in given.items() if v is not None}
+    options = validated(FinetuneOptions, {**values, "progress": not quiet})
+    t0 = time.perf_counter()
+    for grade, path in train(options).items():
+        click.echo(f"acne{grade}: {path}")
+    click.echo(f"trained in {time.perf_counter() - t0:.1f} s; render with --lora GRADE={options.out}/acneGRADE")
+
+
+@main.command()
 @click.argument("dataset", type=click.Path(path_type=Path))
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="analysis folder")
 @click.option("--method", default="ae", show_default=True, help="ae, pixel-pca, oracle, a comma list, or all")
@@ -176,26 +243,21 @@ def simulate(quiet, **given):
 )
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
+@click.option("--overwrite", is_flag=True, help="replace the results of an earlier analysis in --out")
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def analyze(
-    dataset,
-    out,
-    method,
-    seed,
-    preset,
-    image_size,
-    epochs,
-    reduction,
-    normalize,
-    primary_test,
-    time_terms,
-    skip_bad,
-    quiet,
+    dataset, out, overwrite, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, **rest
 ):
     """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
     from analysis.pipeline import AnalysisConfig
     from analysis.pipeline import analyze as run
+
+    from .dataset import claim_output, write_marker
+
+    skip_bad, quiet, primary_test = rest["skip_bad"], rest["quiet"], rest["primary_test"]
+    # before the analysis runs: results of an earlier run are replaced only when asked
+    claim_output(out, "analysis", "--overwrite", overwrite)
 
     cfg = AnalysisConfig(
         method=method,
@@ -211,6 +273,7 @@ def analyze(
         progress=not quiet,
     )
     results = run(dataset, out, cfg)
+    write_marker(out, "analysis", f"{Path(dataset).resolve()}\n{cfg!r}")
     for pop in results["population"]:
         click.echo(
             f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "

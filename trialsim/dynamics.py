@@ -1,6 +1,6 @@
 """Latent severity dynamics: the truth every image and every analysis is measured against.
 
-Per patient i and study day t (DESIGN.md, "The model to simulate")::
+Per patient i and study day t::
 
     s_it = clip(b_i + drift_it + Σ_k e_ik · L_ik(t) + u_it + v_it, floor, ceiling)
 

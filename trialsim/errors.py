@@ -42,5 +42,7 @@ def validated(model: type[M], values: dict, file: str | None = None) -> M:
         names = getattr(model, "OPTION_NAMES", {})
         # the option for a field, also for an item of a list field ("--fitzpatrick", not "fitzpatrick.1")
         option = names[loc[0]] if loc and loc[0] in names else ".".join(loc)
-        got = f" (got {first['input']!r})" if "input" in first and first["type"] != "missing" else ""
+        value = first.get("input")
+        value = value.item() if hasattr(value, "item") and callable(value.item) else value  # numpy scalar: plain
+        got = f" (got {value!r})" if "input" in first and first["type"] != "missing" else ""
         raise BadInput(f"{first['msg']}{got}", file=file, field=option) from None

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import shutil
-import tempfile
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,9 +24,10 @@ from analysis.atomic import atomic_write_text, write_csv
 from analysis.contract import METHODS
 from analysis.results import Results, detected
 
+from .dataset import claim_output, remove_dead_work, work_folder, write_marker
 from .errors import BadInput, StudyFailed
-from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, primary_rows, read_done, summarise
-from .protocol import load_protocol, protocol_from_dict
+from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, primary_rows, read_done, severity_row, summarise
+from .protocol import load_protocol, load_yaml, protocol_from_dict
 from .scaleout import run_local, run_on_cluster
 
 # short grid keys and the protocol field they change
@@ -88,8 +88,29 @@ def parse_grid(items: list[str]) -> dict[str, list]:
         values = [parse_value(v.strip()) for v in vals.split(",") if v.strip()]
         if not values:
             raise BadInput(f"no values for {k!r}", field="--grid")
+        # ";" and "=" separate a grid point's parts in replicates.csv; a point names a folder (--keep-images)
+        if any(c in item.replace("=", "", 1) for c in ";=/\\"):
+            raise BadInput(f"';', '/', '\\' or a second '=' in {item!r}", field="--grid", allowed="KEY=V1,V2,…")
+        repeated = sorted({str(v) for v in values if values.count(v) > 1})
+        if repeated:
+            raise BadInput(f"{k.strip()} lists {', '.join(repeated)} more than once", field="--grid")
         grid[k.strip()] = values
     return grid
+
+
+def check_grid(base: dict, grid: dict[str, list]) -> None:
+    """Refuse a grid any point of which is not a valid protocol, before any replicate runs."""
+    for point in grid_points(grid):
+        try:
+            protocol_from_dict(apply_grid_point(base, point), source=f"--grid point {point_key(point)}")
+        except BadInput as e:
+            raise BadInput(f"{e}", field="--grid") from None
+        except (KeyError, IndexError, ValueError, TypeError) as e:
+            raise BadInput(
+                f"the point {point_key(point)} does not apply to the protocol ({e.__class__.__name__}: {e})",
+                field="--grid",
+                allowed="effect, " + ", ".join(GRID_ALIASES) + " or a dotted protocol field",
+            ) from None
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -155,9 +176,11 @@ class PowerStudy:
         ms = [m.strip() for m in methods.split(",") if m.strip()]
         if ms == ["all"]:
             ms = list(METHODS)
+        grid_values = parse_grid(grid)
+        check_grid(p.resolved(), grid_values)
         return cls(
             base=p.resolved(),
-            grid=parse_grid(grid),
+            grid=grid_values,
             replicates=replicates,
             methods=ms,
             seed=seed,
@@ -171,23 +194,6 @@ class PowerStudy:
             for p in self.points
             for r in range(self.replicates)
         ]
-
-
-def _severity_row(pop, tr) -> dict:
-    """The population effect in severity units (measurement model); ``estimate_raw`` holds the relative efficiency."""
-    return {
-        "method": pop.method,
-        "test": "lmm:severity",
-        "contrast": pop.contrast,
-        "estimate": pop.get("estimate_severity"),
-        "ci_low": pop.get("ci_low_severity"),
-        "ci_high": pop.get("ci_high_severity"),
-        "p_value": pop.p_value,
-        "known": tr.realised if tr else None,
-        "estimate_raw": pop.get("relative_efficiency"),
-        "known_raw": None,
-        "error": pop.get("error") or "",
-    }
 
 
 def _rows_from_results(res: Results, task: dict) -> list[dict]:
@@ -211,7 +217,7 @@ def _rows_from_results(res: Results, task: dict) -> list[dict]:
             }
         )
         if pop.get("estimate_severity") is not None:  # severity units through the measurement model
-            rows.append(_severity_row(pop, tr))
+            rows.append(severity_row(pop, tr))
     rows += primary_rows(res)
     # per-patient tests: a replicate "detects" with a test when the majority of patients reject
     pats = pd.DataFrame(
@@ -248,7 +254,7 @@ def run_replicate(args) -> list[dict]:
     from .simulate import simulate
 
     base, task, methods, keep_dir = args
-    work = Path(tempfile.mkdtemp(prefix="trialsim-rep-"))
+    work = work_folder()
     try:
         d = apply_grid_point(base, task["point"])
         d["seed"] = task["seed"]
@@ -292,18 +298,25 @@ def run_replicate(args) -> list[dict]:
 
 
 def _check_spec(out: Path, spec: dict) -> None:
-    """Write ``study.yaml``, or refuse when the folder holds a different study."""
+    """Refuse when the folder's ``study.yaml`` is unreadable or holds a different study."""
     spec_path = out / "study.yaml"
-    if spec_path.exists():
-        prev = yaml.safe_load(spec_path.read_text())
-        keys = ("base", "grid", "methods", "seed")
-        if {k: prev.get(k) for k in keys} != {k: spec[k] for k in keys}:
-            raise BadInput(
-                "the folder holds a different study (protocol, grid, methods or seed); use another --out",
-                file=str(spec_path),
-                field="--out",
-            )
-    atomic_write_text(spec_path, yaml.safe_dump(spec, sort_keys=False))
+    if not spec_path.exists():
+        return
+    try:
+        prev = load_yaml(spec_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError) as e:
+        raise BadInput(
+            f"cannot read the study of this folder ({e.__class__.__name__}); use another --out",
+            file=str(spec_path),
+            field="--out",
+        ) from None
+    keys = ("base", "grid", "methods", "seed")
+    if not isinstance(prev, dict) or {k: prev.get(k) for k in keys} != {k: spec[k] for k in keys}:
+        raise BadInput(
+            "the folder holds a different study (protocol, grid, methods or seed); use another --out",
+            file=str(spec_path),
+            field="--out",
+        )
 
 
 def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, workers: int, progress: bool) -> None:
@@ -353,10 +366,14 @@ def run_power(
     # 1. reach the cluster before writing anything, so a wrong address leaves no folder behind
     client = connect(scheduler) if scheduler else None
     try:
-        # 2. the study's folder and its spec
-        out.mkdir(parents=True, exist_ok=True)
+        # 2. the study's folder (only one trialsim wrote, so no file of the user's is touched) and its spec
+        claim_output(out, "power", None, replace=True)
+        remove_dead_work()  # what killed studies left in the temporary folder
         spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed")}
         _check_spec(out, spec)
+        spec_text = yaml.safe_dump(spec, sort_keys=False)
+        write_marker(out, "power", spec_text)
+        atomic_write_text(out / "study.yaml", spec_text)
         # 3. replicates: grid_point and replicate lead (a cut line is recognised by them), then the grid keys
         columns = REPLICATE_COLUMNS[:2] + list(study.grid) + REPLICATE_COLUMNS[2:]
         _run_replicates(study, out, columns, client, workers, progress)

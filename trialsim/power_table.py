@@ -15,6 +15,8 @@ import pandas as pd
 
 from analysis.contract import ALPHA
 
+from .errors import BadInput
+
 REPLICATE_COLUMNS = [
     "grid_point",
     "replicate",
@@ -56,7 +58,17 @@ def read_done(path: Path) -> pd.DataFrame:
             cut = (parts[0], parts[1])
     if not text.strip():
         return pd.DataFrame(columns=REPLICATE_COLUMNS)
-    df = pd.read_csv(StringIO(text), keep_default_na=False, na_values=[""], dtype={"grid_point": str})
+    try:
+        df = pd.read_csv(StringIO(text), keep_default_na=False, na_values=[""], dtype={"grid_point": str})
+    except (pd.errors.ParserError, ValueError) as e:
+        raise BadInput(f"unreadable replicates table ({e.__class__.__name__})", file=str(path)) from None
+    lacking = [c for c in ("grid_point", "replicate", "method") if c not in df.columns]
+    if lacking or pd.to_numeric(df["replicate"], errors="coerce").isna().any():
+        raise BadInput(
+            f"not a replicates table trialsim wrote (column {(lacking or ['replicate'])[0]} missing or not a number)",
+            file=str(path),
+            allowed="delete the file to rerun every replicate, or use another --out",
+        )
     if cut is not None:
         df = df[~((df["grid_point"] == cut[0]) & (df["replicate"].astype(str) == cut[1]))]
     return df.reset_index(drop=True)
@@ -160,3 +172,20 @@ def primary_rows(res) -> list[dict]:
             }
         )
     return rows
+
+
+def severity_row(pop, tr) -> dict:
+    """The population effect in severity units (measurement model); ``estimate_raw`` holds the relative efficiency."""
+    return {
+        "method": pop.method,
+        "test": "lmm:severity",
+        "contrast": pop.contrast,
+        "estimate": pop.get("estimate_severity"),
+        "ci_low": pop.get("ci_low_severity"),
+        "ci_high": pop.get("ci_high_severity"),
+        "p_value": pop.p_value,
+        "known": tr.realised if tr else None,
+        "estimate_raw": pop.get("relative_efficiency"),
+        "known_raw": None,
+        "error": pop.get("error") or "",
+    }

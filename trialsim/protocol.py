@@ -10,6 +10,8 @@ Unknown fields are errors, so a typo never silently falls back to a default.
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
+import re
 import string
 from pathlib import Path
 from typing import Literal
@@ -19,13 +21,50 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from .errors import BadInput
 
+# the longest study (days): a century of daily photos, as observation.days allows
+MAX_STUDY_DAYS = 36500
 SEVERITY_MIN = 0.0
 SEVERITY_MAX = 3.0
 BASELINE_LABEL = "Baseline"
 
 
+# a patient id used as it is for its folder and file names: plain ASCII, not hidden, not "." or ".."
+_PLAIN_ID = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9_.-]*")
+
+
+def patient_folder_name(patient_id: str) -> str:
+    """The folder (and file-name stem) of ``patient_id``: readable, safe and unique per id.
+
+    A plain id (``[A-Za-z0-9_-][A-Za-z0-9_.-]*``) is its own name; any other id (separators,
+    spaces, unicode, dots in front) becomes its characters outside that set replaced by ``_``
+    plus ``-`` and 8 hex digits of the id's SHA-256, so that ``a/b`` and ``a b`` never share a
+    folder with each other or with ``a_b``.
+    """
+    if _PLAIN_ID.fullmatch(patient_id):
+        return patient_id
+    readable = re.sub(r"[^A-Za-z0-9_.-]+", "_", patient_id).lstrip(".") or "_"
+    return f"{readable}-{hashlib.sha256(patient_id.encode('utf-8')).hexdigest()[:8]}"
+
+
+def folder_clashes(ids: list[str]) -> list[list[str]]:
+    """Groups of ids whose folder names are equal, also ignoring case (macOS and Windows)."""
+    groups: dict[str, list[str]] = {}
+    for pid in ids:
+        groups.setdefault(patient_folder_name(pid).casefold(), []).append(pid)
+    return [g for g in groups.values() if len(g) > 1]
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # NaN or infinity would pass as a number and fail later with a misleading range message
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+    @field_validator("*", mode="before")
+    @classmethod
+    def _no_booleans(cls, v):
+        # YAML's true/false would pass as 1/0 for a number; no field of a protocol is a boolean
+        if isinstance(v, bool):
+            raise ValueError(f"must be a number or text, not the boolean {str(v).lower()}")
+        return v
 
 
 class SeverityDistribution(_Strict):
@@ -79,6 +118,15 @@ class Patients(_Strict):
         ids = self.patient_ids
         if len(set(ids)) != len(ids):
             raise ValueError("patient ids must be unique")
+        blank = [i for i in ids if not i.strip() or i != i.strip()]
+        if blank:
+            raise ValueError(f"patient ids must be non-empty, without surrounding spaces (got {blank[0]!r})")
+        clashes = folder_clashes(ids)
+        if clashes:
+            raise ValueError(
+                f"patient ids {clashes[0]} would share the folder {patient_folder_name(clashes[0][0])!r} "
+                "(ids that differ only in case clash on macOS and Windows); rename one of them"
+            )
         unknown = [o.patient_id for o in self.overrides if o.patient_id not in ids]
         if unknown:
             raise ValueError(f"overrides name unknown patients {unknown}")
@@ -197,12 +245,36 @@ class Protocol(_Strict):
                 f"schedule.sequence names unknown treatment code(s) {unknown}; known codes: "
                 f"{', '.join(f'{c}={l}' for l, c in codes.items())}"
             )
+        self._check_schedule()
         if self.observation.days is not None and self.observation.days > self.planned_days:
             raise ValueError(
                 f"observation.days ({self.observation.days}) is longer than the schedule "
                 f"({self.planned_days} days = run-in + blocks × periods × period_days)"
             )
         return self
+
+    def _check_schedule(self) -> None:
+        """The schedule can be drawn and dated: raise ValueError naming the field otherwise."""
+        s, k = self.schedule, len(self.treatments)
+        if s.design == "randomized_blocks" and s.sequence:
+            raise ValueError("schedule.sequence applies to design: fixed (randomized_blocks draws each block's order)")
+        if self.planned_days > MAX_STUDY_DAYS:
+            raise ValueError(
+                f"the schedule lasts {self.planned_days} days (run-in + blocks × periods × period_days); "
+                f"at most {MAX_STUDY_DAYS}"
+            )
+        if self.observation.start_date + _dt.timedelta(days=self.planned_days) > _dt.date(9999, 12, 31):
+            raise ValueError("observation.start_date plus the schedule ends after the year 9999")
+        cap = s.max_consecutive_periods
+        if s.design != "randomized_blocks" or cap is None:
+            return
+        # one treatment runs all blocks in a row; with several, a cap of 1 needs every block to
+        # start with another treatment than the last ended with: ((k-1)/k)**(blocks-1) of the draws
+        if (k == 1 and cap < s.blocks) or (k > 1 and cap == 1 and ((k - 1) / k) ** (s.blocks - 1) < 0.01):
+            raise ValueError(
+                f"schedule.max_consecutive_periods = {cap} cannot be met (or only by chance) with {k} "
+                f"treatment(s) in {s.blocks} randomized blocks; allow more consecutive periods or use fewer blocks"
+            )
 
     @property
     def treatment_codes(self) -> dict[str, str]:
@@ -269,6 +341,30 @@ def protocol_from_dict(data, source: str = "<protocol>") -> Protocol:
         ) from None
 
 
+class _UniqueKeyLoader(yaml.SafeLoader):
+    """YAML's safe loader that refuses a key given twice in one mapping (instead of keeping the last)."""
+
+    def construct_mapping(self, node, deep=False):
+        seen: dict = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=deep)
+            try:
+                dup = key in seen
+            except TypeError:  # an unhashable key: the base class reports it
+                break
+            if dup:
+                raise yaml.constructor.ConstructorError(
+                    None, None, f"duplicate key {key!r} (first at line {seen[key] + 1})", key_node.start_mark
+                )
+            seen[key] = key_node.start_mark.line
+        return super().construct_mapping(node, deep=deep)
+
+
+def load_yaml(text: str):
+    """``yaml.safe_load`` of ``text``, refusing duplicate keys (raises ``yaml.YAMLError``)."""
+    return yaml.load(text, Loader=_UniqueKeyLoader)
+
+
 def load_protocol(path: str | Path, seed: int | None = None) -> Protocol:
     """Read and validate a protocol YAML file; ``seed`` (if given) replaces the file's seed."""
     path = Path(path)
@@ -279,11 +375,13 @@ def load_protocol(path: str | Path, seed: int | None = None) -> Protocol:
     except (OSError, UnicodeDecodeError) as e:
         raise BadInput(f"cannot read the file ({e.__class__.__name__})", file=str(path)) from None
     try:
-        data = yaml.safe_load(text)
+        data = load_yaml(text)
     except yaml.YAMLError as e:
         mark = getattr(e, "problem_mark", None)
         where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark else ""
         raise BadInput(f"malformed YAML{where}: {getattr(e, 'problem', e)}", file=str(path)) from None
+    except (ValueError, OverflowError) as e:  # a date YAML parses but the calendar has not (2018-13-45)
+        raise BadInput(f"malformed value: {e}", file=str(path), allowed="dates as YYYY-MM-DD") from None
     if seed is not None and isinstance(data, dict):
         data = dict(data, seed=seed)
     return protocol_from_dict(data, source=str(path))

@@ -130,6 +130,21 @@ def _cv2_threads(n: int):
         cv2.setNumThreads(before)
 
 
+def _whole_image(path: Path) -> bool:
+    """True when ``path`` holds a whole JPEG or PNG (ends with its end marker), so a resume may keep it."""
+    try:
+        size = path.stat().st_size
+        with open(path, "rb") as f:
+            head = f.read(8)
+            f.seek(max(0, size - 12))
+            tail = f.read()
+    except OSError:
+        return False
+    if head.startswith(b"\xff\xd8"):
+        return tail.endswith(b"\xff\xd9")
+    return head.startswith(b"\x89PNG") and tail.endswith(b"IEND\xaeB`\x82")
+
+
 @dataclass
 class PatientResult:
     patient_id: str
@@ -149,7 +164,7 @@ def render_patient_to_folder(job: PatientJob, renderer: Renderer, out: Path) -> 
     man_rows, lesion_frames = [], []
 
     def wanted(image: str) -> bool:
-        return not (out / image).exists()
+        return not _whole_image(out / image)
 
     for meta, rendered in zip(images.itertuples(index=False), renderer.render_patient(job, wanted)):
         if rendered.image != meta.image:
@@ -263,11 +278,13 @@ def simulate(
         from .scaleout import connect
 
         client = connect(scheduler)
-    prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
+    # the truth (schedules drawn, photos listed) before the folder: nothing is written for a trial
+    # that cannot be simulated
     if jobs is None:
         jobs = simulate_truth(protocol)
     else:
         jobs = [PatientJob(protocol, j.patient_id, j.patient_index, j.days, j.images) for j in jobs]
+    prepare_output(out, protocol_yaml or protocol.to_yaml(), overwrite=overwrite, resume=resume)
     args = [(job, name, sdxl, out) for job in jobs]
     if client is not None or (workers > 1 and len(jobs) > 1):
         results = _render_elsewhere(args, workers, client, progress)

@@ -1,7 +1,7 @@
 """``report.html``: the result of one analysis, known against recovered, in one self-contained file.
 
 :func:`write_report` rebuilds the report from an analysis folder alone
-(DESIGN.md, Contract 2): ``results.json``, ``embeddings.csv``,
+(docs/contracts.md, Contract 2): ``results.json``, ``embeddings.csv``,
 ``reconstructions.npz`` (when the autoencoder ran) and the dataset folder that
 ``results.json`` records (``manifest.csv`` and the photos, for the filmstrip and
 the latent trajectories; left out with a note when the folder has moved).

@@ -1,4 +1,4 @@
-"""Reading an analysis folder (DESIGN.md, Contract 2) into typed report inputs.
+"""Reading an analysis folder (docs/contracts.md, Contract 2) into typed report inputs.
 
 ``results.json`` is read into :class:`~analysis.results.Results`; ``embeddings.csv``
 and ``reconstructions.npz`` (when the autoencoder ran) beside it; the dataset
