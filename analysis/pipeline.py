@@ -19,21 +19,24 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from . import embedding as emb_step
 from . import evaluate as ev
 from .atomic import atomic_write_bytes, atomic_write_text
 from .contract import BASELINE_LABEL, IMAGE_METHODS, METHODS
 from .dataset import TrialData, load_dataset, load_images
-from .embed import PRESETS, AutoencoderEmbedder, OracleEmbedder, PixelPCAEmbedder
+from .embed import PRESETS
 from .errors import AnalysisInputError
 from .models import contrast_name, contrasts, fit_population, patient_tests, population_formulas
-from .reduce import PC1Reducer, normalize_photometric
+from .primary import DEFAULT_PRIMARY_TEST, check_can_be_primary, check_primary_test, cycle_test, patient_verdicts
+from .reduce import PC1Reducer, centre_by, normalize_photometric
 from .results import Results, detected
+from .severity import add_relative_efficiency, effect_on_severity, measurement_model
 
-# measured on the demo protocol (bench/bench_recovery.py): the within-patient PC1 of the autoencoder
-# tracks severity with Spearman 0.96 on spot maps, 0.90 on redness-contrast maps and 0.06 on grey-world
-# photos; only spot maps give a standardised effect near the truth (0.82 of it; redness maps 0.52)
+# the default normalisation is "skin" (the patch autoencoder; analysis.embedding): on the HIA trial's
+# photos (bench/bench_real_photos.py) its PC1 ranks each participant's photos as the experts do far
+# better than the whole-photo autoencoder on spot maps, which counts pink domes on simulated skin well
 DEFAULT_REDUCTION = "within"
-DEFAULT_NORMALIZATION = "spots"
+DEFAULT_NORMALIZATION = emb_step.SKIN
 TIMED_STEPS = ("load", "train", "embed", "reduce", "models")
 
 
@@ -54,6 +57,7 @@ class AnalysisConfig:
     code_size: int | None = None
     n_perm: int = 2000  # permutation-test draws per patient and contrast
     report: bool = True  # write report.html (power studies switch it off)
+    primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test the verdicts come from
 
     def methods(self) -> list[str]:
         raw = [m.strip() for m in str(self.method).split(",") if m.strip()]
@@ -69,6 +73,8 @@ class AnalysisConfig:
         return list(dict.fromkeys(raw))
 
     def resolved_image_size(self) -> int:
+        if emb_step.normalisation(self) == emb_step.SKIN:
+            return int(self.image_size or emb_step.PATCH_IMAGE_SIZE)
         return int(self.image_size or PRESETS.get(self.preset, PRESETS["default"])["image_size"])  # type: ignore[call-overload]
 
 
@@ -92,56 +98,23 @@ def _versions() -> dict:
 # ---------------------------------------------------------------- steps of one method
 
 
-def _embedder(method: str, data: TrialData | None, cfg: AnalysisConfig):
-    """The unfitted embedder of ``method``."""
-    if method == "oracle":
-        if data is None or not data.has_truth:
-            raise AnalysisInputError(
-                "method 'oracle' needs the severity_latent column (simulated data only)",
-                file=str(data.root / "manifest.csv") if data is not None else None,
-                field="severity_latent",
-                allowed="methods ae or pixel-pca for real photos",
-            )
-        return OracleEmbedder()
-    if method == "pixel-pca":
-        return PixelPCAEmbedder(random_state=cfg.seed)
-    return AutoencoderEmbedder.from_preset(
-        cfg.preset,
-        image_size=cfg.image_size,
-        epochs=cfg.epochs,
-        code_size=cfg.code_size,
-        random_state=cfg.seed,
-        progress=cfg.progress,
-    )
+SIGN_NOTES = {
+    "truth": "PC1 sign aligned with severity_latent (truth)",
+    "redness": "PC1 rises with the skin's red contrast (no truth; no score read)",
+    "loading": "PC1 sign arbitrary (no truth): the largest loading is positive",
+}
 
 
-def _embed(method: str, data: TrialData, images, cfg: AnalysisConfig, timings: dict):
-    """Embeddings (N, d) for one method; returns (embeddings, fitted embedder)."""
-    est = _embedder(method, data, cfg)
-    X = data.manifest if method == "oracle" else images
-    t0 = time.perf_counter()
-    est.fit(X)
-    # the oracle learns nothing: its time counts as embedding, as before
-    timings["embed" if method == "oracle" else "train"] += time.perf_counter() - t0
-    t1 = time.perf_counter()
-    emb = est.transform(X)
-    timings["embed"] += time.perf_counter() - t1
-    return emb, est
-
-
-def _embedding_summary(pc1, reducer, data: TrialData, aligned: bool, reduction: str) -> dict:
+def _embedding_summary(pc1, emb, reducer, data: TrialData, sign: str, reduction: str) -> dict:
     m = data.manifest
     rho = ev.within_spearman(pc1, m["severity_latent"], m["patient_id"]) if data.has_truth else None
     return {
         "explained_variance_ratio_pc1": reducer.explained_variance_ratio_pc1_,
+        "effective_rank": emb_step.effective_rank(centre_by(emb, m["patient_id"].to_numpy())),
         "spearman_pc1_latent": rho,
         "reduction": reduction,
-        "sign_aligned": aligned,
-        "sign_note": (
-            "PC1 sign aligned with severity_latent (truth)"
-            if aligned
-            else "PC1 sign arbitrary (no truth): the largest loading is positive"
-        ),
+        "sign_aligned": sign == "truth",
+        "sign_note": SIGN_NOTES[sign],
     }
 
 
@@ -154,19 +127,7 @@ def _embedding_frame(m: pd.DataFrame, method: str, pc1: np.ndarray, emb: np.ndar
     return pd.concat([frame.reset_index(drop=True), dims], axis=1)
 
 
-def _reconstructions(est: AutoencoderEmbedder, images: np.ndarray, names: np.ndarray) -> dict:
-    """Up to 8 evenly spaced photos, as the autoencoder saw and rebuilt them."""
-    pick = np.linspace(0, len(images) - 1, min(8, len(images))).round().astype(int)
-    orig, rec = est.reconstruct(images[pick])
-    return {
-        "originals": orig,
-        "reconstructions": rec,
-        "images": names[pick].astype(str),
-        "loss_history": np.array(est.loss_history_),
-    }
-
-
-def _population_entry(method: str, name: str, fit: dict, calib: float | None) -> dict:
+def _population_entry(method: str, name: str, fit: dict, mm: dict | None) -> dict:
     entry = {
         "method": method,
         "contrast": name,
@@ -178,14 +139,13 @@ def _population_entry(method: str, name: str, fit: dict, calib: float | None) ->
         "model": fit["model"],
         "warnings": fit["warnings"],
     }
-    if calib is not None:
-        lo, hi = sorted((fit["ci_low"] * calib, fit["ci_high"] * calib))
+    if mm is not None:
         entry.update(
-            estimate_severity=fit["estimate"] * calib,
-            ci_low_severity=lo,
-            ci_high_severity=hi,
-            severity_per_pc1=calib,
-            severity_note="oracle calibration (reads the truth)",
+            effect_on_severity(fit["estimate"], fit["se"], fit["df"], mm),
+            measurement_slope=mm["slope"],
+            measurement_slope_se=mm["slope_se"],
+            severity_note="measurement model PC1 = a_patient + b·severity_latent fitted on the truth; "
+            "effect ÷ b, SE with b's uncertainty (delta method)",
         )
     return entry
 
@@ -198,11 +158,14 @@ def _patient_entries(scored, data: TrialData, method: str, pair, seed_key: tuple
     rows = []
     for pi, (pid, p) in enumerate(scored.groupby("patient_id", sort=True)):
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, *seed_key, pi]))
-        for t in patient_tests(p.sort_values("day", kind="stable"), "PC1", a, b, rng, cfg.time_terms, cfg.n_perm):
+        p = p.sort_values("day", kind="stable")
+        tests = [cycle_test(p, "PC1", a, b), *patient_tests(p, "PC1", a, b, rng, cfg.time_terms, cfg.n_perm)]
+        for t in tests:
             row = {"method": method, "patient_id": pid, "contrast": name, **t}
             if data.has_noisefree:
                 row["known_realised"] = float(realised_pp.get(pid, np.nan))
             row["detected"] = detected(t["p_value"])
+            row["primary"] = t["test"] == cfg.primary_test
             rows.append(row)
     return rows
 
@@ -211,35 +174,42 @@ def _models(pc1, data: TrialData, method: str, mi: int, pairs, cfg: AnalysisConf
     """Population model and per-patient tests of every contrast on one method's PC1."""
     m = data.manifest
     scored = m.assign(PC1=pc1)
-    calib = ev.oracle_calibration(pc1, m) if data.has_truth else None
+    mm = measurement_model(pc1, m["severity_latent"], m["patient_id"]) if data.has_truth else None
     population, patients = [], []
     for ci, (a, b) in enumerate(pairs):
         fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
-        population.append(_population_entry(method, contrast_name(a, b), fit, calib))
+        population.append(_population_entry(method, contrast_name(a, b), fit, mm))
         patients += _patient_entries(scored, data, method, (a, b), (mi, ci), cfg)
     return population, patients
 
 
-def _one_method(method: str, mi: int, data: TrialData, images, pairs, cfg: AnalysisConfig, timings: dict) -> dict:
-    """Embed → PC1 (sign aligned where truth exists) → models, for one method."""
+def _one_method(
+    method: str, mi: int, data: TrialData, loaded: tuple, pairs, cfg: AnalysisConfig, timings: dict
+) -> dict:
+    """Embed → PC1 (sign from the truth, else from the skin's redness) → models, for one method."""
+    images, photos = loaded
     # 1. embed
-    emb, est = _embed(method, data, images, cfg, timings)
+    emb, est = emb_step.embed(method, data, images, cfg, timings)
     # 2. reduce to PC1
     t0 = time.perf_counter()
     reduction = cfg.reduction or DEFAULT_REDUCTION
     reducer = PC1Reducer(reduction)
     pc1 = reducer.fit_transform(emb, data.manifest["patient_id"].to_numpy())
     pc1, aligned = ev.align_sign(pc1, data.manifest)
+    sign = "truth" if aligned else "loading"
+    if not aligned and method == "ae":
+        pc1, oriented = emb_step.orient_by_redness(pc1, photos)
+        sign = "redness" if oriented else sign
     timings["reduce"] += time.perf_counter() - t0
     # 3. models
     t0 = time.perf_counter()
     population, patients = _models(pc1, data, method, mi, pairs, cfg)
     timings["models"] += time.perf_counter() - t0
     return {
-        "summary": _embedding_summary(pc1, reducer, data, aligned, reduction),
+        "summary": _embedding_summary(pc1, emb, reducer, data, sign, reduction),
         "frame": _embedding_frame(data.manifest, method, pc1, emb),
         "reconstructions": (
-            _reconstructions(est, images, data.manifest["image"].to_numpy()) if method == "ae" else None
+            emb_step.reconstructions(est, images, data.manifest["image"].to_numpy()) if method == "ae" else None
         ),
         "population": population,
         "patients": patients,
@@ -256,6 +226,9 @@ def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
             "~contrast_arm" if e["model"] == "random slope" else "~1"
         )
     formulas["per_patient"] = {
+        "cycles": "periods (runs of days on one arm) paired with the next period on the other arm; "
+        "one-sample t-test of the cycles' differences of period means of daily mean PC1, df = cycles - 1",
+        "primary": cfg.primary_test,
         "welch": "scipy.stats.ttest_ind(PC1[b], PC1[a], equal_var=False) on the patient's photos",
         "ar1": "statsmodels GLSAR(daily mean PC1 ~ 1 + one indicator per level other than a"
         + (" + day" if cfg.time_terms else "")
@@ -267,15 +240,20 @@ def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
     return formulas
 
 
-def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, np.ndarray | None]:
-    """The dataset and, when a method reads photos, the normalised photos (uint8 N×3×H×W)."""
+def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, tuple]:
+    """The dataset, and when a method reads photos the (normalised) photos (uint8 N×3×H×W) and,
+    on the skin path, the per-photo skin table."""
+    check_primary_test(cfg.primary_test)
     if "ae" in methods:  # a size the network cannot take fails before any photo is read
-        _embedder("ae", None, cfg).check_params()
+        emb_step.embedder("ae", None, cfg).check_params()
     data = load_dataset(dataset)
-    images = None
+    images, photos = None, None
     if any(m in IMAGE_METHODS for m in methods):
         data, images = load_images(data, cfg.resolved_image_size(), skip_bad=cfg.skip_bad, progress=cfg.progress)
-        images = normalize_photometric(images, cfg.normalize or DEFAULT_NORMALIZATION)
+        if emb_step.normalisation(cfg) != emb_step.SKIN:
+            images = normalize_photometric(images, emb_step.normalisation(cfg))
+        elif "ae" in methods:
+            data, images, photos = emb_step.check_usable(data, images, cfg)
     n = data.manifest["patient_id"].nunique()
     if n < 2:
         raise AnalysisInputError(
@@ -283,7 +261,7 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
             file=str(data.root / "manifest.csv"),
             field="patient_id",
         )
-    return data, images
+    return data, (images, photos)
 
 
 # ---------------------------------------------------------------- run, write, analyze
@@ -296,30 +274,37 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
     timings = dict.fromkeys(TIMED_STEPS, 0.0)
     methods = cfg.methods()
     # 1. load
-    data, images = _load(dataset, cfg, methods)
+    data, loaded = _load(dataset, cfg, methods)
+    images, photos = loaded
     timings["load"] = time.perf_counter() - t_start
     pairs = contrasts(data.treatments)
-    # 2. per method: embed → PC1 → models
-    per = {m: _one_method(m, mi, data, images, pairs, cfg, timings) for mi, m in enumerate(methods)}
+    # 2. per method: embed → PC1 → models; verdicts from the primary per-patient test alone
+    per = {m: _one_method(m, mi, data, loaded, pairs, cfg, timings) for mi, m in enumerate(methods)}
     population = [e for r in per.values() for e in r["population"]]
+    patients = [e for r in per.values() for e in r["patients"]]
+    check_can_be_primary(patients, cfg.primary_test)
     # 3. known vs recovered (simulated data only)
     truth = ev.truth_entries(data, pairs, cfg.time_terms) if data.has_truth else None
     if truth is not None:
         ev.add_known(population, truth)
+        add_relative_efficiency(population, truth)
     # 4. assemble
     by_method = {m: r["summary"] for m, r in per.items()}
     m = data.manifest
     results = Results.model_validate(
         {
             "population": population,
-            "patients": [e for r in per.values() for e in r["patients"]],
+            "patients": patients,
+            "primary_test": cfg.primary_test,
+            "verdicts": patient_verdicts(patients, cfg.primary_test),
+            "skin": emb_step.skin_summary(photos) if photos is not None else None,
             "embedding": dict(by_method[methods[0]], method=methods[0], by_method=by_method),
             "truth": truth,
             "formulas": _formulas(pairs, population, cfg),
             "config": dict(
                 asdict(cfg),
                 reduction=cfg.reduction or DEFAULT_REDUCTION,
-                normalize=cfg.normalize or DEFAULT_NORMALIZATION,
+                normalize=emb_step.normalisation(cfg),
                 image_size=cfg.resolved_image_size() if images is not None else None,
                 methods=methods,
             ),

@@ -175,6 +175,9 @@ class Results(_Model):
     schema_version: int = SCHEMA_VERSION
     population: list[PopulationEntry] = []
     patients: list[PatientEntry] = []
+    primary_test: str | None = None  # the per-patient test the verdicts come from
+    verdicts: list[dict[str, Any]] = []  # per method × contrast × patient, from the primary test
+    skin: dict[str, Any] | None = None  # share of each photo used as skin (the skin path)
     embedding: Embedding = Embedding()
     truth: list[TruthEntry] | None = None
     formulas: dict[str, dict[str, Any]] = {}

@@ -89,15 +89,27 @@ def test_pipeline_with_image_size_100_is_bad_input(tmp_path):
     from analysis.pipeline import AnalysisConfig, run
 
     with pytest.raises(AnalysisInputError, match="--image-size"):
-        run(_photo_folder(tmp_path), AnalysisConfig(method="ae", image_size=100, epochs=1))
+        run(_photo_folder(tmp_path), AnalysisConfig(method="ae", normalize="spots", image_size=100, epochs=1))
 
 
 def test_cli_analyze_with_image_size_100_exits_2(tmp_path):
     from trialsim.cli import main
 
     ds = _photo_folder(tmp_path)
-    args = ["analyze", ds, "--out", str(tmp_path / "out"), "--image-size", "100", "--epochs", "1", "--quiet"]
+    args = ["analyze", ds, "--out", str(tmp_path / "out"), "--normalize", "spots", "--image-size", "100"]
+    args += ["--epochs", "1", "--quiet"]
     result = CliRunner().invoke(main, args)
     assert result.exit_code == 2, result.output
     assert "--image-size" in result.output and "multiple of 16" in result.output
     assert not (tmp_path / "out" / "results.json").exists()
+
+
+def test_schneider2023_preset_and_other_normalisations_use_the_whole_photo_autoencoder(tmp_path):
+    from analysis.pipeline import AnalysisConfig, run
+
+    ds = _photo_folder(tmp_path)
+    ref = run(ds, AnalysisConfig(method="ae", preset="schneider2023", image_size=64, epochs=1, n_perm=50))
+    assert ref.config["normalize"] == "spots" and ref.skin is None
+    assert ref._reconstructions["originals"].shape[1:] == (64, 64, 3)  # whole photos, not patches
+    grey = run(ds, AnalysisConfig(method="ae", normalize="grey-world", image_size=64, epochs=1, n_perm=50))
+    assert grey.config["normalize"] == "grey-world" and grey._reconstructions["originals"].shape[1:] == (64, 64, 3)

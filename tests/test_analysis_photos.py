@@ -95,19 +95,35 @@ def test_real_photos_end_to_end_with_skip_bad_reports_one_skipped(tmp_path):
     root = make_photo_folder(tmp_path / "ds")
     out = tmp_path / "out"
     res = analyze(root, out, AnalysisConfig(method="ae,pixel-pca", image_size=64, epochs=3, skip_bad=True, n_perm=200))
-    assert res["skipped_images"] == 1
+    # the corrupt file, and the greyscale photo: no skin colour, so nothing the skin path can read
+    assert res["skipped_images"] == 2
+    assert set(res["skipped_image_paths"]) == {"photos/p0_day11_0.jpg", "photos/p1_day5_0.jpg"}
     assert res["truth"] is None
     assert res["embedding"]["spearman_pc1_latent"] is None and res["embedding"]["sign_aligned"] is False
+    assert "red contrast" in res["embedding"]["sign_note"]
+    assert 0.8 < res["skin"]["share_median"] <= 1.0  # all skin but the margin the mask keeps off the frame edge
     assert {p["method"] for p in res["population"]} == {"ae", "pixel-pca"}
     assert all(p["contrast"] == "B − A" and p["df"] == 3 for p in res["population"])
     on_disk = json.loads((out / "results.json").read_text())
-    assert on_disk["n_images"] == res["n_images"] == 4 * 12 + 4 * 4 - 1
+    assert on_disk["n_images"] == res["n_images"] == 4 * 12 + 4 * 4 - 2
     emb = pd.read_csv(out / "embeddings.csv")
     assert len(emb) == 2 * res["n_images"] and {"image", "PC1", "e0"} <= set(emb.columns)
     rec = np.load(out / "reconstructions.npz")
-    assert rec["originals"].shape == rec["reconstructions"].shape == (8, 64, 64, 3)
+    assert rec["originals"].shape == rec["reconstructions"].shape == (8, 24, 24, 3)  # one skin patch each
+    assert rec["mse"][0] < rec["mse"][1]  # the autoencoder beats the mean patch
     with pytest.raises(AnalysisInputError, match="severity_latent"):
         analyze(root, tmp_path / "out2", AnalysisConfig(method="oracle", skip_bad=True))
+
+
+def test_photo_without_skin_stops_the_skin_path_naming_it_and_exits_2(tmp_path):
+    from trialsim.cli import main
+
+    root = make_photo_folder(tmp_path / "ds", corrupt=False)
+    with pytest.raises(AnalysisInputError, match=r"too little skin.*p1_day5_0\.jpg.*--skip-bad"):
+        analyze(root, tmp_path / "out", AnalysisConfig(method="ae", image_size=64, epochs=1))
+    r = CliRunner().invoke(main, ["analyze", str(root), "--out", str(tmp_path / "out"), "--epochs", "1", "--quiet"])
+    assert r.exit_code == 2 and "p1_day5_0.jpg" in r.output
+    assert not (tmp_path / "out" / "results.json").exists()
 
 
 def test_cli_analyze_exits_2_naming_the_corrupt_file(tmp_path):

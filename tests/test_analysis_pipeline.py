@@ -51,7 +51,10 @@ def test_oracle_on_truth_only_dataset_writes_contract_2_and_recovers_the_sign(tm
     ):
         assert key in saved
     tests = {p["test"] for p in saved["patients"]}
-    assert tests == {"welch", "ar1", "permutation", "randomization"}
+    assert tests == {"cycles", "welch", "ar1", "permutation", "randomization"}
+    primary = {p["test"] for p in saved["patients"] if p["primary"]}
+    assert primary == {"cycles"} and saved["primary_test"] == "cycles"
+    assert {v["n_patients_tested"] for v in saved["verdicts"]} == {saved["n_patients"]}
     assert all("known_realised" in p for p in saved["patients"])
 
 

@@ -205,3 +205,19 @@ def test_protocol_name_is_escaped_in_power_html(tmp_path):
     assert "<script>" not in html
     assert "&lt;script&gt;alert(1)&lt;/script&gt;" in html
     assert html.count("<table") == 1 and "data:image/png;base64," in html
+
+
+def test_power_rows_on_the_severity_scale_and_one_per_patient_for_the_primary_test(tmp_path):
+    f = _protocol_file(tmp_path)
+    run_power(_study(f, replicates=2, grid=("effect=1.0",)), tmp_path / "s", progress=False)
+    rep = pd.read_csv(tmp_path / "s" / "replicates.csv")
+    sev = rep[rep["test"] == "lmm:severity"]
+    # oracle: PC1 is the latent severity, so the severity-scale estimate is the PC1 estimate
+    lmm = rep[rep["test"] == "lmm"].set_index("replicate")
+    assert len(sev) == 2
+    assert sev.set_index("replicate")["estimate"].to_numpy() == pytest.approx(lmm["estimate_raw"].to_numpy())
+    assert sev["estimate_raw"].to_numpy() == pytest.approx(1.0)  # relative efficiency of the oracle
+    per_patient = rep[rep["test"] == "primary:cycles (per patient)"]
+    assert len(per_patient) == 2 * 4 and per_patient["known"].notna().all()
+    summary = pd.read_csv(tmp_path / "s" / "summary.csv").set_index("test")
+    assert summary.loc["primary:cycles (per patient)", "replicates"] == 8

@@ -228,13 +228,21 @@ def finetune(quiet, **given):
 )
 @click.option(
     "--normalize",
-    type=click.Choice(["spots", "redness", "grey-world", "retinex", "none"]),
+    type=click.Choice(["skin", "spots", "redness", "grey-world", "retinex", "none"]),
     default=None,
-    help="what the embedder sees: spots (default: a map of red spots, one dot each), redness "
-    "(local redness contrast), grey-world or retinex (photometric normalisation), none",
+    help="what the autoencoder sees: skin (default: skin patches' redness contrast, patch autoencoder); "
+    "whole photos as spots (a map of red spots), redness (local redness contrast), grey-world or retinex "
+    "(photometric normalisation) or none",
+)
+@click.option(
+    "--primary-test",
+    type=click.Choice(["cycles", "ar1", "welch", "permutation", "randomization"]),
+    default="cycles",
+    show_default=True,
+    help="the per-patient test the verdicts come from (the others are sensitivity analyses)",
 )
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
-@click.option("--skip-bad", is_flag=True, help="drop missing or unreadable images (and say how many)")
+@click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
 @click.option("--overwrite", is_flag=True, help="replace the results of an earlier analysis in --out")
 @click.option("--quiet", is_flag=True)
 @handle_errors
@@ -247,7 +255,7 @@ def analyze(
 
     from .dataset import claim_output, write_marker
 
-    skip_bad, quiet = rest["skip_bad"], rest["quiet"]
+    skip_bad, quiet, primary_test = rest["skip_bad"], rest["quiet"], rest["primary_test"]
     # before the analysis runs: results of an earlier run are replaced only when asked
     claim_output(out, "analysis", "--overwrite", overwrite)
 
@@ -259,6 +267,7 @@ def analyze(
         epochs=epochs,
         reduction=reduction,
         normalize=normalize,
+        primary_test=primary_test,
         time_terms=time_terms,
         skip_bad=skip_bad,
         progress=not quiet,

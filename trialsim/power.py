@@ -26,7 +26,7 @@ from analysis.results import Results, detected
 
 from .dataset import claim_output, remove_dead_work, work_folder, write_marker
 from .errors import BadInput, StudyFailed
-from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, read_done, summarise
+from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, primary_rows, read_done, severity_row, summarise
 from .protocol import load_protocol, load_yaml, protocol_from_dict
 from .scaleout import run_local, run_on_cluster
 
@@ -216,6 +216,9 @@ def _rows_from_results(res: Results, task: dict) -> list[dict]:
                 "error": pop.get("error") or "",
             }
         )
+        if pop.get("estimate_severity") is not None:  # severity units through the measurement model
+            rows.append(severity_row(pop, tr))
+    rows += primary_rows(res)
     # per-patient tests: a replicate "detects" with a test when the majority of patients reject
     pats = pd.DataFrame(
         [p.model_dump(include={"method", "contrast", "test", "estimate", "p_value"}) for p in res.patients]

@@ -146,3 +146,46 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
     ]
     df = pd.DataFrame(out)
     return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
+
+
+def primary_rows(res) -> list[dict]:
+    """One row per patient for the primary per-patient test: its error rate is per patient, not per trial."""
+    primary = res.primary_test
+    rows = []
+    for p in res.patients:
+        if p.test != primary:
+            continue
+        rows.append(
+            {
+                "method": p.method,
+                "test": f"primary:{primary} (per patient)",
+                "contrast": p.contrast,
+                "estimate": p.estimate,
+                "ci_low": p.get("ci_low"),
+                "ci_high": p.get("ci_high"),
+                "p_value": p.p_value,
+                # PC1 units: comparable with the realised effect for the oracle only
+                "known": p.get("known_realised") if p.method == "oracle" else None,
+                "estimate_raw": np.nan,
+                "known_raw": np.nan,
+                "error": "",
+            }
+        )
+    return rows
+
+
+def severity_row(pop, tr) -> dict:
+    """The population effect in severity units (measurement model); ``estimate_raw`` holds the relative efficiency."""
+    return {
+        "method": pop.method,
+        "test": "lmm:severity",
+        "contrast": pop.contrast,
+        "estimate": pop.get("estimate_severity"),
+        "ci_low": pop.get("ci_low_severity"),
+        "ci_high": pop.get("ci_high_severity"),
+        "p_value": pop.p_value,
+        "known": tr.realised if tr else None,
+        "estimate_raw": pop.get("relative_efficiency"),
+        "known_raw": None,
+        "error": pop.get("error") or "",
+    }

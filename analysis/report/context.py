@@ -160,6 +160,7 @@ def _variance(inputs: ReportInputs, methods: list[str]) -> list[dict]:
             "reduction": s.reduction or emb.reduction,
             "aligned": s.sign_aligned,
             "note": s.sign_note,
+            "rank": s.get("effective_rank"),
         }
         for k in methods
         if (s := emb.per_method().get(k)) is not None
@@ -189,6 +190,37 @@ def _provenance(inputs: ReportInputs, emb: pd.DataFrame) -> dict:
         "normalize": cfg.get("normalize"),
         "skipped": res.skipped_images,
         "skipped_paths": res.skipped_image_paths[:50],
+    }
+
+
+def _primary_and_severity(inputs: ReportInputs) -> dict:
+    """The primary test's per-patient verdicts, effects on the severity scale, and the skin used."""
+    res = inputs.results
+    verdicts = [
+        dict(v, sensitivity_text=", ".join(f"{t} {tables.p_text(p)}" for t, p in (v.get("sensitivity") or {}).items()))
+        for v in res.verdicts
+    ]
+    severity = [
+        {
+            "method": e.method,
+            "contrast": e.contrast,
+            "est": e.get("estimate_severity"),
+            "lo": e.get("ci_low_severity"),
+            "hi": e.get("ci_high_severity"),
+            "known": e.get("known_realised"),
+            "efficiency": e.get("relative_efficiency"),
+        }
+        for e in res.population
+        if e.get("estimate_severity") is not None
+    ]
+    rec = inputs.reconstructions or {}
+    mse = [float(x) for x in rec["mse"]] if "mse" in rec else None  # the autoencoder's, the mean patch's
+    return {
+        "primary_test": res.primary_test,
+        "verdicts": verdicts,
+        "severity": severity,
+        "skin": res.skin,
+        "recon_mse": mse,
     }
 
 
@@ -242,6 +274,7 @@ def build_context(inputs: ReportInputs, alpha: float = ALPHA) -> dict:
         "recon": recon,
         "recon_loss": recon_loss,
         "variance": _variance(inputs, methods),
+        **_primary_and_severity(inputs),
         "tests_summary": tables.test_summary(prows, headline, methods, alpha),
         "patient_table": tables.patient_table(prows, methods),
         "warnings": [

@@ -222,3 +222,11 @@ def config_value(v) -> str:
     if isinstance(v, dict):
         return json.dumps(v, ensure_ascii=False)
     return str(v)
+
+
+def p_text(p) -> str:
+    """A p-value for running text: 3 significant digits, "<0.001" below that, "—" when missing."""
+    v = finite(p)
+    if v is None:
+        return "—"
+    return "<0.001" if v < 0.001 else f"{v:.3g}"

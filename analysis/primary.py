@@ -1,0 +1,131 @@
+"""One primary per-patient test, declared before the analysis; the others are sensitivity analyses.
+
+Several per-patient tests of a contrast run on every patient. Reading "any of them" as
+the answer inflates false positives, so one is declared primary (``--primary-test``) and
+the verdicts come from it alone; the others are reported as sensitivity analyses.
+
+- ``cycles`` (default): the classical N-of-1 analysis of treatment cycles. Daily means
+  are averaged per period (a run of days on one treatment); each period is paired with
+  the next period on the other treatment, and the cycles' differences get a one-sample
+  t-test (:func:`cycle_test`). Daily photos are serially correlated (skin changes slowly;
+  a day's photos share that day's state), so every photo or every day is not a new
+  replicate; a cycle is, nearly: cycles lie apart in time, and slow drift cancels within
+  one. Measured on simulated trials with no effect for any patient (latent severity, alpha
+  0.05, ``bench/bench_primary_null.py``): 0.038 on the HIA pilot design (4 cycles of 2+2
+  days, 2000 patient tests), 0.029 on ``null_effect.yaml`` (2 cycles, 1000 patient tests).
+  It needs two cycles or more.
+- ``ar1``: regression of daily means on treatment with AR(1) errors (statsmodels GLSAR).
+  The AR coefficient is estimated from few days and slow drift is not AR(1), so the error
+  rate rises (0.057 and 0.119 in the same checks); a sensitivity analysis.
+- ``randomization``: exact under any serial correlation, but short designs cannot reach
+  the significance level: two-day blocks over 16 days allow 2^4 = 16 assignments, and
+  the smallest attainable p is above 0.05. It may be primary only where that smallest p
+  is below ``alpha``; otherwise the analysis stops and says so.
+- ``welch``, ``permutation``: photos as independent, as published (0.24 and 0.31 in the
+  same checks); sensitivity only.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+from scipy import stats
+
+from .contract import ALPHA
+from .errors import AnalysisInputError
+
+PER_PATIENT_TESTS = ("cycles", "ar1", "welch", "permutation", "randomization")
+DEFAULT_PRIMARY_TEST = "cycles"
+
+
+def cycle_test(p: pd.DataFrame, outcome: str, a: str, b: str, alpha: float = ALPHA) -> dict:
+    """Paired test over treatment cycles of one patient: daily means → period means → cycle differences.
+
+    Periods are runs of consecutive days on one treatment (days in order); each period on
+    ``a`` or ``b`` is paired with the next period on the other of the two, and each pair (a
+    cycle) gives one difference of period means, ``b − a``. The cycles' differences are
+    tested against 0 with a one-sample t-test (df = cycles − 1). Returns ``test``
+    ("cycles"), ``estimate``, ``ci_low``, ``ci_high``, ``p_value``, ``n_cycles``; NaN
+    with fewer than two cycles.
+    """
+    nan = float("nan")
+    daily = (
+        p[p["treatment"].isin([a, b])].groupby("day", sort=True).agg(y=(outcome, "mean"), arm=("treatment", "first"))
+    )
+    run = (daily["arm"] != daily["arm"].shift()).cumsum()
+    periods = daily.groupby(run, sort=True).agg(y=("y", "mean"), arm=("arm", "first"))
+    diffs, i, rows = [], 0, periods.to_numpy()
+    while i + 1 < len(rows):
+        (y0, arm0), (y1, arm1) = rows[i], rows[i + 1]
+        if arm0 != arm1:
+            diffs.append(y1 - y0 if arm1 == b else y0 - y1)
+            i += 2
+        else:
+            i += 1
+    out = {"test": "cycles", "estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n_cycles": len(diffs)}
+    if len(diffs) < 2:
+        return out
+    d = np.asarray(diffs, float)
+    est, se, df = float(d.mean()), float(d.std(ddof=1) / np.sqrt(len(d))), len(d) - 1
+    q = float(stats.t.ppf(1 - alpha / 2, df))
+    pv = float(2 * stats.t.sf(abs(est / se), df)) if se > 0 else nan
+    return out | {"estimate": est, "ci_low": est - q * se, "ci_high": est + q * se, "p_value": pv}
+
+
+def check_primary_test(name: str) -> str:
+    """The validated name of the primary test (exit 2 on an unknown one)."""
+    if name not in PER_PATIENT_TESTS:
+        raise AnalysisInputError(
+            f"unknown primary test {name!r}", field="--primary-test", allowed=", ".join(PER_PATIENT_TESTS)
+        )
+    return name
+
+
+def check_can_be_primary(rows: list[dict], primary: str, alpha: float = ALPHA) -> None:
+    """Stop when the primary test is the randomisation test and the design cannot reach ``alpha``."""
+    if primary != "randomization":
+        return
+    mins = [r.get("min_p") for r in rows if r.get("test") == "randomization" and r.get("min_p") is not None]
+    worst = max((m for m in mins if np.isfinite(m)), default=None)
+    if worst is not None and worst > alpha:
+        n = min(int(r.get("n_assignments") or 0) for r in rows if r.get("test") == "randomization")
+        raise AnalysisInputError(
+            f"the randomisation test cannot be primary here: the design allows {n} assignments, so its "
+            f"smallest attainable p is {worst:.3g} > alpha {alpha}",
+            field="--primary-test",
+            allowed="cycles (default), ar1, welch or permutation",
+        )
+
+
+def patient_verdicts(rows: list[dict], primary: str, alpha: float = ALPHA) -> list[dict]:
+    """Per (method, contrast, patient): the primary test's verdict and the others' p-values.
+
+    ``rows`` are per-patient test rows (``method, contrast, patient_id, test, estimate,
+    ci_low, ci_high, p_value``). Each verdict: ``primary_test``, ``estimate``, ``ci_low``,
+    ``ci_high``, ``p_value``, ``detected`` (p < ``alpha``), ``n_patients_tested`` (in that
+    method and contrast) and ``sensitivity`` (test → p-value of the other tests).
+    """
+    keyed: dict[tuple, dict] = {}
+    for r in rows:
+        keyed.setdefault((r["method"], r["contrast"], r["patient_id"]), {})[r["test"]] = r
+    n_tested: dict[tuple, int] = {}
+    for method, contrast, _ in keyed:
+        n_tested[(method, contrast)] = n_tested.get((method, contrast), 0) + 1
+    out = []
+    for (method, contrast, pid), tests in keyed.items():
+        p = tests.get(primary, {})
+        pv = p.get("p_value", float("nan"))
+        out.append(
+            {
+                "method": method,
+                "contrast": contrast,
+                "patient_id": pid,
+                "primary_test": primary,
+                **{k: p.get(k, float("nan")) for k in ("estimate", "ci_low", "ci_high")},
+                "p_value": pv,
+                "detected": bool(pv is not None and np.isfinite(pv) and pv < alpha),
+                "n_patients_tested": n_tested[(method, contrast)],
+                "sensitivity": {t: r.get("p_value") for t, r in tests.items() if t != primary},
+            }
+        )
+    return out
