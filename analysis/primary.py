@@ -85,7 +85,7 @@ def check_can_be_primary(rows: list[dict], primary: str, alpha: float = ALPHA) -
     """Stop when the primary test is the randomisation test and the design cannot reach ``alpha``."""
     if primary != "randomization":
         return
-    mins = [r.get("min_p") for r in rows if r.get("test") == "randomization" and r.get("min_p") is not None]
+    mins = [float(r["min_p"]) for r in rows if r.get("test") == "randomization" and r.get("min_p") is not None]
     worst = max((m for m in mins if np.isfinite(m)), default=None)
     if worst is not None and worst > alpha:
         n = min(int(r.get("n_assignments") or 0) for r in rows if r.get("test") == "randomization")
