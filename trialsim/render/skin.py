@@ -11,7 +11,7 @@ mid-frequency pigment and redness variation, freckles and moles that stay put, p
 on a jittered grid (fine dark dots ~5 px apart at 512 px), skin-line micro-relief lit
 from one side, the broad curvature of the cheek, an oily specular sheen and the odd
 hair. The ``face`` view draws a frontal face (features from
-:data:`trialsim.lesions.FACE`) with the same skin.
+:data:`trialsim.lesion_geometry.FACE`) with the same skin.
 
 :func:`build_skin` returns the clean base (uint8 sRGB) in the canonical frame plus
 the numbers lesion sprites need (melanin level, light direction).
@@ -20,11 +20,15 @@ the numbers lesion sprites need (melanin level, light direction).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
 
-from ..lesions import FACE
+from ..lesion_geometry import FACE
+
+if TYPE_CHECKING:
+    from .style import Skin
 
 # absorption spectra over (R, G, B) in this model's units
 MELANIN_ABS = np.array([1.00, 1.28, 1.52], np.float32)
@@ -114,36 +118,39 @@ class SkinBase:
     light: tuple[float, float]  # unit vector pointing from the skin toward the key light (x, y)
 
 
-def _skin_maps(rng, h, w, ident: SkinIdentity, px: float, st=None):
-    """Melanin map, haemoglobin map, relief height and sheen for a skin patch (px = pixels per 512-unit).
-
-    ``st``: a :class:`trialsim.render.style.Skin` (None: the classic strengths)."""
+def _skin_strengths(st: Skin | None) -> tuple[float, float, float, float]:
+    """(redness patches, pore spacing at 512 px, mid-frequency pigment, pore size) of a style."""
     if st is None:
-        patches, spacing_512, mid_tone, pore_size = 0.12, 5.2, 0.03, 0.9
-    else:
-        patches, spacing_512, mid_tone, pore_size = st.redness_patches, st.pore_spacing, st.mid_tone, st.pore_size
-    m0, h0 = ident.melanin, ident.haemoglobin
-    low = noise_field(rng, h, w, 140 * px)
-    mid = noise_field(rng, h, w, 28 * px)
-    fine = noise_field(rng, h, w, 5 * px)
-    melanin = m0 * np.exp(0.035 * low + mid_tone * mid + 0.02 * fine)
+        return 0.12, 5.2, 0.03, 0.9
+    return st.redness_patches, st.pore_spacing, st.mid_tone, st.pore_size
+
+
+def _haemoglobin(
+    rng: np.random.Generator, h: int, w: int, px: float, h0: float, patches: float, xx: np.ndarray, yy: np.ndarray
+) -> np.ndarray:
+    """Haemoglobin map around the patient's level ``h0``: patchy redness and a cheek flush."""
     hb_low = noise_field(rng, h, w, 90 * px)
     hb_mid = noise_field(rng, h, w, 14 * px)
     # a flush over the cheek's apex, placed per patient
     cy, cx = rng.uniform(0.3, 0.7) * h, rng.uniform(0.3, 0.7) * w
-    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
     flush = np.exp(-(((yy - cy) / (0.45 * h)) ** 2 + ((xx - cx) / (0.45 * w)) ** 2))
-    haem = h0 * (1 + patches * hb_low + 0.06 * hb_mid + 0.3 * rng.uniform(0.2, 1.0) * flush)
+    return h0 * (1 + patches * hb_low + 0.06 * hb_mid + 0.3 * rng.uniform(0.2, 1.0) * flush)
 
-    # freckles: many on light skin for some patients, few on dark skin; clustered by a mask
+
+def _freckles(rng: np.random.Generator, h: int, w: int, px: float, ident: SkinIdentity, low: np.ndarray) -> np.ndarray:
+    """Added melanin of freckles: many on light skin for some patients, few on dark skin;
+    clustered where the low-frequency noise ``low`` is high."""
     f_rate = {1: 1.0, 2: 0.8, 3: 0.4, 4: 0.15, 5: 0.08, 6: 0.05}[ident.fitzpatrick]
     n_freck = int(rng.uniform(0, 1) ** 1.5 * 260 * f_rate * (h * w) / (512 * 512))
     fxy = rng.random((n_freck, 2)) * [w, h]
     keep = low[np.clip(fxy[:, 1].astype(int), 0, h - 1), np.clip(fxy[:, 0].astype(int), 0, w - 1)] > -0.3
     fxy = fxy[keep]
-    famp = rng.uniform(0.25, 0.9, len(fxy)) * (0.25 + 0.5 * max(m0, 0.3))
-    melanin = melanin + _spots(h, w, fxy, famp, max(0.7, 1.6 * px))
-    # moles: 0–3, dark, round, a few px across, slightly raised
+    famp = rng.uniform(0.25, 0.9, len(fxy)) * (0.25 + 0.5 * max(ident.melanin, 0.3))
+    return _spots(h, w, fxy, famp, max(0.7, 1.6 * px))
+
+
+def _moles(rng: np.random.Generator, h: int, w: int, px: float, xx: np.ndarray, yy: np.ndarray) -> np.ndarray:
+    """0–3 moles: dark, round, a few px across; their coverage 0–1 (float32 H×W)."""
     n_mole = int(rng.integers(0, 4))
     mxy = rng.random((n_mole, 2)) * [w * 0.85, h * 0.85] + [w * 0.075, h * 0.075]
     mole_r = rng.uniform(2.0, 4.5, n_mole) * px
@@ -154,24 +161,36 @@ def _skin_maps(rng, h, w, ident: SkinIdentity, px: float, st=None):
         d = np.sqrt((xx[y0:y1, x0:x1] - mx) ** 2 + (yy[y0:y1, x0:x1] - my) ** 2)
         edge = 1.0 / (1.0 + np.exp(np.clip((d - r) / max(0.35, 0.4 * px), -30, 30)))
         mole[y0:y1, x0:x1] = np.maximum(mole[y0:y1, x0:x1], edge)
-    melanin = melanin + mole * (1.6 + 0.4 * m0)
+    return mole
 
-    # pores: a jittered grid of small pits, deeper and denser at the cheek's centre
+
+def _pores(
+    rng: np.random.Generator,
+    h: int,
+    w: int,
+    px: float,
+    mid: np.ndarray,
+    spacing_512: float,
+    pore_size: float,
+    classic: bool,
+) -> np.ndarray:
+    """Pore depth: a jittered grid of small pits, deeper and denser at the cheek's centre
+    (``classic``: the classic look; otherwise a third of the pores open wider)."""
     spacing = max(1.6, spacing_512 * px)
     gy, gx = np.mgrid[0 : h + spacing : spacing, 0 : w + spacing : spacing]
     pxy = np.stack([gx.ravel(), gy.ravel()], 1) + rng.uniform(-0.45, 0.45, (gx.size, 2)) * spacing
     pamp = rng.uniform(0.3, 1.0, len(pxy))
     pores = _spots(h, w, pxy, pamp, max(0.55, pore_size * px))
-    if st is None:
-        pores = pores * (0.75 + 0.25 * np.clip(mid, -2, 2)) / max(pores.max(), 1e-6)
-    else:
-        # a third of the pores open wider; depth scaled to a typical pore, not the deepest overlap
-        wide = rng.random(len(pxy)) < 0.33
-        pores = pores + 0.5 * _spots(h, w, pxy[wide], pamp[wide], max(0.8, 1.8 * pore_size * px))
-        pores = pores * (0.8 + 0.2 * np.clip(mid, -2, 2)) / max(float(np.percentile(pores, 99)), 1e-6)
-        # pores hold pigment and sebum: they read brown, not grey
-        melanin = melanin + 0.3 * np.clip(pores, 0, 1.5) * (0.25 + 0.5 * m0)
-    # skin lines: two crossing families of fine furrows (the skin's diamond pattern)
+    if classic:
+        return pores * (0.75 + 0.25 * np.clip(mid, -2, 2)) / max(pores.max(), 1e-6)
+    wide = rng.random(len(pxy)) < 0.33
+    pores = pores + 0.5 * _spots(h, w, pxy[wide], pamp[wide], max(0.8, 1.8 * pore_size * px))
+    # depth scaled to a typical pore, not the deepest overlap
+    return pores * (0.8 + 0.2 * np.clip(mid, -2, 2)) / max(float(np.percentile(pores, 99)), 1e-6)
+
+
+def _skin_lines(rng: np.random.Generator, h: int, w: int, px: float) -> np.ndarray:
+    """Two crossing families of fine furrows (the skin's diamond pattern), zero mean, unit SD."""
     lines = np.zeros((h, w), np.float32)
     for ang in rng.uniform(0, np.pi, 2):
         n = rng.standard_normal((h, w)).astype(np.float32)
@@ -188,7 +207,32 @@ def _skin_maps(rng, h, w, ident: SkinIdentity, px: float, st=None):
         k /= k.sum()
         lines += cv2.filter2D(n, -1, k)
     lines = cv2.GaussianBlur(lines, (0, 0), max(0.5, 0.6 * px))
-    lines = (lines - lines.mean()) / (lines.std() + 1e-6)
+    return (lines - lines.mean()) / (lines.std() + 1e-6)
+
+
+def _skin_maps(
+    rng: np.random.Generator, h: int, w: int, ident: SkinIdentity, px: float, st: Skin | None = None
+) -> tuple[np.ndarray, ...]:
+    """Melanin map, haemoglobin map, relief height, sheen, pixel grids x and y, and pore depth
+    for a skin patch (px = pixels per 512-unit), each H×W.
+
+    ``st``: a :class:`trialsim.render.style.Skin` (None: the classic strengths)."""
+    patches, spacing_512, mid_tone, pore_size = _skin_strengths(st)
+    m0 = ident.melanin
+    low = noise_field(rng, h, w, 140 * px)
+    mid = noise_field(rng, h, w, 28 * px)
+    fine = noise_field(rng, h, w, 5 * px)
+    melanin = m0 * np.exp(0.035 * low + mid_tone * mid + 0.02 * fine)
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    haem = _haemoglobin(rng, h, w, px, ident.haemoglobin, patches, xx, yy)
+    melanin = melanin + _freckles(rng, h, w, px, ident, low)
+    mole = _moles(rng, h, w, px, xx, yy)  # slightly raised, too
+    melanin = melanin + mole * (1.6 + 0.4 * m0)
+    pores = _pores(rng, h, w, px, mid, spacing_512, pore_size, st is None)
+    if st is not None:
+        # pores hold pigment and sebum: they read brown, not grey
+        melanin = melanin + 0.3 * np.clip(pores, 0, 1.5) * (0.25 + 0.5 * m0)
+    lines = _skin_lines(rng, h, w, px)
     relief = -0.6 * pores + 0.10 * lines + 0.16 * fine + 0.6 * mole
     # sheen: specular reflection of an oily film, strongest where the cheek faces the light
     sheen = np.clip(0.75 + 0.2 * low + 0.05 * mid, 0, None) * (1.0 - 0.6 * np.clip(pores, 0, 1))
