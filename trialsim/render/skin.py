@@ -10,8 +10,8 @@ Texture, fixed per patient (drawn from the patient's ``identity`` stream): low- 
 mid-frequency pigment and redness variation, freckles and moles that stay put, pores
 on a jittered grid (fine dark dots ~5 px apart at 512 px), skin-line micro-relief lit
 from one side, the broad curvature of the cheek, an oily specular sheen and the odd
-hair. The ``face`` view draws a frontal face (features from
-:data:`trialsim.lesion_geometry.FACE`) with the same skin.
+hair. The ``face`` view draws a frontal face (:mod:`trialsim.render.face`) with the same
+skin.
 
 :func:`build_skin` returns the clean base (uint8 sRGB) in the canonical frame plus
 the numbers lesion sprites need (melanin level, light direction).
@@ -24,8 +24,6 @@ from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
-
-from ..lesion_geometry import FACE
 
 if TYPE_CHECKING:
     from .style import Skin
@@ -280,7 +278,9 @@ def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek"
     if view == "face":
         px_face = px * 0.5  # the whole face in frame: pores and lines are finer per pixel
         melanin, haem, relief, sheen, xx, yy, pores = _skin_maps(rng, h, w, ident, px_face)
-        return _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, h, w)
+        from .face import build_face  # the face view builds on this module's maps and lighting
+
+        return build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, h, w)
     melanin, haem, relief, sheen, xx, yy, pores = _skin_maps(rng, h, w, ident, px, style)
     n_hair = int(rng.choice([0, 0, 1, 1, 2, 3]))
     hair = _hairs(rng, h, w, px, n_hair)
@@ -303,104 +303,5 @@ def build_skin(ident: SkinIdentity, height: int, width: int, view: str = "cheek"
         gxy = rng.random((n, 2)) * [w, h]
         glint = _spots(h, w, gxy, rng.uniform(0.3, 1.0, n), max(0.5, 0.7 * px))
         lin = lin + (spec_amp * 3.0 * glint * sheen * curvature**4)[..., None]
-    pixels = srgb8_from_linear(lin)
-    return SkinBase(pixels=pixels, identity=ident, light=light)
-
-
-# --- the frontal face view --------------------------------------------------------------------
-_HAIR_COLOURS = [(0.55, 0.40, 0.22), (0.30, 0.18, 0.09), (0.12, 0.07, 0.04), (0.05, 0.04, 0.035)]
-_IRIS_COLOURS = [(0.20, 0.35, 0.55), (0.30, 0.40, 0.25), (0.35, 0.20, 0.08), (0.15, 0.08, 0.04)]
-
-
-def _ellipse_field(xx, yy, cx, cy, ax, ay):
-    return ((xx - cx) / ax) ** 2 + ((yy - cy) / ay) ** 2
-
-
-def _soft(field, edge):
-    """1 inside an ellipse field (<1), 0 outside, with a soft edge of ``edge`` (field units)."""
-    return np.clip((1.0 - field) / edge, 0.0, 1.0).astype(np.float32)
-
-
-def _build_face(rng, ident, melanin, haem, relief, sheen, pores, xx, yy, light, h, w) -> SkinBase:
-    H = float(h)
-    cu = w / 2.0
-
-    def E(e):
-        du, v, au, av = e
-        return (cu + du * H, v * H, au * H, av * H)
-
-    fx, fy, fax, fay = E(FACE["face"])
-    face_f = _ellipse_field(xx, yy, fx, fy, fax, fay)
-    # narrow the jaw toward the chin
-    taper = 1.0 + 0.35 * np.clip((yy - fy) / fay, 0, 1) ** 2
-    face_f = ((xx - fx) / (fax / taper)) ** 2 + ((yy - fy) / fay) ** 2
-    face = _soft(face_f, 0.04)
-    neck = ((np.abs(xx - fx) < 0.14 * H) & (yy > fy)).astype(np.float32)
-    neck = cv2.GaussianBlur(neck, (0, 0), 1.5)
-    skin = np.clip(face + neck, 0, 1)
-    # shading: the face is a rounded surface; the neck sits in the jaw's shadow
-    curv = np.clip(1.06 - 0.5 * np.clip(face_f, 0, 1.2) ** 2, 0.5, 1.1)
-    below = np.clip((yy - (fy + fay * 0.80)) / (0.08 * H), 0, 1) * (face < 0.5)
-    neck_shade = 0.55 + 0.2 * np.clip((yy - (fy + fay)) / (0.15 * H), 0, 1)
-    curv = (curv * (1 - below) + neck_shade * below).astype(np.float32)
-    # nose: a side shadow and two nostrils
-    nx, ny, _nax, _nay = E(FACE["nose"])
-    side = np.exp(-(((xx - (nx - light[0] * 0.03 * H)) / (0.018 * H)) ** 2 + ((yy - ny) / (0.08 * H)) ** 2))
-    curv = curv * (1 - 0.18 * side)
-    for s in (-1, 1):
-        nos = np.exp(-(((xx - (nx + s * 0.022 * H)) / (0.012 * H)) ** 2 + ((yy - (ny + 0.07 * H)) / (0.007 * H)) ** 2))
-        curv = curv * (1 - 0.55 * nos)
-    lin = _lit(melanin, haem, relief, sheen, light, curv, rng.uniform(0.015, 0.035), pores)
-
-    # lips: more haemoglobin and a dark line between them
-    lx, ly, lax, lay = E(FACE["lips"])
-    lips = _soft(_ellipse_field(xx, yy, lx, ly, lax, lay), 0.25)
-    lip_col = reflectance(melanin * 1.15, haem + 1.6) * curv[..., None] * 0.9
-    lin = lin * (1 - lips[..., None]) + lip_col * lips[..., None]
-    line = np.exp(-(((yy - ly) / (0.004 * H)) ** 2)) * _soft(_ellipse_field(xx, yy, lx, ly, lax, lay * 3), 0.3)
-    lin = lin * (1 - 0.6 * line[..., None])
-
-    hair_col = np.array(_HAIR_COLOURS[min(3, (ident.fitzpatrick - 1) // 2 + int(rng.integers(0, 2)))], np.float32)
-    iris_col = np.array(_IRIS_COLOURS[min(3, (ident.fitzpatrick - 1) // 2 + int(rng.integers(0, 2)))], np.float32)
-    hair_tex = 0.75 + 0.25 * noise_field(rng, h, w, 3).clip(-2, 2) / 2
-    # eyes: sclera, iris, pupil, a catch-light and the upper lid line; brows above
-    for e, b in zip(FACE["eyes"], FACE["brows"]):
-        ex, ey, eax, eay = E(e)
-        eye = _soft(_ellipse_field(xx, yy, ex, ey, eax, eay), 0.2)
-        sclera = np.array([0.62, 0.58, 0.55], np.float32) * (0.85 if ident.fitzpatrick >= 5 else 1.0)
-        iris = _soft(_ellipse_field(xx, yy, ex, ey, eay * 0.95, eay * 0.95), 0.3) * eye
-        pupil = _soft(_ellipse_field(xx, yy, ex, ey, eay * 0.42, eay * 0.42), 0.4) * eye
-        glint = (
-            _soft(
-                _ellipse_field(xx, yy, ex + light[0] * eay * 0.35, ey + light[1] * eay * 0.35, eay * 0.15, eay * 0.15),
-                0.6,
-            )
-            * eye
-        )
-        col = sclera * (1 - iris[..., None]) + iris_col * iris[..., None]
-        col = col * (1 - pupil[..., None]) + 0.02 * pupil[..., None]
-        col = col + 0.6 * glint[..., None]
-        lin = lin * (1 - eye[..., None]) + col * eye[..., None]
-        lid = np.exp(-(((_ellipse_field(xx, yy, ex, ey + eay * 0.2, eax * 1.02, eay * 1.25) - 1) / 0.08) ** 2))
-        lid = lid * (yy < ey)
-        lin = lin * (1 - 0.65 * lid[..., None])
-        bx, by, bax, bay = E(b)
-        brow_f = ((xx - bx) / bax) ** 2 + ((yy - by + 0.3 * bay * (1 - ((xx - bx) / bax) ** 2)) / bay) ** 2
-        brow = _soft(brow_f, 0.35) * hair_tex
-        lin = lin * (1 - brow[..., None]) + hair_col * hair_tex[..., None] * brow[..., None]
-
-    # back to front: wall, hair behind the head, skin, hair over the forehead
-    wall = np.array([0.55, 0.56, 0.58], np.float32) * (0.8 + 0.2 * (1 - yy / H))[..., None]
-    hairline = FACE["hairline_v"] * H + 0.02 * H * noise_field(rng, h, w, 20).clip(-2, 2)
-    head = _soft(_ellipse_field(xx, yy, fx, fy - 0.04 * H, fax * 1.12, fay * 1.1), 0.05)
-    behind = head * np.clip((fy + 0.12 * H - yy) / (0.04 * H), 0, 1)
-    front = head * np.clip((hairline - yy) / (0.01 * H) + 1, 0, 1)
-    hair_shade = np.clip(
-        1.0 - 0.35 * np.clip(_ellipse_field(xx, yy, fx, fy - 0.04 * H, fax * 1.12, fay * 1.1), 0, 1), 0.5, 1
-    )
-    hair_lin = hair_col * (hair_tex * hair_shade)[..., None]
-    out = wall * (1 - behind[..., None]) + hair_lin * 0.8 * behind[..., None]
-    out = out * (1 - skin[..., None]) + lin * skin[..., None]
-    lin = out * (1 - front[..., None]) + hair_lin * front[..., None]
     pixels = srgb8_from_linear(lin)
     return SkinBase(pixels=pixels, identity=ident, light=light)
