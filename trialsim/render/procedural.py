@@ -31,7 +31,7 @@ from .base import PatientJob, RenderedImage, Renderer
 from .nuisance import apply_nuisance_scene, draw_room
 from .side import build_side
 from .skin import SkinBase, build_skin, default_fitzpatrick, draw_identity
-from .sprites import _sprite_stack, lesion_sprite, lesion_sprites  # noqa: F401 (public here too)
+from .sprites import Shapes, _sprite_stack, lesion_sprite, lesion_sprites  # noqa: F401 (public here too)
 from .style import STYLES
 
 
@@ -71,7 +71,7 @@ class _PatientState:
         # per sprite number, built on first use: F (BGRA float32), A (BGRA uint8, None when all
         # zero), mask (bool), half-width
         self.sprites: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, int] | None] = [None] * len(sprite_keys)
-        self.shapes: dict[tuple, dict[str, np.ndarray]] = {}  # _sprite_shape per (type, radius)
+        self.shapes: Shapes = {}  # _sprite_shape per (type, radius)
         self.with_mask = with_mask  # only clean_images needs the lesion mask; it costs a third of the drawing
         self.day_cache: tuple[int, np.ndarray, np.ndarray] | None = None
 

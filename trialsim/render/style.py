@@ -12,12 +12,25 @@ energy, spectrum slope and red-spot contrast of the real photos).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TypedDict
 
 from . import nuisance as nz
 
+
 # per lesion type: halo width and redness, core redness, dome height, highlight, and a blend
 # toward a head/plug colour (RGB, radius as a fraction of the lesion radius, weight)
-CLASSIC_LOOK = {
+class Look(TypedDict):
+    """One lesion type's look (see :mod:`trialsim.render.sprites`)."""
+
+    halo: float  # halo width, in lesion radii
+    halo_h: float  # halo redness (haemoglobin added at the centre)
+    core_h: float  # core redness
+    dome: float  # dome height: how much the lit side brightens and the far side darkens
+    hl: float  # specular highlight strength (0: none)
+    head: tuple[tuple[int, int, int], float, float] | None  # (RGB, radius fraction, weight) or None
+
+
+CLASSIC_LOOK: dict[str, Look] = {
     "papule": dict(halo=2.0, halo_h=1.8, core_h=3.2, dome=1.0, hl=0.07, head=None),
     "pustule": dict(halo=2.0, halo_h=1.8, core_h=2.6, dome=1.1, hl=0.16, head=((242, 232, 190), 0.5, 0.85)),
     "nodule": dict(halo=1.6, halo_h=1.3, core_h=3.2, dome=0.8, hl=0.10, head=None),
@@ -26,7 +39,7 @@ CLASSIC_LOOK = {
 }
 # real mild acne: diffuse, flat-topped, a* contrast of 4-8 units against the skin rather than
 # 12-16; heads are small and dull; comedones are skin-coloured bumps or small dark plugs
-REALISTIC_LOOK = {
+REALISTIC_LOOK: dict[str, Look] = {
     "papule": dict(halo=2.2, halo_h=0.8, core_h=0.8, dome=0.35, hl=0.0, head=None),
     "pustule": dict(halo=2.1, halo_h=0.75, core_h=0.7, dome=0.4, hl=0.02, head=((236, 226, 196), 0.4, 0.35)),
     "nodule": dict(halo=1.9, halo_h=0.7, core_h=1.0, dome=0.4, hl=0.0, head=None),
@@ -74,7 +87,7 @@ class Skin:
 @dataclass(frozen=True)
 class Style:
     name: str
-    look: dict = field(default_factory=lambda: CLASSIC_LOOK)
+    look: dict[str, Look] = field(default_factory=lambda: CLASSIC_LOOK)
     camera: Camera = Camera()
     skin: Skin = Skin()
     lesion_scale: float = 1.0  # multiplies lesion radii (the field of view of the close-up)
