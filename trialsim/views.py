@@ -1,7 +1,7 @@
 """Views: where the camera looks, as geometry shared by the lesion process and the renderers.
 
 ``cheek``: a skin close-up filling the frame. ``face``: a frontal face (geometry in
-:data:`trialsim.lesions.FACE`). ``side``: the side of the face turned to the camera, with
+:data:`trialsim.lesion_geometry.FACE`). ``side``: the side of the face turned to the camera, with
 the cheek and jaw, the ear, hair and a tiled wall behind (:data:`SIDE`). ``mixed``: per
 patient one of cheek and side (:func:`patient_view`), as in trials where participants
 photograph themselves. A patient keeps one view for the whole study.
@@ -9,11 +9,23 @@ photograph themselves. A patient keeps one view for the whole study.
 
 from __future__ import annotations
 
+from typing import TypedDict
+
 import numpy as np
+
+Ellipse = tuple[float, float, float, float]  # centre x, centre y, semi-axis x, semi-axis y
+
+
+class SideGeometry(TypedDict):
+    face: Ellipse
+    ear: Ellipse
+    lips: Ellipse
+    neck_top: float
+
 
 # Side view (the side of the face turned to the camera: cheek and jaw, ear, hair, a wall),
 # in frame fractions (x of the width, y of the height): centre x, centre y, semi-axes.
-SIDE = {
+SIDE: SideGeometry = {
     "face": (0.95, 0.42, 0.62, 0.50),
     "ear": (0.37, 0.29, 0.075, 0.11),
     "lips": (1.0, 0.80, 0.07, 0.045),
@@ -36,7 +48,7 @@ def side_allowed(x, y) -> np.ndarray:
     (``x``, ``y`` normalised to the frame)."""
     fx, fy, fa, fb = SIDE["face"]
     ok = ((x - fx) / (0.9 * fa)) ** 2 + ((y - fy) / (0.92 * fb)) ** 2 <= 1.0
-    for key, grow in (("ear", 1.5), ("lips", 1.4)):
-        ex, ey, ea, eb = SIDE[key]
+    for e, grow in ((SIDE["ear"], 1.5), (SIDE["lips"], 1.4)):
+        ex, ey, ea, eb = e
         ok &= ((x - ex) / (grow * ea)) ** 2 + ((y - ey) / (grow * eb)) ** 2 > 1.0
     return ok & (y > 0.05) & (y < 0.88) & (x < 0.97)

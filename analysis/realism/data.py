@@ -69,13 +69,13 @@ def _open(path: Path, size: int) -> np.ndarray:
 
     with Image.open(path) as im:
         im.load()
-        im = ImageOps.exif_transpose(im).convert("RGB")
-        w, h = im.size
+        rgb = ImageOps.exif_transpose(im).convert("RGB")
+        w, h = rgb.size
         s = size / min(w, h)
         nw, nh = max(size, round(w * s)), max(size, round(h * s))
-        im = im.resize((nw, nh), Image.BILINEAR, reducing_gap=2.0)
+        rgb = rgb.resize((nw, nh), Image.Resampling.BILINEAR, reducing_gap=2.0)
         left, top = (nw - size) // 2, (nh - size) // 2
-        return np.asarray(im.crop((left, top, left + size, top + size)), dtype=np.uint8)
+        return np.asarray(rgb.crop((left, top, left + size, top + size)), dtype=np.uint8)
 
 
 def load_folder(

@@ -10,6 +10,8 @@ positive, as the analysis does where truth exists.
 
 from __future__ import annotations
 
+from typing import cast
+
 import numpy as np
 import pandas as pd
 
@@ -32,7 +34,8 @@ def difficulty(folder: str, severity: str, seed: int = 0, progress: bool = False
     """Within-patient Spearman of PC1 with ``severity``: pooled, per patient and the median."""
     from ..embed import PRESETS
 
-    pf: PhotoFolder = load_folder(folder, PRESETS["default"]["image_size"], severity=severity, progress=progress)
+    image_size = cast(int, PRESETS["default"]["image_size"])  # PRESETS holds mixed values
+    pf: PhotoFolder = load_folder(folder, image_size, severity=severity, progress=progress)
     m = pf.manifest
     pc1 = pc1_scores(pf.images, pf.groups, seed)
     sev = m[severity].to_numpy(float)

@@ -45,8 +45,8 @@ def _face_shading(
     taper = 1.0 + 0.35 * np.clip((yy - fy) / fay, 0, 1) ** 2
     face_f = ((xx - fx) / (fax / taper)) ** 2 + ((yy - fy) / fay) ** 2
     face = _soft(face_f, 0.04)
-    neck = ((np.abs(xx - fx) < 0.14 * H) & (yy > fy)).astype(np.float32)
-    neck = cv2.GaussianBlur(neck, (0, 0), 1.5)
+    neck_edge = ((np.abs(xx - fx) < 0.14 * H) & (yy > fy)).astype(np.float32)
+    neck = cv2.GaussianBlur(neck_edge, (0, 0), 1.5)
     skin = np.clip(face + neck, 0, 1)
     # shading: the face is a rounded surface; the neck sits in the jaw's shadow
     curv = np.clip(1.06 - 0.5 * np.clip(face_f, 0, 1.2) ** 2, 0.5, 1.1)

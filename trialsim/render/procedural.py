@@ -73,7 +73,7 @@ class _PatientState:
         self.sprites: list[tuple[np.ndarray, np.ndarray | None, np.ndarray, int] | None] = [None] * len(sprite_keys)
         self.shapes: Shapes = {}  # _sprite_shape per (type, radius)
         self.with_mask = with_mask  # only clean_images needs the lesion mask; it costs a third of the drawing
-        self.day_cache: tuple[int, np.ndarray, np.ndarray] | None = None
+        self.day_cache: tuple[int, np.ndarray, np.ndarray | None] | None = None
 
 
 class ProceduralRenderer(Renderer):
@@ -163,7 +163,7 @@ class ProceduralRenderer(Renderer):
         code = (kind_code.astype(np.int64) * 1_000_003 + r_steps.astype(np.int64)) * 1_003 + i_tenths.astype(np.int64)
         ucode, first, sid = np.unique(code, return_index=True, return_inverse=True)
         keys = list(zip(kinds[first].tolist(), rq[first].tolist(), iq[first].tolist()))
-        sid = sid.ravel().tolist()
+        sids = sid.ravel().tolist()
         cxs = np.rint(pop["x"].to_numpy()[order].astype(float)).astype(int).tolist()
         cys = np.rint(pop["y"].to_numpy()[order].astype(float)).astype(int).tolist()
         days = days[order]
@@ -173,7 +173,7 @@ class ProceduralRenderer(Renderer):
         return (
             keys,
             group.ravel().tolist(),
-            {int(days[lo]): (sid[lo:hi], cxs[lo:hi], cys[lo:hi]) for lo, hi in zip([0] + cut, cut + [len(sid)])},
+            {int(days[lo]): (sids[lo:hi], cxs[lo:hi], cys[lo:hi]) for lo, hi in zip([0] + cut, cut + [len(sids)])},
         )
 
     @staticmethod
@@ -207,7 +207,7 @@ class ProceduralRenderer(Renderer):
         F4[..., :3] = F[..., ::-1]
         A8 = np.zeros((n, k, k, 4), np.uint8)
         A8[..., :3] = np.rint(A[..., ::-1]).clip(0, 255)
-        any_a = A8.reshape(n, -1).any(axis=1).tolist()
+        any_a = np.asarray(A8.reshape(n, -1).any(axis=1)).tolist()
         M = W > 0.15
         for i, j in enumerate(members):
             st.sprites[j] = (F4[i], A8[i] if any_a[i] else None, M[i], k // 2)
@@ -220,8 +220,7 @@ class ProceduralRenderer(Renderer):
             return st.day_cache[1], st.day_cache[2]
         stamps = st.stamps.get(day)
         h, w = st.base.shape[:2]
-        with_mask = st.with_mask
-        mask = np.zeros((h, w), bool) if with_mask else None
+        mask = np.zeros((h, w), bool) if st.with_mask else None
         if not stamps:
             st.day_cache = (day, st.base, mask)
             return st.base, mask
@@ -238,7 +237,7 @@ class ProceduralRenderer(Renderer):
                     cv2.multiply(roi, F, dst=roi, dtype=cv2.CV_8U)
                 else:
                     cv2.add(cv2.multiply(roi, F, dtype=cv2.CV_8U), A, dst=roi)
-                if with_mask:
+                if mask is not None:
                     mask[y0:y1, x0:x1] |= M
                 continue
             sx0, sy0 = max(0, -x0), max(0, -y0)
@@ -248,7 +247,7 @@ class ProceduralRenderer(Renderer):
                 continue
             shaded = cv2.multiply(img[y0:y1, x0:x1], F[sy0:sy1, sx0:sx1], dtype=cv2.CV_8U)
             img[y0:y1, x0:x1] = shaded if A is None else cv2.add(shaded, A[sy0:sy1, sx0:sx1])
-            if with_mask:
+            if mask is not None:
                 mask[y0:y1, x0:x1] |= M[sy0:sy1, sx0:sx1]
         st.day_cache = (day, img, mask)
         return img, mask
@@ -259,6 +258,7 @@ class ProceduralRenderer(Renderer):
         images, days, truth, counts = self._image_rows(st, job)
         for image, day, lesions in zip(images, days, truth):
             scene, mask = self._draw_day(st, day)
+            assert mask is not None  # drawn: the state was made with_mask
             pixels = cv2.cvtColor(scene, cv2.COLOR_BGRA2RGB)
             yield CleanImage(
                 image=image, pixels=pixels, lesions=lesions, lesion_count=counts[day], lesion_mask=mask.copy()

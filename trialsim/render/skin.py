@@ -204,8 +204,8 @@ def _skin_lines(rng: np.random.Generator, h: int, w: int, px: float) -> np.ndarr
         )
         k /= k.sum()
         lines += cv2.filter2D(n, -1, k)
-    lines = cv2.GaussianBlur(lines, (0, 0), max(0.5, 0.6 * px))
-    return (lines - lines.mean()) / (lines.std() + 1e-6)
+    blurred = cv2.GaussianBlur(lines, (0, 0), max(0.5, 0.6 * px))
+    return (blurred - blurred.mean()) / (blurred.std() + 1e-6)
 
 
 def _skin_maps(
