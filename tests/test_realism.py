@@ -147,10 +147,13 @@ def test_bad_input_exits_2_naming_the_problem_and_writes_nothing(folders, tmp_pa
     assert not out.exists()
 
 
-def test_difficulty_tracks_severity_when_the_photos_show_it(folders):
+def test_difficulty_tracks_severity_when_the_photos_show_it(folders, tmp_path):
     from analysis.realism.difficulty import difficulty
 
-    d = difficulty(str(folders / "a"), "severity_latent")
+    # photos at 192 px, so that a spot is lesion-sized at the scale the skin-patch analysis reads
+    make_folder(tmp_path / "a", lambda rng, sev: textured(rng, sev, size=192), 1)
+    d = difficulty(str(tmp_path / "a"), "severity_latent")
     assert d["spearman_median"] > 0.5, d
+    assert d["n_photos_used"] == d["n_photos"] == 32
     with pytest.raises(AnalysisInputError, match="no_such_column"):
         difficulty(str(folders / "c"), "no_such_column")
