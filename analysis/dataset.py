@@ -18,6 +18,8 @@ import pandas as pd
 from .contract import BASELINE_LABEL, MANIFEST, MANIFEST_REQUIRED, PROTOCOL
 from .errors import AnalysisInputError
 
+MAX_DAY = 36500  # a hundred years of daily photos: the longest study day a manifest may name
+
 
 @dataclass
 class TrialData:
@@ -84,6 +86,22 @@ def _days_from_timestamps(df: pd.DataFrame, path: Path) -> pd.Series:
     return ((date - first).dt.days + 1).astype(int)
 
 
+def _effect(value, label: str, path: Path) -> float:
+    """A treatment's nominal effect from the dataset's protocol, as a finite number."""
+    try:
+        effect = float(value)
+    except (TypeError, ValueError):
+        effect = float("nan")
+    if isinstance(value, bool) or not np.isfinite(effect):
+        raise AnalysisInputError(
+            f"the effect of treatment {label!r} is {value!r}, not a number",
+            file=str(path),
+            field="treatments.effect",
+            allowed="a finite number (severity units, 0–3 scale)",
+        )
+    return effect
+
+
 def _treatments(df: pd.DataFrame, protocol: dict | None, path: Path) -> tuple[list[str], dict[str, float]]:
     """Contrasted labels (protocol order, then first appearance) and their nominal effects (from the protocol)."""
     present = set(df["treatment"]) - {BASELINE_LABEL}
@@ -95,7 +113,7 @@ def _treatments(df: pd.DataFrame, protocol: dict | None, path: Path) -> tuple[li
                 if lab in present:
                     labels.append(lab)
                     if t.get("effect") is not None:
-                        nominal[lab] = float(t["effect"])
+                        nominal[lab] = _effect(t["effect"], lab, path.parent / PROTOCOL)
     # labels not in the protocol: in order of first appearance (earliest day, then name)
     first_day = df[df["treatment"] != BASELINE_LABEL].groupby("treatment")["day"].min()
     labels += sorted(present - set(labels), key=lambda l: (first_day[l], l))
@@ -155,18 +173,29 @@ def load_dataset(folder: str | Path) -> TrialData:
             row = int(np.flatnonzero(df[col].isna())[0]) + 2
             raise AnalysisInputError(f"empty value in row {row}", file=str(path), field=col)
     day = pd.to_numeric(df["day"], errors="coerce")
-    if day.isna().any() or (day != np.round(day)).any() or (day < 1).any():
-        row = int(np.flatnonzero(day.isna() | (day != np.round(day)) | (day < 1))[0]) + 2
+    bad_day = day.isna() | (day != np.round(day)) | (day < 1) | (day > MAX_DAY)
+    if bad_day.any():
+        row = int(np.flatnonzero(bad_day)[0]) + 2
         raise AnalysisInputError(
-            f"bad day {df['day'].iloc[row - 2]!r} in row {row}",
+            f"bad day {df['day'].iloc[row - 2]} in row {row}",
             file=str(path),
             field="day",
-            allowed="integers ≥ 1 (study day, 1-based)",
+            allowed=f"integers from 1 to {MAX_DAY} (study day, 1-based)",
         )
     df["day"] = day.astype(int)
     df["patient_id"] = df["patient_id"].astype(str)
     df["treatment"] = df["treatment"].astype(str)
     _check_inside(root, df["image"], path)
+    twice = df["image"].duplicated(keep=False)
+    if twice.any():
+        image = df["image"][twice].iloc[0]
+        rows = [int(r) + 2 for r in np.flatnonzero(df["image"] == image)[:2]]
+        raise AnalysisInputError(
+            f"image {image!r} is listed more than once (rows {rows[0]} and {rows[1]})",
+            file=str(path),
+            field="image",
+            allowed="one row per photo",
+        )
     df = df.sort_values(["patient_id", "day", "image"], kind="stable").reset_index(drop=True)
 
     protocol = _read_protocol(root / PROTOCOL)

@@ -71,10 +71,13 @@ def _hostile_dataset(base: Path, kinds: list[str]) -> Path:
     (ds / "images" / "in_link.png").symlink_to(ds / "images" / "ok.png")
     (ds / "images" / "out_link.png").symlink_to(base / "out.png")
     (ds / "linked").symlink_to(base / "elsewhere")
+    for i in range(len(kinds)):  # one photo per row: a manifest lists each photo once
+        Image.new("RGB", (16, 16), (200, 80, 80)).save(ds / "images" / f"ok{i}.png")
+        (ds / "images" / f"in_link{i}.png").symlink_to(ds / "images" / f"ok{i}.png")
     path = {
-        "inside": "images/ok.png",
-        "inside_dot": "images/./ok.png",
-        "inside_link": "images/in_link.png",
+        "inside": "images/ok{i}.png",
+        "inside_dot": "images/./ok{i}.png",
+        "inside_link": "images/in_link{i}.png",
         "dotdot": "../out.png",
         "deep_dotdot": "images/../../out.png",
         "absolute": str(base / "out.png"),
@@ -82,7 +85,7 @@ def _hostile_dataset(base: Path, kinds: list[str]) -> Path:
         "dir_link_out": "linked/x.png",
     }
     rows = [
-        {"image": path[k], "patient_id": f"p{i % 2}", "day": i + 1, "treatment": "AB"[(i // 2) % 2]}
+        {"image": path[k].format(i=i), "patient_id": f"p{i % 2}", "day": i + 1, "treatment": "AB"[(i // 2) % 2]}
         for i, k in enumerate(kinds)
     ]
     pd.DataFrame(rows).to_csv(ds / "manifest.csv", index=False)

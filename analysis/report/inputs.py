@@ -134,7 +134,7 @@ def read_results(results_dir: Path) -> Results:
             allowed=f"a folder written by `trialsim analyze DATASET --out {results_dir}`",
         )
     try:
-        return Results.from_json(path)
+        results = Results.from_json(path)
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
         raise AnalysisInputError(f"unreadable results.json ({e.__class__.__name__})", file=str(path)) from None
     except ValidationError as e:
@@ -143,6 +143,14 @@ def read_results(results_dir: Path) -> Results:
         raise AnalysisInputError(
             f"results.json does not match Contract 2: {first['msg']}", file=str(path), field=where
         ) from None
+    if not results.population:
+        raise AnalysisInputError(
+            "results.json holds no population model: not the output of an analysis",
+            file=str(path),
+            field="population",
+            allowed="a list with one entry per method and contrast (docs/contracts.md, Contract 2)",
+        )
+    return results
 
 
 def load_inputs(results_dir: str | Path) -> ReportInputs:
