@@ -252,7 +252,6 @@ def test_huge_image_is_refused_before_decoding(tmp_path):
     assert r.exit_code == 2 and first in r.output and "pixel limit" in r.output, r.output
 
 
-@pytest.mark.xfail(strict=True, reason="the report's thumbnails open the images the analysis skipped")
 def test_huge_image_is_skipped_with_skip_bad(tmp_path):
     from PIL import Image
 

@@ -31,7 +31,7 @@ def thumbnail(path: Path, px: int = THUMB_PX) -> str | None:
             im.draft("RGB", (px * 2, px * 2))  # JPEG: decode at a reduced scale, much faster for big photos
             rgb = ImageOps.exif_transpose(im).convert("RGB")
             return _jpeg_uri(ImageOps.fit(rgb, (px, px), Image.Resampling.LANCZOS))
-    except (OSError, UnidentifiedImageError, ValueError, SyntaxError):
+    except (OSError, UnidentifiedImageError, ValueError, SyntaxError, Image.DecompressionBombError):
         return None
 
 
@@ -53,6 +53,7 @@ def filmstrip(inputs: ReportInputs, colors: dict[str, str]) -> tuple[list[dict],
     if man is None or root is None or not {"image", "patient_id", "day", "treatment"} <= set(man.columns):
         return [], None
     man = man.dropna(subset=["image", "patient_id", "day"])
+    man = man[~man["image"].astype(str).isin(inputs.results.skipped_image_paths)]  # photos the analysis could not use
     patients = sorted(man["patient_id"].astype(str).unique(), key=natural_key)
     per = max(4, min(FILMSTRIP_MAX_PER_PATIENT, FILMSTRIP_MAX_TOTAL // max(1, len(patients))))
     shown = patients[: max(1, FILMSTRIP_MAX_TOTAL // per)]
