@@ -14,6 +14,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 import yaml
 from PIL import Image
 
@@ -197,18 +198,23 @@ def test_same_seed_gives_the_same_pixels_whatever_the_batch_size(tiny, tmp_path)
     job.images = job.images.assign(image=job.images["image"] + ".jpg")
     job.days = job.days.assign(severity_latent=1.0)  # one severity: one batch of 3 vs 3 batches of 1
     px = {}
-    for bs in (1, 3):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore", RuntimeWarning)
-            r = SDXLRenderer.from_options(
-                proto,
-                base_model=str(tiny["base"]),
-                lora=[f"1={tiny['loras'][1]}"],
-                mode="refine",
-                batch_size=bs,
-                steps=10,
-            )
-        px[bs] = [np.asarray(Image.open(io.BytesIO(x.data)), dtype=float) for x in r.render_patient(job)]
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # one thread: no run-to-run variation from how a busy machine splits the work
+    try:
+        for bs in (1, 3):
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)
+                r = SDXLRenderer.from_options(
+                    proto,
+                    base_model=str(tiny["base"]),
+                    lora=[f"1={tiny['loras'][1]}"],
+                    mode="refine",
+                    batch_size=bs,
+                    steps=10,
+                )
+            px[bs] = [np.asarray(Image.open(io.BytesIO(x.data)), dtype=float) for x in r.render_patient(job)]
+    finally:
+        torch.set_num_threads(threads)
     for a, b in zip(px[1], px[3]):
         assert np.abs(a - b).mean() < 1.0  # JPEG of float-level differences: under one grey level
 
