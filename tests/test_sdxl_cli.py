@@ -198,25 +198,24 @@ def test_same_seed_gives_the_same_pixels_whatever_the_batch_size(tiny, tmp_path)
     job.images = job.images.assign(image=job.images["image"] + ".jpg")
     job.days = job.days.assign(severity_latent=1.0)  # one severity: one batch of 3 vs 3 batches of 1
     px = {}
-    threads = torch.get_num_threads()
-    torch.set_num_threads(1)  # one thread: no run-to-run variation from how a busy machine splits the work
-    try:
-        for bs in (1, 3):
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", RuntimeWarning)
-                r = SDXLRenderer.from_options(
-                    proto,
-                    base_model=str(tiny["base"]),
-                    lora=[f"1={tiny['loras'][1]}"],
-                    mode="refine",
-                    batch_size=bs,
-                    steps=10,
-                )
-            px[bs] = [np.asarray(Image.open(io.BytesIO(x.data)), dtype=float) for x in r.render_patient(job)]
-    finally:
-        torch.set_num_threads(threads)
-    for a, b in zip(px[1], px[3]):
-        assert np.abs(a - b).mean() < 1.0  # JPEG of float-level differences: under one grey level
+    for bs in (1, 3):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            r = SDXLRenderer.from_options(
+                proto,
+                base_model=str(tiny["base"]),
+                lora=[f"1={tiny['loras'][1]}"],
+                mode="refine",
+                batch_size=bs,
+                steps=10,
+            )
+        px[bs] = [np.asarray(Image.open(io.BytesIO(x.data)), dtype=float) for x in r.render_patient(job)]
+    # batched kernels differ from single ones at float level, and JPEG turns that into a grey level or two
+    # (how much depends on the process's history: 0.2 alone, 1.3 after the whole suite), while a photo
+    # given another photo's noise or severity differs by far more
+    diff = np.array([[np.abs(a - b).mean() for b in px[3]] for a in px[1]])
+    assert np.all(np.diag(diff) < 2.0), diff
+    assert np.all(np.diag(diff) < 0.5 * np.min(diff + np.diag(np.full(len(diff), np.inf)), axis=1)), diff
 
 
 @pytest.mark.slow
@@ -287,7 +286,6 @@ def test_lora_folder_without_the_seed_layout_file_exits_2_naming_the_file_looked
 
 
 def test_lora_with_weights_for_another_model_exits_2(tiny, tmp_path):
-    import torch
     from safetensors.torch import save_file
 
     wrong = tmp_path / "sd15"
