@@ -176,9 +176,11 @@ def _models(pc1, data: TrialData, method: str, mi: int, pairs, cfg: AnalysisConf
     scored = m.assign(PC1=pc1)
     mm = measurement_model(pc1, m["severity_latent"], m["patient_id"]) if data.has_truth else None
     population, patients = [], []
+    one_patient = m["patient_id"].nunique() < 2
     for ci, (a, b) in enumerate(pairs):
-        fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
-        population.append(_population_entry(method, contrast_name(a, b), fit, mm))
+        if not one_patient:  # one patient: per-patient tests only (see population_skipped)
+            fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
+            population.append(_population_entry(method, contrast_name(a, b), fit, mm))
         patients += _patient_entries(scored, data, method, (a, b), (mi, ci), cfg)
     return population, patients
 
@@ -254,14 +256,31 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
             images = normalize_photometric(images, emb_step.normalisation(cfg))
         elif "ae" in methods:
             data, images, photos = emb_step.check_usable(data, images, cfg)
-    n = data.manifest["patient_id"].nunique()
-    if n < 2:
-        raise AnalysisInputError(
-            f"the population model needs at least two patients, found {n}",
-            file=str(data.root / "manifest.csv"),
-            field="patient_id",
-        )
     return data, (images, photos)
+
+
+def _population_skipped(data: TrialData) -> dict:
+    """``population_skipped`` (why there is no population model) for a one-patient trial, else nothing."""
+    n = int(data.manifest["patient_id"].nunique())
+    if n >= 2:
+        return {}
+    return {
+        "population_skipped": f"one patient ({n}): a population model needs two or more patients; "
+        "the per-patient tests are the analysis"
+    }
+
+
+def _design(data: TrialData) -> dict:
+    """``design``: the dataset's design diagnostics (``design.json``, written by the simulator), when present."""
+    import json
+
+    path = Path(data.root) / "design.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {"design": json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError) as e:
+        raise AnalysisInputError(f"unreadable design diagnostics ({e.__class__.__name__})", file=str(path)) from None
 
 
 # ---------------------------------------------------------------- run, write, analyze
@@ -294,6 +313,8 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
     results = Results.model_validate(
         {
             "population": population,
+            **_population_skipped(data),
+            **_design(data),
             "patients": patients,
             "primary_test": cfg.primary_test,
             "verdicts": patient_verdicts(patients, cfg.primary_test),

@@ -170,6 +170,11 @@ def simulate(quiet, **given):
         f"simulated {result.manifest['patient_id'].nunique()} patients, {len(result.manifest)} images "
         f"in {time.perf_counter() - t0:.1f} s → {result.out}"
     )
+    if result.design is not None:
+        from .design import describe
+
+        for line in describe(result.design):
+            click.echo(line)
 
 
 @main.command()

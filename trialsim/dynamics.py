@@ -4,7 +4,7 @@ Per patient i and study day t::
 
     s_it = clip(b_i + drift_it + Σ_k e_ik · L_ik(t) + u_it + v_it, floor, ceiling)
 
-``b_i`` baseline severity, ``e_ik`` the patient's full-onset effect of treatment
+(``clip`` to ``dynamics.floor``/``ceiling``; a null bound is off) ``b_i`` baseline severity, ``e_ik`` the patient's full-onset effect of treatment
 k, ``L_ik(t)`` in [0, 1] its first-order exposure level (rises with time constant
 ``onset_days`` while k is given, decays with ``washout_days`` after; slow washout
 carries over into the next period), ``drift`` a random walk plus trend, ``u`` AR(1)
@@ -71,7 +71,7 @@ def draw_patient_parameters(protocol: Protocol, patient_id: str, rng: np.random.
     """Per-patient random effects: baseline severity and each treatment's full-onset effect."""
     dist = protocol.patients.baseline_severity
     dyn = protocol.dynamics
-    baseline = float(np.clip(rng.normal(dist.mean, dist.sd), dyn.floor, dyn.ceiling))
+    baseline = float(dyn.clip(rng.normal(dist.mean, dist.sd)))
     effects = {t.label: float(rng.normal(t.effect, t.effect_sd)) for t in protocol.treatments}
     for o in protocol.patients.overrides:
         if o.patient_id == str(patient_id) and o.baseline_severity is not None:
@@ -113,8 +113,8 @@ def patient_trajectory(
     v = rng.normal(0.0, dyn.sd_obs, size=n) if dyn.sd_obs > 0 else np.zeros(n)
 
     out = schedule.copy()
-    out["severity_noisefree"] = np.clip(mean, dyn.floor, dyn.ceiling)
-    out["severity_latent"] = np.clip(mean + drift + u + v, dyn.floor, dyn.ceiling)
+    out["severity_noisefree"] = dyn.clip(mean)
+    out["severity_latent"] = dyn.clip(mean + drift + u + v)
     out["severity_grade"] = severity_grade(out["severity_latent"].to_numpy())
     out["lesion_target"] = target_lesion_count(out["severity_latent"].to_numpy())
     return out

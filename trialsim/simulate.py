@@ -218,6 +218,7 @@ class SimulationResult:
     manifest: pd.DataFrame
     lesions: pd.DataFrame
     days: pd.DataFrame
+    design: dict | None = None  # design diagnostics (design.json), None for --from-csv
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -270,6 +271,7 @@ def simulate(
         protocol = protocol.model_copy(
             update={"rendering": protocol.rendering.model_copy(update={"renderer": renderer})}
         )
+    _check_bounds(protocol, name)
     # build the renderer before touching the folder: bad renderer input (a missing model,
     # a wrong LoRA) must leave nothing behind
     local_renderer = make_renderer(protocol, name, sdxl)
@@ -280,6 +282,7 @@ def simulate(
         client = connect(scheduler)
     # the truth (schedules drawn, photos listed) before the folder: nothing is written for a trial
     # that cannot be simulated
+    jobs_simulated = jobs is None  # design diagnostics describe a protocol's schedule, not a CSV's
     if jobs is None:
         jobs = simulate_truth(protocol)
     else:
@@ -299,7 +302,32 @@ def simulate(
     lesions = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame(columns=LESION_COLUMNS)
     days = pd.concat([r.days for r in results], ignore_index=True)
     write_tables(out, manifest, lesions, days)
-    return SimulationResult(out, manifest, lesions, days)
+    design = write_design(protocol, out) if jobs_simulated else None
+    return SimulationResult(out, manifest, lesions, days, design)
+
+
+def _check_bounds(protocol: Protocol, renderer: str) -> None:
+    """A switched-off floor or ceiling needs ``renderer: none``: photos draw severities on the 0–3 scale."""
+    dyn = protocol.dynamics
+    if dyn.unbounded and renderer != "none":
+        raise BadInput(
+            f"dynamics.floor/ceiling null (no bound) only works without photos; the renderer is {renderer}",
+            field="dynamics.floor" if dyn.floor is None else "dynamics.ceiling",
+            allowed="rendering.renderer: none (or --renderer none), or bounds within 0–3",
+        )
+
+
+def write_design(protocol: Protocol, out: Path) -> dict:
+    """The design diagnostics (:mod:`trialsim.design`) into ``out/design.json``; returns them."""
+    import json
+
+    from analysis.results import json_safe
+
+    from .design import design_diagnostics
+
+    design = design_diagnostics(protocol)
+    atomic_write_bytes(Path(out) / "design.json", (json.dumps(json_safe(design), indent=2) + "\n").encode())
+    return design
 
 
 class SimulateOptions(BaseModel):

@@ -215,7 +215,12 @@ def _primary_and_severity(inputs: ReportInputs) -> dict:
     ]
     rec = inputs.reconstructions or {}
     mse = [float(x) for x in rec["mse"]] if "mse" in rec else None  # the autoencoder's, the mean patch's
+    from ..primary import TEST_ASSUMPTIONS
+
     return {
+        "population_skipped": res.population_skipped,
+        "design_diag": res.design,
+        "test_assumptions": TEST_ASSUMPTIONS,
         "primary_test": res.primary_test,
         "verdicts": verdicts,
         "severity": severity,

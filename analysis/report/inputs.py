@@ -143,7 +143,7 @@ def read_results(results_dir: Path) -> Results:
         raise AnalysisInputError(
             f"results.json does not match Contract 2: {first['msg']}", file=str(path), field=where
         ) from None
-    if not results.population:
+    if not results.population and not results.population_skipped:
         raise AnalysisInputError(
             "results.json holds no population model: not the output of an analysis",
             file=str(path),
