@@ -286,14 +286,22 @@ def _design(data: TrialData) -> dict:
 # ---------------------------------------------------------------- run, write, analyze
 
 
-def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
-    """Analyse the dataset folder ``dataset``; writes nothing (see :func:`write`)."""
+def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = None) -> Results:
+    """Analyse the dataset folder ``dataset``; writes nothing (see :func:`write`).
+
+    ``data``: the dataset already in memory (methods that read no photos only); ``dataset``
+    then only names it.
+    """
     cfg = cfg or AnalysisConfig()
     t_start = time.perf_counter()
     timings = dict.fromkeys(TIMED_STEPS, 0.0)
     methods = cfg.methods()
     # 1. load
-    data, loaded = _load(dataset, cfg, methods)
+    if data is not None and not any(m in IMAGE_METHODS for m in methods):
+        check_primary_test(cfg.primary_test)
+        loaded: tuple = (None, None)
+    else:
+        data, loaded = _load(dataset, cfg, methods)
     images, photos = loaded
     timings["load"] = time.perf_counter() - t_start
     pairs = contrasts(data.treatments)

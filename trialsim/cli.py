@@ -308,14 +308,26 @@ def report(results_dir):
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT)")
 @click.option("--keep-images", is_flag=True, help="keep each replicate's images")
+@click.option(
+    "--primary-test",
+    default="cycles",
+    show_default=True,
+    help="per-patient test whose rate is per-patient power: cycles, ar1, welch, permutation, randomization",
+)
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, quiet):
+def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, primary_test, quiet):
     """Monte Carlo power, type-I error, bias and coverage over a design grid."""
     from .power import PowerStudy, run_power
 
     study = PowerStudy.from_cli(
-        protocol, replicates=replicates, grid=list(grid), methods=method, seed=seed, keep_images=keep_images
+        protocol,
+        replicates=replicates,
+        grid=list(grid),
+        methods=method,
+        seed=seed,
+        keep_images=keep_images,
+        primary_test=primary_test,
     )
     summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)
     click.echo(summary.to_string(index=False))

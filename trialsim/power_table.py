@@ -32,6 +32,7 @@ REPLICATE_COLUMNS = [
     "estimate_raw",
     "known_raw",
     "error",
+    "min_p",
 ]
 
 
@@ -83,6 +84,33 @@ def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
         f.flush()
 
 
+# tests whose rows are one per patient: their rejection rate is per-patient power
+PER_PATIENT_PREFIXES = ("primary:", "per-patient:")
+DESIGN_COLUMNS = ("realised_share", "design_power_t", "n_assignments", "design_min_p", "design_verdict")
+
+
+def _unreachable_note(ok: pd.DataFrame, alpha: float = ALPHA) -> str:
+    """ "cannot reach α with N assignments (smallest p = …)" when every row's smallest attainable p is above α."""
+    if "min_p" not in ok.columns:
+        return ""
+    m = pd.to_numeric(ok["min_p"], errors="coerce").dropna()
+    if not len(m) or m.min() <= alpha:
+        return ""
+    n = round(2 / m.max()) if m.max() > 0 else 0  # two-sided: the observed and the mirrored assignment
+    return f"cannot reach α = {alpha:g} with {n} assignments (smallest p = {m.max():.3g})"
+
+
+def add_design(summary: pd.DataFrame, designs: dict[str, dict]) -> pd.DataFrame:
+    """The grid points' design diagnostics beside their rows (``DESIGN_COLUMNS``)."""
+    keys = ("realised_share", "power_t", "n_assignments", "min_p", "verdict")
+    extra = pd.DataFrame(
+        [[designs.get(str(gp), {}).get(k) for k in keys] for gp in summary["grid_point"]],
+        columns=list(DESIGN_COLUMNS),
+        index=summary.index,
+    )
+    return pd.concat([summary, extra], axis=1)
+
+
 def _mcse_prop(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n > 0 else float("nan")
 
@@ -107,6 +135,8 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
             "rejection_rate": reject,
             "rejection_mcse": _mcse_prop(reject, n),
         }
+        row["unit"] = "patient-trial" if test.startswith(PER_PATIENT_PREFIXES) else "trial"
+        row["note"] = _unreachable_note(ok)
         row["power"] = reject if not null else float("nan")
         row["type1_error"] = reject if null else float("nan")
         err = (ok["estimate"] - ok["known"]).astype(float)
@@ -131,6 +161,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         "grid_point",
         "method",
         "test",
+        "unit",
         "replicates",
         "failed",
         "power",
@@ -143,6 +174,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         "rmse_mcse",
         "coverage",
         "coverage_mcse",
+        "note",
     ]
     df = pd.DataFrame(out)
     return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
@@ -169,6 +201,7 @@ def primary_rows(res) -> list[dict]:
                 "estimate_raw": np.nan,
                 "known_raw": np.nan,
                 "error": "",
+                "min_p": p.min_p,
             }
         )
     return rows
