@@ -46,7 +46,9 @@ def prais_winsten(Y: np.ndarray, X: np.ndarray, j: int) -> tuple[np.ndarray, np.
         rho = np.clip(rho, -_RHO_MAX, _RHO_MAX)
         s = np.sqrt(1.0 - rho**2)
         ys = np.concatenate([(s * Y[:, 0])[:, None], Y[:, 1:] - rho[:, None] * Y[:, :-1]], axis=1)
-        xs = np.concatenate([s[:, None, None] * X[None, :1, :], X[None, 1:, :] - rho[:, None, None] * X[None, :-1, :]], 1)
+        xs = np.concatenate(
+            [s[:, None, None] * X[None, :1, :], X[None, 1:, :] - rho[:, None, None] * X[None, :-1, :]], 1
+        )
         xtx = np.einsum("bnk,bnl->bkl", xs, xs)
         beta = np.linalg.solve(xtx, np.einsum("bnk,bn->bk", xs, ys)[..., None])[..., 0]
     r = ys - np.einsum("bnk,bk->bn", xs, beta)

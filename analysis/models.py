@@ -307,9 +307,7 @@ def permutation_test(y: np.ndarray, arm_b: np.ndarray, rng: np.random.Generator,
     return float((1 + np.sum(diffs >= obs - 1e-12)) / (1 + n_perm))
 
 
-def _ar1_regression(
-    p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, rng: np.random.Generator
-) -> dict:
+def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, rng: np.random.Generator) -> dict:
     """Daily means on one indicator per arm other than ``a`` (+ day), AR(1) errors, bootstrap p (:mod:`.ar1`)."""
     daily = p.groupby(["day", "treatment"], as_index=False)[outcome].mean().sort_values("day")
     levels = [lv for lv in pd.unique(daily["treatment"]) if lv != a]
@@ -350,24 +348,9 @@ def patient_tests(
     diff = float(y[arm_b].mean() - y[~arm_b].mean())
     w = stats.ttest_ind(y[arm_b], y[~arm_b], equal_var=False)
     ci = w.confidence_interval(0.95)
-    out = [
-        {
-            "test": "welch",
-            "estimate": diff,
-            "ci_low": float(ci.low),
-            "ci_high": float(ci.high),
-            "p_value": float(w.pvalue),
-        }
-    ]
-    out.append(
-        {
-            "test": "permutation",
-            "estimate": diff,
-            "ci_low": nan,
-            "ci_high": nan,
-            "p_value": permutation_test(y, arm_b, rng, n_perm),
-        }
-    )
+    welch = dict(test="welch", estimate=diff, ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(w.pvalue))
+    perm = dict(test="permutation", estimate=diff, ci_low=nan, ci_high=nan)
+    out = [welch, dict(perm, p_value=permutation_test(y, arm_b, rng, n_perm))]
     period, block = _periods_and_blocks(both)
     r = randomization_test(y, arm_b, period, block, rng)
     # drawn last: the permutation and randomisation draws stay those of the same seed before

@@ -259,6 +259,14 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
     return data, (images, photos)
 
 
+def _load_or_given(dataset, cfg: AnalysisConfig, methods: list[str], data: TrialData | None) -> tuple:
+    """:func:`_load`, or ``data`` as given when no method reads photos."""
+    if data is not None and not any(m in IMAGE_METHODS for m in methods):
+        check_primary_test(cfg.primary_test)
+        return data, (None, None)
+    return _load(dataset, cfg, methods)
+
+
 def _population_skipped(data: TrialData) -> dict:
     """``population_skipped`` (why there is no population model) for a one-patient trial, else nothing."""
     n = int(data.manifest["patient_id"].nunique())
@@ -287,21 +295,13 @@ def _design(data: TrialData) -> dict:
 
 
 def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = None) -> Results:
-    """Analyse the dataset folder ``dataset``; writes nothing (see :func:`write`).
-
-    ``data``: the dataset already in memory (methods that read no photos only); ``dataset``
-    then only names it.
-    """
+    """Analyse ``dataset`` (a folder; or ``data``, in memory, when no method reads photos); writes nothing."""
     cfg = cfg or AnalysisConfig()
     t_start = time.perf_counter()
     timings = dict.fromkeys(TIMED_STEPS, 0.0)
     methods = cfg.methods()
     # 1. load
-    if data is not None and not any(m in IMAGE_METHODS for m in methods):
-        check_primary_test(cfg.primary_test)
-        loaded: tuple = (None, None)
-    else:
-        data, loaded = _load(dataset, cfg, methods)
+    data, loaded = _load_or_given(dataset, cfg, methods, data)
     images, photos = loaded
     timings["load"] = time.perf_counter() - t_start
     pairs = contrasts(data.treatments)

@@ -41,7 +41,9 @@ def _study(tmp: Path, name: str, changes: dict, grid: list[str], replicates: int
         d[section] = dict(d.get(section) or {}, **values)
     path = tmp / f"{name}.yaml"
     path.write_text(yaml.safe_dump(d))
-    return PowerStudy.from_cli(path, replicates=replicates, grid=grid, methods="oracle", seed=seed, primary_test=primary)
+    return PowerStudy.from_cli(
+        path, replicates=replicates, grid=grid, methods="oracle", seed=seed, primary_test=primary
+    )
 
 
 def _run(study, out: Path, workers: int):

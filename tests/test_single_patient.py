@@ -93,7 +93,9 @@ def test_several_patients_per_patient_power_is_the_share_of_patient_trials(tmp_p
     assert summary.loc["lmm", "unit"] == "trial" and summary.loc["per-patient:welch", "unit"] == "patient-trial"
 
 
-@pytest.mark.parametrize("point", [{"period_days": 3}, {"period_days": 12}, {"blocks": 3}, {"blocks": 1, "period_days": 7}])
+@pytest.mark.parametrize(
+    "point", [{"period_days": 3}, {"period_days": 12}, {"blocks": 3}, {"blocks": 1, "period_days": 7}]
+)
 def test_grid_points_rebuild_whole_protocols(point):
     base = study_base(protocol_from_dict(small_protocol_dict()))  # 4 run-in days + 2 blocks × 2 × 5
     proto = protocol_from_dict(apply_grid_point(base, point))
@@ -109,7 +111,7 @@ def test_grid_point_that_cannot_be_built_is_refused_before_any_replicate(tmp_pat
     d = small_protocol_dict()
     d["observation"] = {"days": 24}  # fixed by the protocol: other schedule lengths would be cut or padded
     f = _write(tmp_path, d)
-    with pytest.raises(BadInput, match="observation.days"):
+    with pytest.raises(BadInput, match=r"observation\.days"):
         PowerStudy.from_cli(f, replicates=2, grid=["period_days=5,10"], methods="oracle")
     r = CliRunner().invoke(
         main, ["power", str(f), "--replicates", "2", "--out", str(tmp_path / "o"), "--grid", "blocks=1,2"]

@@ -24,14 +24,19 @@ to the dataset folder as ``design.json``; the analysis copies that file into ``r
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 
 import numpy as np
 from scipy import stats
 
+from analysis.atomic import atomic_write_bytes
 from analysis.contract import ALPHA
+from analysis.results import json_safe
 
 from .dynamics import exposure_levels
+from .errors import BadInput
 from .protocol import Protocol
 
 CANNOT_SHOW_SHARE = 0.5  # below half the nominal effect realised, a "no effect" result says nothing
@@ -44,7 +49,9 @@ def t_power(effect_sd: float, n1: int, n2: int, alpha: float = ALPHA) -> float:
     df = n1 + n2 - 2
     nc = effect_sd / math.sqrt(1 / n1 + 1 / n2)
     q = stats.t.ppf(1 - alpha / 2, df)
-    return float(stats.nct.sf(q, df, nc) + stats.nct.cdf(-q, df, nc))
+    # the far tail as sf at −nc: scipy's nct.cdf gives NaN there for large |nc|
+    near, far = stats.nct.sf(q, df, abs(nc)), stats.nct.sf(q, df, -abs(nc))
+    return float(np.nan_to_num(near, nan=1.0) + np.nan_to_num(far, nan=0.0))
 
 
 def _first_schedule(protocol: Protocol):
@@ -126,3 +133,21 @@ def describe(diag: dict) -> list[str]:
     if diag["verdict"] != "ok":
         lines.append(f"design: WARNING {diag['verdict']}: a null result of this trial says nothing about the effect")
     return lines
+
+
+def check_bounds(protocol: Protocol, renderer: str) -> None:
+    """A switched-off floor or ceiling needs ``renderer: none``: photos draw severities on the 0–3 scale."""
+    dyn = protocol.dynamics
+    if dyn.unbounded and renderer != "none":
+        raise BadInput(
+            f"dynamics.floor/ceiling null (no bound) only works without photos; the renderer is {renderer}",
+            field="dynamics.floor" if dyn.floor is None else "dynamics.ceiling",
+            allowed="rendering.renderer: none (or --renderer none), or bounds within 0–3",
+        )
+
+
+def write_design(protocol: Protocol, out: Path) -> dict:
+    """The design diagnostics (:mod:`trialsim.design`) into ``out/design.json``; returns them."""
+    design = design_diagnostics(protocol)
+    atomic_write_bytes(Path(out) / "design.json", (json.dumps(json_safe(design), indent=2) + "\n").encode())
+    return design

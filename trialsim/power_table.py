@@ -115,6 +115,29 @@ def _mcse_prop(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n > 0 else float("nan")
 
 
+def _error_stats(ok: pd.DataFrame) -> dict:
+    """Bias, RMSE and coverage of the estimate against the known effect, with MC SEs (where known)."""
+    row: dict = {}
+    err = (ok["estimate"] - ok["known"]).astype(float)
+    err = err[np.isfinite(err)]
+    if len(err):
+        row["bias"] = float(err.mean())
+        row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
+        rmse = float(np.sqrt((err**2).mean()))
+        row["rmse"] = rmse
+        row["rmse_mcse"] = (
+            float((err**2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
+            if len(err) > 1 and rmse > 0
+            else float("nan")
+        )
+        has_ci = ok[np.isfinite(ok["ci_low"].astype(float)) & np.isfinite(ok["known"].astype(float))]
+        if len(has_ci):
+            cov = float(((has_ci["ci_low"] <= has_ci["known"]) & (has_ci["known"] <= has_ci["ci_high"])).mean())
+            row["coverage"] = cov
+            row["coverage_mcse"] = _mcse_prop(cov, len(has_ci))
+    return row
+
+
 def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
     """Power, type-I error, bias, RMSE and coverage per grid point, method and test, with MC SEs."""
     out = []
@@ -139,23 +162,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         row["note"] = _unreachable_note(ok)
         row["power"] = reject if not null else float("nan")
         row["type1_error"] = reject if null else float("nan")
-        err = (ok["estimate"] - ok["known"]).astype(float)
-        err = err[np.isfinite(err)]
-        if len(err):
-            row["bias"] = float(err.mean())
-            row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
-            rmse = float(np.sqrt((err**2).mean()))
-            row["rmse"] = rmse
-            row["rmse_mcse"] = (
-                float((err**2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
-                if len(err) > 1 and rmse > 0
-                else float("nan")
-            )
-            has_ci = ok[np.isfinite(ok["ci_low"].astype(float)) & np.isfinite(ok["known"].astype(float))]
-            if len(has_ci):
-                cov = float(((has_ci["ci_low"] <= has_ci["known"]) & (has_ci["known"] <= has_ci["ci_high"])).mean())
-                row["coverage"] = cov
-                row["coverage_mcse"] = _mcse_prop(cov, len(has_ci))
+        row.update(_error_stats(ok))
         out.append(row)
     cols = list(grid) + [
         "grid_point",

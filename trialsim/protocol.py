@@ -17,7 +17,6 @@ from collections.abc import Hashable
 from pathlib import Path
 from typing import Any, Literal
 
-import numpy as np
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -212,14 +211,6 @@ class Dynamics(_Strict):
     def unbounded(self) -> bool:
         """True when a bound is switched off (only a study without photos can have that)."""
         return self.floor is None or self.ceiling is None
-
-    def clip(self, x):
-        """``x`` within the bounds that are switched on."""
-        if self.floor is not None:
-            x = np.maximum(x, self.floor)
-        if self.ceiling is not None:
-            x = np.minimum(x, self.ceiling)
-        return x
 
     @model_validator(mode="after")
     def _bounds(self):

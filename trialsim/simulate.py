@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field
 from analysis.atomic import atomic_write_bytes
 
 from .dataset import IMAGES_DIR, LESION_COLUMNS, MANIFEST_COLUMNS, prepare_output, safe_name, write_tables
+from .design import check_bounds, write_design
 from .dynamics import draw_patient_parameters, patient_trajectory
 from .errors import BadInput
 from .protocol import Protocol
@@ -271,7 +272,7 @@ def simulate(
         protocol = protocol.model_copy(
             update={"rendering": protocol.rendering.model_copy(update={"renderer": renderer})}
         )
-    _check_bounds(protocol, name)
+    check_bounds(protocol, name)
     # build the renderer before touching the folder: bad renderer input (a missing model,
     # a wrong LoRA) must leave nothing behind
     local_renderer = make_renderer(protocol, name, sdxl)
@@ -304,30 +305,6 @@ def simulate(
     write_tables(out, manifest, lesions, days)
     design = write_design(protocol, out) if jobs_simulated else None
     return SimulationResult(out, manifest, lesions, days, design)
-
-
-def _check_bounds(protocol: Protocol, renderer: str) -> None:
-    """A switched-off floor or ceiling needs ``renderer: none``: photos draw severities on the 0–3 scale."""
-    dyn = protocol.dynamics
-    if dyn.unbounded and renderer != "none":
-        raise BadInput(
-            f"dynamics.floor/ceiling null (no bound) only works without photos; the renderer is {renderer}",
-            field="dynamics.floor" if dyn.floor is None else "dynamics.ceiling",
-            allowed="rendering.renderer: none (or --renderer none), or bounds within 0–3",
-        )
-
-
-def write_design(protocol: Protocol, out: Path) -> dict:
-    """The design diagnostics (:mod:`trialsim.design`) into ``out/design.json``; returns them."""
-    import json
-
-    from analysis.results import json_safe
-
-    from .design import design_diagnostics
-
-    design = design_diagnostics(protocol)
-    atomic_write_bytes(Path(out) / "design.json", (json.dumps(json_safe(design), indent=2) + "\n").encode())
-    return design
 
 
 class SimulateOptions(BaseModel):
