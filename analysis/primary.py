@@ -17,7 +17,7 @@ the verdicts come from it alone; the others are reported as sensitivity analyses
 - ``ar1``: regression of daily means on treatment with AR(1) errors (Prais–Winsten GLS), its
   p from a parametric bootstrap of the AR(1) model under the null (:mod:`analysis.ar1`): the
   plain t of a GLS fit rejected a true null 0.21 of the time at 10 days with ρ = 0.5. It holds
-  its level from :data:`~analysis.ar1.AR1_MIN_DAYS` daily means on (measured in
+  its level (ρ = 0 and 0.5) from :data:`~analysis.ar1.AR1_MIN_DAYS` daily means on (measured in
   ``bench/bench_single_patient.py``); with fewer it may not be primary. Slow drift is not
   AR(1): on the HIA pilot design its rate rises, so ``cycles`` stays the default.
 - ``welch``, ``permutation``: photos as independent, as published (0.24 and 0.31 in the

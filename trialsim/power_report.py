@@ -39,13 +39,22 @@ def _curve_png(summary: pd.DataFrame, grid: list[str], alpha: float = ALPHA) -> 
     other = [c for c in rows.columns if c != "effect" and c in grid]
     label = rows[["method", "test"]].astype(str).agg(" ".join, axis=1).str.replace(" (per patient)", "", regex=False)
     extra = rows[other].astype(str).agg(lambda r: " ".join(f"{k}={v}" for k, v in r.items()), axis=1) if other else ""
-    d = rows.assign(effect=rows["effect"].astype(float), line=label + (" " + extra if other else "")).sort_values(
-        ["line", "effect"]
-    )
+    d = rows.assign(effect=rows["effect"].astype(float), line=label + (" " + extra if other else ""))
+    d = d.sort_values(["method", "test", *other, "effect"], key=lambda c: pd.to_numeric(c, errors="coerce").fillna(0))
+    d = d.sort_values(["method", "test"], kind="stable")  # numbers in order within each test's lines
     with sns.axes_style("ticks"):
         fig = Figure(figsize=(6.8, 4.2), dpi=100, layout="tight")
         ax = fig.subplots()
-        sns.lineplot(data=d, x="effect", y="rejection_rate", hue="line", marker="o", ax=ax, errorbar=None)
+        sns.lineplot(
+            data=d,
+            x="effect",
+            y="rejection_rate",
+            hue="line",
+            hue_order=list(dict.fromkeys(d["line"])),
+            marker="o",
+            ax=ax,
+            errorbar=None,
+        )
         handles, names = ax.get_legend_handles_labels()
         colors = {n: getattr(h, "get_color", lambda: "grey")() for h, n in zip(handles, names)}
         for name, g in d.groupby("line", sort=True):

@@ -162,6 +162,14 @@ def _population_line(h: dict, alpha: float) -> dict:
     }
 
 
+def _unreachable(g: pd.DataFrame, alpha: float) -> str:
+    """The randomisation test's "cannot reach α" note when no patient's design lets it reject."""
+    if "min_p" not in g.columns or g["min_p"].isna().all() or g["min_p"].min() <= alpha:
+        return ""
+    n = int(pd.to_numeric(g["n_assignments"], errors="coerce").min()) if "n_assignments" in g.columns else 0
+    return f"cannot reach α = {alpha:g} with {n} assignments (smallest p = {g['min_p'].max():.3g})"
+
+
 def test_summary(rows: pd.DataFrame, headline: list[dict], methods: list[str], alpha: float = ALPHA) -> list[dict]:
     """Every test, one line per method × contrast × test: the population model, then the per-patient tests."""
     out = [_population_line(h, alpha) for h in headline]
@@ -181,6 +189,7 @@ def test_summary(rows: pd.DataFrame, headline: list[dict], methods: list[str], a
                 "est_std": finite(g["est_std"].mean()),
                 "detected": int((p < alpha).sum()),
                 "n": int(len(g)),
+                "note": _unreachable(g, alpha),
             }
         )
     order = {m: i for i, m in enumerate(methods)}
