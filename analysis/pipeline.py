@@ -27,7 +27,14 @@ from .dataset import TrialData, load_dataset, load_images
 from .embed import PRESETS
 from .errors import AnalysisInputError
 from .models import contrast_name, contrasts, fit_population, patient_tests, population_formulas
-from .primary import DEFAULT_PRIMARY_TEST, check_can_be_primary, check_primary_test, cycle_test, patient_verdicts
+from .primary import (
+    DEFAULT_PRIMARY_TEST,
+    check_can_be_primary,
+    check_primary_test,
+    cycle_test,
+    patient_verdicts,
+    resolve_primary,
+)
 from .reduce import PC1Reducer, centre_by, normalize_photometric
 from .results import Results, detected
 from .severity import add_relative_efficiency, effect_on_severity, measurement_model
@@ -165,7 +172,6 @@ def _patient_entries(scored, data: TrialData, method: str, pair, seed_key: tuple
             if data.has_noisefree:
                 row["known_realised"] = float(realised_pp.get(pid, np.nan))
             row["detected"] = detected(t["p_value"])
-            row["primary"] = t["test"] == cfg.primary_test
             rows.append(row)
     return rows
 
@@ -309,7 +315,10 @@ def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = Non
     per = {m: _one_method(m, mi, data, loaded, pairs, cfg, timings) for mi, m in enumerate(methods)}
     population = [e for r in per.values() for e in r["population"]]
     patients = [e for r in per.values() for e in r["patients"]]
-    check_can_be_primary(patients, cfg.primary_test)
+    primary = resolve_primary(patients, cfg.primary_test)
+    for row in patients:
+        row["primary"] = row["test"] == primary
+    check_can_be_primary(patients, primary)
     # 3. known vs recovered (simulated data only)
     truth = ev.truth_entries(data, pairs, cfg.time_terms) if data.has_truth else None
     if truth is not None:
@@ -324,8 +333,8 @@ def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = Non
             **_population_skipped(data),
             **_design(data),
             "patients": patients,
-            "primary_test": cfg.primary_test,
-            "verdicts": patient_verdicts(patients, cfg.primary_test),
+            "primary_test": primary,
+            "verdicts": patient_verdicts(patients, primary),
             "skin": emb_step.skin_summary(photos) if photos is not None else None,
             "embedding": dict(by_method[methods[0]], method=methods[0], by_method=by_method),
             "truth": truth,

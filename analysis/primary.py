@@ -36,7 +36,8 @@ from .contract import ALPHA
 from .errors import AnalysisInputError
 
 PER_PATIENT_TESTS = ("cycles", "ar1", "welch", "permutation", "randomization")
-DEFAULT_PRIMARY_TEST = "cycles"
+AUTO = "auto"  # chosen from the design before any outcome is read: see resolve_primary
+DEFAULT_PRIMARY_TEST = AUTO
 
 
 def cycle_test(p: pd.DataFrame, outcome: str, a: str, b: str, alpha: float = ALPHA) -> dict:
@@ -74,12 +75,28 @@ def cycle_test(p: pd.DataFrame, outcome: str, a: str, b: str, alpha: float = ALP
 
 
 def check_primary_test(name: str) -> str:
-    """The validated name of the primary test (exit 2 on an unknown one)."""
-    if name not in PER_PATIENT_TESTS:
+    """The validated name of the primary test, ``auto`` included (exit 2 on an unknown one)."""
+    if name != AUTO and name not in PER_PATIENT_TESTS:
         raise AnalysisInputError(
-            f"unknown primary test {name!r}", field="--primary-test", allowed=", ".join(PER_PATIENT_TESTS)
+            f"unknown primary test {name!r}", field="--primary-test", allowed=", ".join((AUTO, *PER_PATIENT_TESTS))
         )
     return name
+
+
+def resolve_primary(rows: list[dict], declared: str) -> str:
+    """The primary test in effect. ``auto`` reads only the design (never an outcome): ``cycles`` when
+    every patient has two cycles or more (it holds its level under serial correlation), else ``ar1``
+    when every patient has ``AR1_MIN_DAYS`` daily means or more, else ``welch`` (its assumption,
+    independent days, is then stated beside every verdict)."""
+    if declared != AUTO:
+        return declared
+    cycles = [int(r.get("n_cycles") or 0) for r in rows if r.get("test") == "cycles"]
+    if cycles and min(cycles) >= 2:
+        return "cycles"
+    days = [int(r["n_days"]) for r in rows if r.get("test") == "ar1" and r.get("n_days") is not None]
+    if days and min(days) >= AR1_MIN_DAYS:
+        return "ar1"
+    return "welch"
 
 
 # what each per-patient test assumes; shown beside its results wherever they appear
@@ -99,7 +116,7 @@ def check_can_be_primary(rows: list[dict], primary: str, alpha: float = ALPHA) -
     patient has two cycles; ``ar1``: a patient has fewer than ``AR1_MIN_DAYS`` daily means.
     """
     mine = [r for r in rows if r.get("test") == primary]
-    others = "cycles (default), ar1, welch, permutation or randomization"
+    others = "auto (default), cycles, ar1, welch, permutation or randomization"
     if primary == "cycles" and mine and all(int(r.get("n_cycles") or 0) < 2 for r in mine):
         raise AnalysisInputError(
             "the cycles test cannot be primary here: it needs two cycles (two blocks) or more, and "
@@ -126,7 +143,7 @@ def check_can_be_primary(rows: list[dict], primary: str, alpha: float = ALPHA) -
             f"the randomisation test cannot be primary here: it cannot reach alpha {alpha} with {n} "
             f"assignments (smallest p = {worst:.3g})",
             field="--primary-test",
-            allowed="cycles (default), ar1, welch or permutation",
+            allowed="auto (default), cycles, ar1, welch or permutation",
         )
 
 

@@ -48,9 +48,14 @@ def test_one_patient_simulate_analyze_report(tmp_path):
     design = json.loads((tmp_path / "ds" / "design.json").read_text())
     assert design["days_per_arm"] == [10, 10] and design["n_assignments"] == 2
     assert pd.read_csv(tmp_path / "ds" / "lesions.csv").empty  # no photos, no lesions
-    # the default primary test (cycles) needs two cycles: refused with the reason, exit 2
-    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "a0"), "--method", "oracle"])
+    # cycles needs two cycles: declared, it is refused with the reason (exit 2) ...
+    args0 = ["--method", "oracle", "--primary-test", "cycles"]
+    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "a0"), *args0])
     assert r.exit_code == 2 and "two cycles" in r.output
+    # ... and the default (auto) picks welch from the design: one block, under 40 days
+    r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "a1"), "--method", "oracle"])
+    assert r.exit_code == 0, r.output
+    assert json.loads((tmp_path / "a1" / "results.json").read_text())["primary_test"] == "welch"
     args = ["--method", "oracle", "--primary-test", "welch", "--quiet"]
     r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "an"), *args])
     assert r.exit_code == 0, r.output
@@ -120,8 +125,9 @@ def test_grid_point_that_cannot_be_built_is_refused_before_any_replicate(tmp_pat
 
 
 def test_power_exits_non_zero_when_every_replicate_failed(tmp_path):
-    f = _write(tmp_path, _single())  # one block: the default primary test (cycles) cannot run
-    r = CliRunner().invoke(main, ["power", str(f), "--replicates", "2", "--out", str(tmp_path / "o"), "--quiet"])
+    f = _write(tmp_path, _single())  # one block: a declared cycles test cannot run
+    args = ["--replicates", "2", "--out", str(tmp_path / "o"), "--primary-test", "cycles", "--quiet"]
+    r = CliRunner().invoke(main, ["power", str(f), *args])
     assert r.exit_code == 1 and "all 2 replicates failed" in r.output and "two cycles" in r.output
     assert (tmp_path / "o" / "replicates.csv").exists()
 

@@ -241,10 +241,11 @@ def finetune(quiet, **given):
 )
 @click.option(
     "--primary-test",
-    type=click.Choice(["cycles", "ar1", "welch", "permutation", "randomization"]),
-    default="cycles",
+    type=click.Choice(["auto", "cycles", "ar1", "welch", "permutation", "randomization"]),
+    default="auto",
     show_default=True,
-    help="the per-patient test the verdicts come from (the others are sensitivity analyses)",
+    help="the per-patient test the verdicts come from (the others are sensitivity analyses); auto: cycles "
+    "with two cycles or more, else ar1 with 40 days or more, else welch",
 )
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
@@ -310,9 +311,9 @@ def report(results_dir):
 @click.option("--keep-images", is_flag=True, help="keep each replicate's images")
 @click.option(
     "--primary-test",
-    default="cycles",
+    default="auto",
     show_default=True,
-    help="per-patient test whose rate is per-patient power: cycles, ar1, welch, permutation, randomization",
+    help="per-patient test whose rate is per-patient power: auto, cycles, ar1, welch, permutation, randomization",
 )
 @click.option("--quiet", is_flag=True)
 @handle_errors

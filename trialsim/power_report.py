@@ -116,7 +116,7 @@ def write_power_report(out: Path, summary: pd.DataFrame, replicates: pd.DataFram
         methods=spec["methods"],
         seed=spec["seed"],
         alpha=ALPHA,
-        primary_test=spec.get("primary_test", "cycles"),
+        primary_test=spec.get("primary_test", "auto"),
         one_patient=n_patients == 1 and "patients" not in spec.get("grid", {}),
         photos=spec["methods"] != ["oracle"],
         notes=_notes(summary),
