@@ -9,8 +9,10 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 from pathlib import Path
 
 import pytest
@@ -182,3 +184,105 @@ def test_report_on_a_really_full_disk(analysis_folder, tiny_disk):
     assert r.returncode == 2, r.stderr
     assert "No space left on device" in r.stderr and "report.html" in r.stderr and "internal error" not in r.stderr
     assert tree(an) == before and not leftovers(tiny_disk)
+
+
+# --- killed or interrupted parallel runs ---------------------------------------------------------
+
+
+def descendants(pid: int) -> set[int]:
+    """Live (not zombie) processes below ``pid``, read from /proc."""
+    parent: dict[int, int] = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                fields = (d / "stat").read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if fields[0] != "Z":
+                parent[int(d.name)] = int(fields[1])
+    found, frontier = set(), {pid}
+    while frontier:
+        frontier = {c for c, p in parent.items() if p in frontier} - found
+        found |= frontier
+    return found
+
+
+def alive(pids: set[int]) -> set[int]:
+    out = set()
+    for p in pids:
+        try:
+            state = Path(f"/proc/{p}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        except OSError:
+            continue
+        if state != "Z":
+            out.add(p)
+    return out
+
+
+def wait_for(condition, timeout: float) -> bool:
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if condition():
+            return True
+        time.sleep(0.2)
+    return condition()
+
+
+def start(args: list, tmp_path: Path) -> subprocess.Popen:
+    env = {**os.environ, "PYTHONPATH": str(ROOT), "TMPDIR": str(tmp_path / "tmp")}
+    (tmp_path / "tmp").mkdir(exist_ok=True)
+    cmd = [sys.executable, "-m", "trialsim.cli", *map(str, args)]
+    return subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+    )
+
+
+def stop_and_check(proc: subprocess.Popen, signum: int, ready) -> tuple[int, str]:
+    """Send ``signum`` once ``ready()`` and two workers run; assert every process below it ends within seconds."""
+    below: set[int] = set()
+    try:
+        # a running pool: the resource tracker, the forkserver, two workers, and the work under way
+        assert wait_for(lambda: len(descendants(proc.pid)) >= 4 and ready(), 60), "the workers never started"
+        below = descendants(proc.pid)
+        if signum == signal.SIGINT:
+            os.killpg(proc.pid, signum)  # Ctrl-C reaches the whole foreground group
+        else:
+            os.kill(proc.pid, signum)
+        _, err = proc.communicate(timeout=30)
+        assert wait_for(lambda: not alive(below), 10), f"still alive after the parent ended: {alive(below)}"
+        return proc.returncode, err.decode()
+    finally:
+        for p in alive(below | descendants(proc.pid) | {proc.pid}):  # a failed check leaves no orphan behind
+            os.kill(p, signal.SIGKILL)
+
+
+pytestmark_linux = pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc")
+
+
+def _slow_protocol(tmp_path: Path) -> Path:
+    patients = {"n": 24, "baseline_severity": {"mean": 2.5, "sd": 0.2}}
+    return write_protocol(
+        tmp_path / "p.yaml", patients=patients, rendering={"renderer": "procedural", "image_size": 96}
+    )
+
+
+@pytestmark_linux
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM, signal.SIGINT])
+def test_simulate_workers_end_with_their_parent(tmp_path, signum):
+    out = tmp_path / "ds"
+    proc = start(["simulate", _slow_protocol(tmp_path), "--out", out, "--workers", 2, "--quiet"], tmp_path)
+    code, err = stop_and_check(proc, signum, lambda: (out / "protocol.yaml").exists())
+    assert code == (-signal.SIGKILL if signum == signal.SIGKILL else 143 if signum == signal.SIGTERM else 1), err
+    assert "Traceback" not in err, err
+    if signum != signal.SIGKILL:
+        assert not leftovers(out)
+
+
+@pytestmark_linux
+@pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
+def test_power_workers_remove_their_work_folders_when_the_parent_goes(tmp_path, signum):
+    proto = write_protocol(tmp_path / "p.yaml")
+    proc = start(["power", proto, "--replicates", 12, "--out", tmp_path / "s", "--workers", 2, "--quiet"], tmp_path)
+    code, err = stop_and_check(proc, signum, lambda: any((tmp_path / "tmp").glob("trialsim-rep-*")))
+    assert code in (-signal.SIGKILL, 143), err
+    assert wait_for(lambda: not list((tmp_path / "tmp").glob("trialsim-rep-*")), 5)

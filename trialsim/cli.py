@@ -82,6 +82,21 @@ def _fail_internal(err: BaseException) -> None:
 @click.version_option(package_name="trialsim")
 def main():
     """Simulate N-of-1 trials with photo outcomes and check that an image analysis recovers the effect."""
+    _unwind_on_sigterm()
+
+
+def _unwind_on_sigterm() -> None:
+    """SIGTERM (``kill``, a batch system's time limit) unwinds like Ctrl-C: the cleanup of temporary files,
+    work folders and worker processes runs, then exit 143."""
+    import signal
+    import threading
+
+    def stop(signum, frame):
+        click.echo("trialsim: stopped by SIGTERM (rerun with --resume to finish where it applies)", err=True)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
 
 
 # click parameter → SDXLOptions field
