@@ -133,6 +133,18 @@ def _stop_workers(pool: ProcessPoolExecutor) -> None:
             p.join(1.0)
 
 
+def unwind_on_sigterm() -> None:
+    """SIGTERM (``kill``, a batch system's time limit) unwinds like Ctrl-C: the cleanup of temporary files,
+    work folders and worker processes runs, then exit 143."""
+
+    def stop(signum, frame):
+        print("trialsim: stopped by SIGTERM (rerun with --resume to finish where it applies)", file=sys.stderr)
+        raise SystemExit(128 + signum)
+
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGTERM, stop)
+
+
 def run_local(fn: Callable, args: list, workers: int) -> Iterator[tuple[int, object]]:
     """Yield ``(i, fn(args[i]))`` as tasks finish, on ``workers`` processes (in-process for 1).
 

@@ -18,7 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from ..contract import MANIFEST
-from ..errors import AnalysisInputError
+from ..errors import AnalysisInputError, cell_text
 from ..results import Results, TruthEntry
 
 EMBEDDING_COLUMNS = ["image", "patient_id", "day", "treatment", "method", "PC1"]
@@ -109,16 +109,11 @@ def _check_embedding_rows(df: pd.DataFrame, path: Path, text: str) -> None:
         if bad.any():
             i = int(np.flatnonzero(bad.to_numpy())[0])
             raise AnalysisInputError(
-                f"row {i + 2} holds {_plain(df[c].iloc[i])}, not a number",
+                f"row {i + 2} holds {cell_text(df[c].iloc[i])}, not a number",
                 file=str(path),
                 field=c,
                 allowed="a number" + (" or nothing" if c == "PC1" else ""),
             )
-
-
-def _plain(value) -> str:
-    """A cell as the user typed it (not a numpy repr)."""
-    return "nothing" if pd.isna(value) else repr(str(value))
 
 
 def _read_reconstructions(path: Path) -> dict | None:
