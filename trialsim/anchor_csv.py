@@ -54,9 +54,9 @@ def _integers(path: Path, df: pd.DataFrame, col: str) -> pd.Series:
 def _severities(path: Path, df: pd.DataFrame) -> pd.Series:
     sev = pd.to_numeric(df["AcneSeverity"], errors="coerce")
     if sev.isna().any():
-        _refuse(path, df, sev.isna(), "AcneSeverity", "not a number", "numbers from 0 to 3")
+        _refuse(path, df, sev.isna(), "AcneSeverity", "not a number", "numbers in [0, 3]")
     if ((sev < 0) | (sev > 3)).any():
-        _refuse(path, df, (sev < 0) | (sev > 3), "AcneSeverity", "outside the scale", "numbers from 0 to 3")
+        _refuse(path, df, (sev < 0) | (sev > 3), "AcneSeverity", "outside the scale", "numbers in [0, 3]")
     return sev.astype(float)
 
 
