@@ -48,12 +48,13 @@ def _worker_start(parent_pid: int) -> None:
 
     ``parent_pid``: the process that runs the pool (the worker's own parent is the forkserver).
     """
-    _single_thread_worker()
-    # Ctrl-C reaches the whole process group; the parent stops the workers, so they leave it to it
+    # first, before the slow imports below: Ctrl-C reaches the whole process group, and the parent
+    # stops the workers, so they leave it to it
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     signal.signal(signal.SIGTERM, _unwind)
     _signal_on_parent_death(signal.SIGTERM)
     threading.Thread(target=_watch_parent, args=(parent_pid,), daemon=True, name="trialsim-watch-parent").start()
+    _single_thread_worker()
 
 
 def _unwind(signum: int, frame) -> None:
