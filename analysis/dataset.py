@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .contract import BASELINE_LABEL, MANIFEST, MANIFEST_REQUIRED, PROTOCOL
-from .errors import AnalysisInputError
+from .errors import AnalysisInputError, cell_text
 
 MAX_DAY = 36500  # a hundred years of daily photos: the longest study day a manifest may name
 
@@ -76,7 +76,7 @@ def _days_from_timestamps(df: pd.DataFrame, path: Path) -> pd.Series:
     bad = ts.isna()
     if bad.any():
         raise AnalysisInputError(
-            f"unreadable timestamp {df.loc[bad, 'timestamp'].iloc[0]!r} (row {int(np.flatnonzero(bad)[0]) + 2})",
+            f"unreadable timestamp {cell_text(df.loc[bad, 'timestamp'].iloc[0])} (row {int(np.flatnonzero(bad)[0]) + 2})",
             file=str(path),
             field="timestamp",
             allowed="ISO 8601 date or date-time",

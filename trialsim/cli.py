@@ -18,7 +18,8 @@ import click
 
 from analysis.errors import AnalysisInputError
 
-from .errors import StudyFailed, validated
+from .errors import FiniteFloatRange, StudyFailed, validated
+from .scaleout import unwind_on_sigterm
 
 
 def _fail_bad_input(err: AnalysisInputError) -> None:
@@ -82,6 +83,7 @@ def _fail_internal(err: BaseException) -> None:
 @click.version_option(package_name="trialsim")
 def main():
     """Simulate N-of-1 trials with photo outcomes and check that an image analysis recovers the effect."""
+    unwind_on_sigterm()
 
 
 # click parameter → SDXLOptions field
@@ -113,7 +115,7 @@ _SDXL_FLAGS = {
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="parallel processes")
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) to render patients on")
 @click.option("--image-size", type=click.IntRange(min=32, max=4096), help="override rendering.image_size")
-@click.option("--nuisance", type=click.FloatRange(min=0, max=4), help="override rendering.nuisance")
+@click.option("--nuisance", type=FiniteFloatRange(min=0, max=4), help="override rendering.nuisance")
 @click.option("--view", type=click.Choice(["cheek", "face", "side", "mixed"]), help="override rendering.view")
 @click.option("--overwrite", is_flag=True, help="replace an existing dataset folder")
 @click.option("--resume", is_flag=True, help="finish an interrupted run in the same folder")
@@ -142,7 +144,7 @@ _SDXL_FLAGS = {
 )
 @click.option(
     "--sdxl-severity-step",
-    type=click.FloatRange(min=0, max=1),
+    type=FiniteFloatRange(min=0, max=1),
     help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)  [default: 0.05]",
 )
 @click.option(
@@ -189,9 +191,9 @@ def simulate(quiet, **given):
 @click.option("--batch-size", type=click.IntRange(min=1), help="photos per batch  [default: 1]")
 @click.option("--gradient-accumulation", type=click.IntRange(min=1), help="batches per optimiser step  [default: 3]")
 @click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on]")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="[default: 1e-4, constant]")
+@click.option("--learning-rate", type=FiniteFloatRange(min=0, min_open=True), help="[default: 1e-4, constant]")
 @click.option("--warmup-steps", type=click.IntRange(min=0), help="linear warm-up steps  [default: 0]")
-@click.option("--snr-gamma", type=click.FloatRange(min=0), help="min-SNR weighting γ, 0 for none  [default: 5]")
+@click.option("--snr-gamma", type=FiniteFloatRange(min=0), help="min-SNR weighting γ, 0 for none  [default: 5]")
 @click.option("--rank", type=click.IntRange(min=1), help="LoRA rank  [default: 4]")
 @click.option("--mixed-precision", type=click.Choice(["fp16", "bf16", "no"]), help="GPU only  [default: fp16]")
 @click.option("--steps", type=click.IntRange(min=1), help="optimiser steps per grade  [default: 500]")
@@ -201,7 +203,7 @@ def simulate(quiet, **given):
 @click.option("--compile", is_flag=True, default=None, help="torch.compile the UNet (GPU)")
 @click.option("--adam-8bit", is_flag=True, default=None, help="bitsandbytes' 8-bit AdamW (GPU)")
 @click.option("--train-text-encoder", is_flag=True, default=None, help="a LoRA on both text encoders too")
-@click.option("--text-encoder-learning-rate", type=click.FloatRange(min=0, min_open=True), help="[default: 5e-6]")
+@click.option("--text-encoder-learning-rate", type=FiniteFloatRange(min=0, min_open=True), help="[default: 5e-6]")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @handle_errors
 def finetune(quiet, **given):
@@ -355,13 +357,13 @@ def demo(out, workers, quiet):
 @click.option("--image-size", type=click.IntRange(min=32, max=2048), default=256, show_default=True)
 @click.option(
     "--aspect",
-    type=click.FloatRange(min=0.2, max=5.0),
+    type=FiniteFloatRange(min=0.2, max=5.0),
     default=1.0,
     show_default=True,
     help="height / width (4/3 ≈ 1.333 for a 3:4 portrait frame)",
 )
 @click.option("--view", type=click.Choice(["cheek", "face"]), default="cheek", show_default=True)
-@click.option("--nuisance", type=click.FloatRange(min=0, max=4), default=1.0, show_default=True)
+@click.option("--nuisance", type=FiniteFloatRange(min=0, max=4), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @handle_errors
 def gallery(out, **given):
