@@ -192,7 +192,7 @@ def peft_sample_scaling(unet, weights: Sequence[dict[str, float]], adapters: lis
     """
     from peft.tuners.lora import LoraLayer
 
-    layers = [m for m in unet.modules() if isinstance(m, LoraLayer)]
+    layers: list[Any] = [m for m in unet.modules() if isinstance(m, LoraLayer)]
     saved = [dict(m.scaling) for m in layers]
     unet.set_adapters(adapters, [1.0] * len(adapters))
     cache: dict = {}

@@ -256,7 +256,10 @@ class SDXLRenderer(Renderer):
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         x = self._resize(x, (wh, ww), "bicubic")
         # 2. the prompt embeddings and the adapter weights, per photo
-        severities = [float(severity)] * n if np.isscalar(severity) else [float(s) for s in severity]
+        if isinstance(severity, (int, float, np.number)):
+            severities = [float(severity)] * n
+        else:
+            severities = [float(s) for s in severity]
         if len(severities) != n:
             raise ValueError(f"{len(severities)} severities for {n} photos")
         embeds = self._prompt_embeds(severities)
