@@ -45,7 +45,11 @@ def renderer(tiny, lora: list[str], **kw) -> SDXLRenderer:
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # the "no GPU, slow" warning
         return SDXLRenderer.from_options(
-            protocol_from_dict(protocol_dict()), base_model=str(tiny["base"]), lora=lora, mode="anchor", steps=10, **kw
+            protocol_from_dict(protocol_dict()),
+            base_model=str(tiny["base"]),
+            lora=lora,
+            mode="anchor",
+            **{"steps": 10, **kw},
         )
 
 
@@ -201,3 +205,27 @@ def test_dora_loras_are_not_mixed_exactly_so_auto_falls_back_and_mixed_is_refuse
     with pytest.raises(BadInput, match="mixed batches") as err:
         renderer(tiny, loras, merge_loras=False, batching="mixed")
     assert err.value.field == "--sdxl-batching"
+
+
+@pytest.mark.slow
+def test_a_compiled_unet_runs_mixed_batches_in_one_graph_that_new_severities_reuse(tiny, loras):
+    import torch
+    from torch._dynamo.utils import counters
+
+    pixels = np.random.default_rng(9).integers(0, 256, (3, SIZE, SIZE, 3), dtype=np.uint8)
+    seeds = [41, 42, 43]
+    r = renderer(tiny, loras, fuse_qkv=True, steps=3, strength=0.5)
+    batches = (SEVERITIES, [2.9, 0.1, 1.0], [1.25, 1.5, 2.75])
+    eager = [r.render_batch(pixels, severities, seeds) for severities in batches]
+    torch._dynamo.reset()
+    counters.clear()
+    # torch's graph capture alone (no C++ compiler on a CPU test machine), of the UNet's middle
+    # block (attention with fused q/k/v, proj_in, resnets) to keep the test short: the hooks
+    # must trace into the graph, and new per-photo weights must reuse it
+    r.pipe.unet.mid_block.compile(backend="eager")
+    try:
+        for severities, expected in zip(batches, eager):
+            assert np.array_equal(r.render_batch(pixels, severities, seeds), expected), severities
+        assert counters["stats"]["unique_graphs"] == 1 and not counters["graph_break"]
+    finally:
+        torch._dynamo.reset()
