@@ -19,7 +19,7 @@ from .options import SDXLOptions
 from .persample import SampleLora, peft_exact, peft_sample_scaling
 from .resolve import LoraSource, check_base_model, parse_lora_specs, quiet_libraries, resolve_lora
 
-# prompt embeddings kept per severity; adapter weights likewise (a few dozen at the default step)
+# prompt embeddings kept per severity; adapter weights likewise (the most recent ones when severities are exact)
 _CACHE_SIZE = 128
 
 
