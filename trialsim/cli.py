@@ -96,6 +96,7 @@ _SDXL_FLAGS = {
     "vae": "vae",
     "sdxl_batch_size": "batch_size",
     "sdxl_severity_step": "severity_step",
+    "sdxl_batching": "batching",
     "sdxl_dtype": "dtype",
     "sdxl_compile": "compile",
 }
@@ -145,7 +146,13 @@ _SDXL_FLAGS = {
 @click.option(
     "--sdxl-severity-step",
     type=FiniteFloatRange(min=0, max=1),
-    help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)  [default: 0.05]",
+    help="SDXL: severities are rounded to this step (0: exact)  [default: 0 with mixed batches, 0.05 by-weight]",
+)
+@click.option(
+    "--sdxl-batching",
+    type=click.Choice(["auto", "mixed", "by-weight"]),
+    help="SDXL: mixed fills every batch whatever the photos' severities (each photo its own LoRA weights); "
+    "by-weight batches only photos of equal severity  [default: auto, mixed where that is exact]",
 )
 @click.option(
     "--sdxl-dtype",
