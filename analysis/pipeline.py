@@ -22,7 +22,7 @@ import pandas as pd
 from . import embedding as emb_step
 from . import evaluate as ev
 from .atomic import atomic_write_bytes, atomic_write_text
-from .contract import BASELINE_LABEL, IMAGE_METHODS, METHODS
+from .contract import BASELINE_LABEL, IMAGE_METHODS, METHODS, NEEDS_READER
 from .dataset import TrialData, load_dataset, load_images
 from .embed import PRESETS
 from .errors import AnalysisInputError
@@ -58,17 +58,22 @@ class AnalysisConfig:
     n_perm: int = 2000  # permutation-test draws per patient and contrast
     report: bool = True  # write report.html (power studies switch it off)
     primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test the verdicts come from
+    reader: str | None = None  # reader folder of --method sim-reader (trialsim train-reader)
 
     def methods(self) -> list[str]:
         raw = [m.strip() for m in str(self.method).split(",") if m.strip()]
         if raw == ["all"]:
-            return list(METHODS)
+            return [m for m in METHODS if m != NEEDS_READER or self.reader]
         bad = [m for m in raw if m not in METHODS]
         if bad or not raw:
             raise AnalysisInputError(
                 f"unknown method(s) {bad or raw}",
                 field="--method",
-                allowed="ae, pixel-pca, oracle, a comma list of them, or all",
+                allowed=", ".join(METHODS) + ", a comma list of them, or all",
+            )
+        if NEEDS_READER in raw and not self.reader:
+            raise AnalysisInputError(
+                "method 'sim-reader' needs --reader, a folder made by trialsim train-reader", field="--reader"
             )
         return list(dict.fromkeys(raw))
 
@@ -200,6 +205,8 @@ def _one_method(
     if not aligned and method == "ae":
         pc1, oriented = emb_step.orient_by_redness(pc1, photos)
         sign = "redness" if oriented else sign
+    if not aligned and method == NEEDS_READER:
+        pc1, sign = emb_step.orient_by_read_severity(pc1, emb), "read severity"
     timings["reduce"] += time.perf_counter() - t0
     # 3. models
     t0 = time.perf_counter()
@@ -246,6 +253,8 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
     check_primary_test(cfg.primary_test)
     if "ae" in methods:  # a size the network cannot take fails before any photo is read
         emb_step.embedder("ae", None, cfg).check_params()
+    if NEEDS_READER in methods:  # a bad reader folder fails before any photo is read
+        emb_step.embedder(NEEDS_READER, None, cfg).fit()
     data = load_dataset(dataset)
     images, photos = None, None
     if any(m in IMAGE_METHODS for m in methods):
