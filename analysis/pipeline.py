@@ -220,7 +220,14 @@ def _one_method(
         ),
         "population": population,
         "patients": patients,
+        "reader": _reader_outputs(est, images, data) if method == NEEDS_READER else None,
     }
+
+
+def _reader_outputs(est, images, data: TrialData) -> tuple[dict, dict]:
+    from .reader.views import reader_summary, reader_views
+
+    return reader_summary(est), reader_views(est, images, data.manifest["image"].to_numpy())
 
 
 # ---------------------------------------------------------------- truth and provenance
@@ -332,6 +339,8 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
     )
     results._embeddings = pd.concat([r["frame"] for r in per.values()], ignore_index=True)
     results._reconstructions = next((r["reconstructions"] for r in per.values() if r["reconstructions"]), None)
+    if per.get(NEEDS_READER):
+        results.reader, results._reader_views = per[NEEDS_READER]["reader"]
     return results
 
 
@@ -350,6 +359,10 @@ def write(results: Results, out, report: bool = True) -> Path:
         buf = io.BytesIO()
         np.savez_compressed(buf, **results._reconstructions)
         atomic_write_bytes(out / "reconstructions.npz", buf.getvalue())
+    if results._reader_views is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **results._reader_views)
+        atomic_write_bytes(out / "reader_views.npz", buf.getvalue())
     path = out / "results.json"
     atomic_write_bytes(path, results.to_json().encode("utf-8"))
     if report:
