@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -22,13 +22,12 @@ import pandas as pd
 from . import embedding as emb_step
 from . import evaluate as ev
 from .atomic import atomic_write_bytes, atomic_write_text
-from .contract import BASELINE_LABEL, IMAGE_METHODS, METHODS
+from .config import AnalysisConfig
+from .contract import BASELINE_LABEL, IMAGE_METHODS, NEEDS_READER
 from .dataset import TrialData, load_dataset, load_images
-from .embed import PRESETS
 from .errors import AnalysisInputError
 from .models import contrast_name, contrasts, fit_population, patient_tests, population_formulas
 from .primary import (
-    DEFAULT_PRIMARY_TEST,
     check_can_be_primary,
     check_primary_test,
     cycle_test,
@@ -45,44 +44,6 @@ from .severity import add_relative_efficiency, effect_on_severity, measurement_m
 DEFAULT_REDUCTION = "within"
 DEFAULT_NORMALIZATION = emb_step.SKIN
 TIMED_STEPS = ("load", "train", "embed", "reduce", "models")
-
-
-@dataclass
-class AnalysisConfig:
-    """Options of one analysis (``None`` = the default of the preset/module)."""
-
-    method: str = "ae"  # ae, pixel-pca, oracle, a comma list, or "all"
-    seed: int = 0
-    preset: str = "default"  # autoencoder preset: default | schneider2023
-    image_size: int | None = None  # px the images are loaded (and embedded) at
-    epochs: int | None = None
-    reduction: str | None = None  # within | global | per-patient
-    time_terms: bool = False  # add a linear day term to the models
-    skip_bad: bool = False
-    progress: bool = False
-    normalize: str | None = None  # photometric normalisation: grey-world | none
-    code_size: int | None = None
-    n_perm: int = 2000  # permutation-test draws per patient and contrast
-    report: bool = True  # write report.html (power studies switch it off)
-    primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test the verdicts come from
-
-    def methods(self) -> list[str]:
-        raw = [m.strip() for m in str(self.method).split(",") if m.strip()]
-        if raw == ["all"]:
-            return list(METHODS)
-        bad = [m for m in raw if m not in METHODS]
-        if bad or not raw:
-            raise AnalysisInputError(
-                f"unknown method(s) {bad or raw}",
-                field="--method",
-                allowed="ae, pixel-pca, oracle, a comma list of them, or all",
-            )
-        return list(dict.fromkeys(raw))
-
-    def resolved_image_size(self) -> int:
-        if emb_step.normalisation(self) == emb_step.SKIN:
-            return int(self.image_size or emb_step.PATCH_IMAGE_SIZE)
-        return int(self.image_size or PRESETS.get(self.preset, PRESETS["default"])["image_size"])  # type: ignore[call-overload]
 
 
 def _versions() -> dict:
@@ -208,6 +169,8 @@ def _one_method(
     if not aligned and method == "ae":
         pc1, oriented = emb_step.orient_by_redness(pc1, photos)
         sign = "redness" if oriented else sign
+    if not aligned and method == NEEDS_READER:
+        pc1, sign = emb_step.orient_by_read_severity(pc1, emb), "read severity"
     timings["reduce"] += time.perf_counter() - t0
     # 3. models
     t0 = time.perf_counter()
@@ -221,7 +184,14 @@ def _one_method(
         ),
         "population": population,
         "patients": patients,
+        "reader": _reader_outputs(est, images, data) if method == NEEDS_READER else None,
     }
+
+
+def _reader_outputs(est, images, data: TrialData) -> tuple[dict, dict]:
+    from .reader.views import reader_summary, reader_views
+
+    return reader_summary(est), reader_views(est, images, data.manifest["image"].to_numpy())
 
 
 # ---------------------------------------------------------------- truth and provenance
@@ -254,6 +224,8 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
     check_primary_test(cfg.primary_test)
     if "ae" in methods:  # a size the network cannot take fails before any photo is read
         emb_step.embedder("ae", None, cfg).check_params()
+    if NEEDS_READER in methods:  # a bad reader folder fails before any photo is read
+        emb_step.embedder(NEEDS_READER, None, cfg).fit()
     data = load_dataset(dataset)
     images, photos = None, None
     if any(m in IMAGE_METHODS for m in methods):
@@ -297,6 +269,30 @@ def _design(data: TrialData) -> dict:
         raise AnalysisInputError(f"unreadable design diagnostics ({e.__class__.__name__})", file=str(path)) from None
 
 
+def _provenance(cfg: AnalysisConfig, methods: list[str], read_photos: bool, data: TrialData, dataset) -> dict:
+    """The options in effect, versions, seed and what was analysed (keys of results.json)."""
+    m = data.manifest
+    return {
+        "config": dict(
+            asdict(cfg),
+            reduction=cfg.reduction or DEFAULT_REDUCTION,
+            normalize=emb_step.normalisation(cfg),
+            image_size=cfg.resolved_image_size() if read_photos else None,
+            methods=methods,
+        ),
+        "versions": _versions(),
+        "seed": cfg.seed,
+        "protocol": data.protocol,
+        "treatments": data.treatments,
+        "baseline_label": BASELINE_LABEL,
+        "n_images": int(len(m)),
+        "n_patients": int(m["patient_id"].nunique()),
+        "skipped_images": len(data.skipped_images),
+        "skipped_image_paths": data.skipped_images,
+        "dataset": str(Path(dataset).resolve()),
+    }
+
+
 # ---------------------------------------------------------------- run, write, analyze
 
 
@@ -326,7 +322,6 @@ def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = Non
         add_relative_efficiency(population, truth)
     # 4. assemble
     by_method = {m: r["summary"] for m, r in per.items()}
-    m = data.manifest
     results = Results.model_validate(
         {
             "population": population,
@@ -339,28 +334,14 @@ def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = Non
             "embedding": dict(by_method[methods[0]], method=methods[0], by_method=by_method),
             "truth": truth,
             "formulas": _formulas(pairs, population, cfg),
-            "config": dict(
-                asdict(cfg),
-                reduction=cfg.reduction or DEFAULT_REDUCTION,
-                normalize=emb_step.normalisation(cfg),
-                image_size=cfg.resolved_image_size() if images is not None else None,
-                methods=methods,
-            ),
-            "versions": _versions(),
-            "seed": cfg.seed,
-            "protocol": data.protocol,
-            "treatments": data.treatments,
-            "baseline_label": BASELINE_LABEL,
-            "n_images": int(len(m)),
-            "n_patients": int(m["patient_id"].nunique()),
-            "skipped_images": len(data.skipped_images),
-            "skipped_image_paths": data.skipped_images,
-            "dataset": str(Path(dataset).resolve()),
+            **_provenance(cfg, methods, images is not None, data, dataset),
             "timings_s": {k: round(v, 3) for k, v in dict(timings, total=time.perf_counter() - t_start).items()},
         }
     )
     results._embeddings = pd.concat([r["frame"] for r in per.values()], ignore_index=True)
     results._reconstructions = next((r["reconstructions"] for r in per.values() if r["reconstructions"]), None)
+    if per.get(NEEDS_READER):
+        results.reader, results._reader_views = per[NEEDS_READER]["reader"]
     return results
 
 
@@ -379,6 +360,10 @@ def write(results: Results, out, report: bool = True) -> Path:
         buf = io.BytesIO()
         np.savez_compressed(buf, **results._reconstructions)
         atomic_write_bytes(out / "reconstructions.npz", buf.getvalue())
+    if results._reader_views is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **results._reader_views)
+        atomic_write_bytes(out / "reader_views.npz", buf.getvalue())
     path = out / "results.json"
     atomic_write_bytes(path, results.to_json().encode("utf-8"))
     if report:

@@ -180,6 +180,7 @@ class Results(_Model):
     primary_test: str | None = None  # the per-patient test the verdicts come from
     verdicts: list[dict[str, Any]] = []  # per method × contrast × patient, from the primary test
     skin: dict[str, Any] | None = None  # share of each photo used as skin (the skin path)
+    reader: dict[str, Any] | None = None  # the sim-reader used (--method sim-reader): what it was trained on
     embedding: Embedding = Embedding()
     truth: list[TruthEntry] | None = None
     formulas: dict[str, dict[str, Any]] = {}
@@ -198,6 +199,7 @@ class Results(_Model):
     # not part of results.json: the per-photo tables ``write`` puts beside it
     _embeddings: Any = PrivateAttr(default=None)  # pandas DataFrame (embeddings.csv)
     _reconstructions: Any = PrivateAttr(default=None)  # dict of arrays (reconstructions.npz)
+    _reader_views: Any = PrivateAttr(default=None)  # dict of arrays (reader_views.npz)
 
     def to_dict(self) -> dict:
         """The JSON object: today's keys in today's order, ``schema_version`` first."""

@@ -20,7 +20,7 @@ import pandas as pd
 import yaml
 
 from analysis.atomic import atomic_write_text, write_csv
-from analysis.contract import METHODS
+from analysis.contract import METHODS, NEEDS_READER
 from analysis.primary import DEFAULT_PRIMARY_TEST, check_primary_test
 
 from .dataset import claim_output, remove_dead_work, write_marker
@@ -44,6 +44,7 @@ GRID_ALIASES = {
     "sd_obs": "dynamics.sd_obs",
     "drift_sd_per_day": "dynamics.drift_sd_per_day",
 }
+POWER_METHODS = tuple(m for m in METHODS if m != NEEDS_READER)  # a trained reader is not varied by a study
 
 
 def apply_grid_point(base: dict, point: dict[str, float]) -> dict:
@@ -198,9 +199,9 @@ class PowerStudy:
                     + " or a dotted protocol field such as treatments.1.effect_sd",
                 ) from None
             protocol_from_dict(d, source=source)
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in POWER_METHODS]
         if bad or not self.methods:
-            raise BadInput(f"unknown method(s) {bad}", field="--method", allowed=", ".join(METHODS))
+            raise BadInput(f"unknown method(s) {bad}", field="--method", allowed=", ".join(POWER_METHODS))
 
     @classmethod
     def from_cli(
@@ -216,7 +217,7 @@ class PowerStudy:
         p = load_protocol(protocol_path)
         ms = [m.strip() for m in methods.split(",") if m.strip()]
         if ms == ["all"]:
-            ms = list(METHODS)
+            ms = list(POWER_METHODS)
         grid_values = parse_grid(grid)
         base = study_base(p)
         check_grid(base, grid_values, ms)

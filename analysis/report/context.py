@@ -13,6 +13,7 @@ from ..results import NULL_TOLERANCE
 from . import figures as fg
 from . import tables
 from .inputs import ReportInputs
+from .reader import reader_context
 from .thumbnails import array_uri, filmstrip
 
 BASELINE_COLOR = "#c8c8c8"
@@ -278,6 +279,7 @@ def build_context(inputs: ReportInputs, alpha: float = ALPHA) -> dict:
         "strip_note": strip_note,
         "recon": recon,
         "recon_loss": recon_loss,
+        "reader": reader_context(inputs.results_dir, inputs.results.reader),
         "variance": _variance(inputs, methods),
         **_primary_and_severity(inputs),
         "tests_summary": tables.test_summary(prows, headline, methods, alpha),
