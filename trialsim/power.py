@@ -26,7 +26,15 @@ from analysis.primary import DEFAULT_PRIMARY_TEST, check_primary_test
 from .dataset import claim_output, remove_dead_work, write_marker
 from .errors import BadInput, StudyFailed
 from .power_replicate import run_replicate
-from .power_table import REPLICATE_COLUMNS, add_design, append_rows, parse_value, read_done, summarise
+from .power_table import (
+    REPLICATE_COLUMNS,
+    add_design,
+    append_rows,
+    check_done,
+    parse_value,
+    read_done,
+    summarise,
+)
 from .protocol import Protocol, load_protocol, load_yaml, protocol_from_dict
 from .scaleout import run_local, run_on_cluster
 
@@ -267,8 +275,10 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
     """Run the replicates ``replicates.csv`` lacks, appending each one's rows as it finishes."""
     rep_path = out / "replicates.csv"
     done = read_done(rep_path)
-    # rewrite what survived (drops a half-written last block) before appending more
-    write_csv(rep_path, done.reindex(columns=columns))
+    check_done(done, {t["key"] for t in study.tasks()}, rep_path)
+    # rewrite what survived (drops a half-written last block) before appending more; 10 digits so that a
+    # rerun of a finished study gives the same summary
+    write_csv(rep_path, done.reindex(columns=columns), float_format="%.10g")
     done_keys = set(zip(done["grid_point"].astype(str), done["replicate"].astype(int)))
     todo = [t for t in study.tasks() if (t["key"], t["replicate"]) not in done_keys]
     keep_dir = str(out / "images") if study.keep_images else None
@@ -339,7 +349,7 @@ def run_power(
         .sort_values(["_o", "replicate", "method", "test", "contrast"], kind="stable")
         .drop(columns="_o")
     )
-    write_csv(out / "replicates.csv", rep.reindex(columns=columns))
+    write_csv(out / "replicates.csv", rep.reindex(columns=columns), float_format="%.10g")
     summary = add_design(summarise(rep, study.grid), _designs(study))
     write_csv(out / "summary.csv", summary)
     from .power_report import write_power_report

@@ -11,6 +11,7 @@ Two paths share the analysis (:func:`analysis.pipeline.run`) and the rows
 
 from __future__ import annotations
 
+import errno
 import shutil
 from io import StringIO
 from pathlib import Path
@@ -146,6 +147,8 @@ def run_replicate(args) -> list[dict]:
                 write(res, work / "analysis", report=False)
         rows = rows_from_results(res, task)
     except Exception as e:
+        if isinstance(e, OSError) and e.errno in (errno.ENOSPC, errno.EDQUOT, errno.EROFS):
+            raise  # the machine, not the replicate: stop the study with a clear message
         rows = failed_rows(task, methods, e)
     finally:
         if work is not None and keep_dir:

@@ -48,7 +48,10 @@ def read_done(path: Path) -> pd.DataFrame:
     """Rows already recorded; a line cut short by a kill is dropped (and rewritten later)."""
     if not path.exists():
         return pd.DataFrame(columns=REPLICATE_COLUMNS)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("the replicates table is not text trialsim wrote (undecodable bytes)", file=str(path)) from None
     cut = None
     if text and not text.endswith("\n"):
         # the last block was cut by a kill: drop its replicate entirely (it is rerun)
@@ -73,6 +76,32 @@ def read_done(path: Path) -> pd.DataFrame:
     if cut is not None:
         df = df[~((df["grid_point"] == cut[0]) & (df["replicate"].astype(str) == cut[1]))]
     return df.reset_index(drop=True)
+
+
+NUMERIC_COLUMNS = ("estimate", "ci_low", "ci_high", "p_value", "known", "estimate_raw", "known_raw")
+
+
+def check_done(done: pd.DataFrame, keys: set[str], path: Path) -> None:
+    """Refuse recorded rows trialsim could not have written for this study: an unknown ``grid_point``,
+    or text in a numeric column (exit 2 naming the file and field)."""
+    unknown = sorted(set(done["grid_point"].astype(str)) - keys)
+    if unknown:
+        raise BadInput(
+            f"the replicates table holds grid point {unknown[0]!r}, which this study does not have",
+            file=str(path),
+            field="grid_point",
+            allowed="delete the file to rerun every replicate, or use another --out",
+        )
+    for c in NUMERIC_COLUMNS:
+        if c in done.columns:
+            v = done[c]
+            bad = v.notna() & pd.to_numeric(v, errors="coerce").isna()
+            if bad.any():
+                raise BadInput(
+                    f"row {int(bad.to_numpy().argmax()) + 2} holds {str(v[bad].iloc[0])!r} where a number belongs",
+                    file=str(path),
+                    field=c,
+                )
 
 
 def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:

@@ -9,7 +9,6 @@ whatever the worker count.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -24,11 +23,12 @@ from .dataset import IMAGES_DIR, LESION_COLUMNS, MANIFEST_COLUMNS, prepare_outpu
 from .design import check_bounds, write_design
 from .dynamics import draw_patient_parameters, patient_trajectory
 from .errors import BadInput
+from .photo_table import photo_table
 from .protocol import Protocol
 from .render.base import PatientJob, Renderer
 from .render.sdxl.options import SDXLOptions
 from .schedule import patient_schedule
-from .seeding import image_seed, patient_rng
+from .seeding import patient_rng
 
 # photos taken on one day spread from morning to evening (hours)
 _FIRST_HOUR, _LAST_HOUR = 8.0, 21.0
@@ -57,24 +57,7 @@ def patient_truth(protocol: Protocol, patient_index: int, patient_id: str) -> Pa
     hours = [13.0] if ppd == 1 else list(np.linspace(_FIRST_HOUR, _LAST_HOUR - 1, ppd))
     width = max(3, len(str(protocol.n_days)))
     pdir = safe_name(patient_id)
-    rows = []
-    for r in days.itertuples(index=False):
-        for p in range(ppd):
-            if missing[r.day - 1, p]:
-                continue
-            hour = hours[p] + jitter_min[r.day - 1, p] / 60.0
-            stamp = (_dt.datetime.fromisoformat(r.date) + _dt.timedelta(hours=hour)).replace(microsecond=0)
-            rows.append(
-                {
-                    "image": f"{IMAGES_DIR}/{pdir}/{pdir}_d{r.day:0{width}d}_p{p}",
-                    "day": int(r.day),
-                    "photo": p,
-                    "hour": round(hour, 3),
-                    "timestamp": stamp.isoformat(),
-                    "seed": image_seed(seed, patient_index, r.day, p),
-                }
-            )
-    images = pd.DataFrame(rows, columns=["image", "day", "photo", "hour", "timestamp", "seed"])
+    images = photo_table(days, missing, jitter_min, hours, width, pdir, IMAGES_DIR, seed, patient_index)
     return PatientJob(
         protocol=protocol, patient_id=str(patient_id), patient_index=patient_index, days=days, images=images
     )
