@@ -144,43 +144,48 @@ def render_patient_to_folder(job: PatientJob, renderer: Renderer, out: Path) -> 
     images = job.images.copy()
     images["image"] = images["image"] + ext
     job = PatientJob(job.protocol, job.patient_id, job.patient_index, job.days, images)
-    day_rows = job.days.set_index("day")
-    man_rows, lesion_frames = [], []
+    counts: list[int] = []
+    lesion_frames = []
 
     def wanted(image: str) -> bool:
         return not _whole_image(out / image)
 
-    for meta, rendered in zip(images.itertuples(index=False), renderer.render_patient(job, wanted)):
-        if rendered.image != meta.image:
-            raise RuntimeError(f"renderer returned {rendered.image} for {meta.image}")
+    for name, rendered in zip(images["image"].tolist(), renderer.render_patient(job, wanted)):
+        if rendered.image != name:
+            raise RuntimeError(f"renderer returned {rendered.image} for {name}")
         if rendered.data is not None:
             atomic_write_bytes(out / rendered.image, rendered.data)
-        d = day_rows.loc[meta.day]
-        man_rows.append(
-            {
-                "image": meta.image,
-                "patient_id": job.patient_id,
-                "day": int(meta.day),
-                "treatment": d["treatment"],
-                "timestamp": meta.timestamp,
-                "block": int(d["block"]),
-                "period": int(d["period"]),
-                "photo": int(meta.photo),
-                "severity_latent": float(d["severity_latent"]),
-                "severity_noisefree": float(d["severity_noisefree"]),
-                "severity_grade": int(d["severity_grade"]),
-                "lesion_count": int(rendered.lesion_count),
-                "seed": int(meta.seed),
-            }
-        )
+        counts.append(int(rendered.lesion_count))
         if len(rendered.lesions):
             les = rendered.lesions
             lesion_frames.append(les if list(les.columns) == LESION_COLUMNS else les[LESION_COLUMNS])
     if hasattr(renderer, "finish_patient"):
         renderer.finish_patient(job, out)
-    manifest = pd.DataFrame(man_rows, columns=MANIFEST_COLUMNS)
+    manifest = _manifest(job, images, counts)
     lesions = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(columns=LESION_COLUMNS)
     return PatientResult(job.patient_id, manifest, lesions, job.days)
+
+
+def _manifest(job: PatientJob, images: pd.DataFrame, counts: list[int]) -> pd.DataFrame:
+    """The patient's manifest rows: each photo with its day's truth, built column-wise (one lookup of
+    all photos' days, not one per photo: that lookup was most of a large latent-only study's time)."""
+    d = job.days.set_index("day").loc[images["day"].to_numpy()]
+    cols = {
+        "image": images["image"].tolist(),
+        "patient_id": [job.patient_id] * len(images),
+        "day": [int(v) for v in images["day"].tolist()],
+        "treatment": d["treatment"].tolist(),
+        "timestamp": images["timestamp"].tolist(),
+        "block": [int(v) for v in d["block"].tolist()],
+        "period": [int(v) for v in d["period"].tolist()],
+        "photo": [int(v) for v in images["photo"].tolist()],
+        "severity_latent": [float(v) for v in d["severity_latent"].tolist()],
+        "severity_noisefree": [float(v) for v in d["severity_noisefree"].tolist()],
+        "severity_grade": [int(v) for v in d["severity_grade"].tolist()],
+        "lesion_count": counts,
+        "seed": [int(v) for v in images["seed"].tolist()],
+    }
+    return pd.DataFrame(cols, columns=MANIFEST_COLUMNS)
 
 
 # one renderer per worker process, built on first use
