@@ -174,6 +174,7 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
     ("overrides", "field"),
     [
         ({"patients": {"n": True}}, "patients.n"),
+        ({"patients": {"n": 10001}}, "patients.n"),  # beyond what runs in reasonable time
         ({"patients": {"n": 5, "ids": ["a", "b"]}}, "patients"),
         ({"patients": {"n": 2, "ids": ["a", ""]}}, "patients"),
         ({"schedule": {"design": "randomized_blocks", "sequence": "ZZZ"}}, "schedule.sequence"),

@@ -89,7 +89,7 @@ class PatientOverride(_Strict):
 
 
 class Patients(_Strict):
-    n: int = Field(10, ge=1, le=100000, description="number of patients")
+    n: int = Field(10, ge=1, le=10000, description="number of patients (10,000: half a minute without photos)")
     baseline_severity: SeverityDistribution = SeverityDistribution()
     ids: list[str] | None = Field(None, description="explicit patient ids (default 1..n)")
     overrides: list[PatientOverride] = []
