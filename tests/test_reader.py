@@ -194,3 +194,24 @@ def test_sim_reader_analysis_end_to_end(tmp_path):
     res = json.loads((tmp_path / "an" / "results.json").read_text())
     assert {p["method"] for p in res["population"]} == {"sim-reader", "oracle"}
     assert "sim-reader" in (tmp_path / "an" / "report.html").read_text()
+
+
+def test_sim_reader_reads_photos_without_truth_and_orients_pc1_by_its_severity(tmp_path):
+    import pandas as pd
+
+    train_reader(_opts(tmp_path))
+    ds = tmp_path / "ds"
+    assert CliRunner().invoke(main, ["simulate", str(_write(tmp_path)), "--out", str(ds), "--quiet"]).exit_code == 0
+    # as a folder of real photos: the four required columns, no truth, no protocol
+    m = pd.read_csv(ds / "manifest.csv")
+    m[["image", "patient_id", "day", "treatment"]].to_csv(ds / "manifest.csv", index=False)
+    for name in ("protocol.yaml", "lesions.csv", "design.json", "days.csv", "schedule.csv", ".trialsim.json"):
+        (ds / name).unlink(missing_ok=True)
+    args = ["--method", "sim-reader", "--reader", str(tmp_path / "reader"), "--quiet"]
+    r = CliRunner().invoke(main, ["analyze", str(ds), "--out", str(tmp_path / "an"), *args])
+    assert r.exit_code == 0, r.output
+    res = json.loads((tmp_path / "an" / "results.json").read_text())
+    assert res["truth"] is None and "sim-reader's severity" in res["embedding"]["sign_note"]
+    emb = pd.read_csv(tmp_path / "an" / "embeddings.csv")
+    assert np.corrcoef(emb["PC1"], emb["e0"])[0, 1] >= 0  # PC1 rises with the read severity
+    assert (tmp_path / "an" / "reader_views.npz").exists()
