@@ -16,13 +16,12 @@ import shutil
 from io import StringIO
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 
 from analysis.results import Results
 
 from .dataset import work_folder
-from .power_table import primary_rows, severity_row
+from .power_table import patient_row, primary_rows, severity_row
 from .protocol import Protocol, protocol_from_dict
 
 
@@ -57,24 +56,7 @@ def per_patient_rows(res: Results) -> list[dict]:
     A test's rejection rate over these rows is per-patient power: the share of patient-trials
     whose own test rejects. ``min_p`` is the smallest p the test can reach (randomisation test).
     """
-    return [
-        {
-            "method": p.method,
-            "test": f"per-patient:{p.test}",
-            "contrast": p.contrast,
-            "estimate": p.estimate,
-            "ci_low": p.ci_low,
-            "ci_high": p.ci_high,
-            "p_value": p.p_value,
-            "known": p.get("known_realised") if p.method == "oracle" else None,
-            "estimate_raw": np.nan,
-            "known_raw": np.nan,
-            "error": "",
-            "min_p": p.min_p,
-        }
-        for p in res.patients
-        if p.test != res.primary_test
-    ]
+    return [patient_row(p, f"per-patient:{p.test}") for p in res.patients if p.test != res.primary_test]
 
 
 def rows_from_results(res: Results, task: dict) -> list[dict]:

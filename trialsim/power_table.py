@@ -216,31 +216,29 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
     return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
 
 
+def patient_row(p, test: str) -> dict:
+    """A replicate row of one per-patient result ``p`` under the label ``test``."""
+    return {
+        "method": p.method,
+        "test": test,
+        "contrast": p.contrast,
+        "estimate": p.estimate,
+        "ci_low": p.get("ci_low"),
+        "ci_high": p.get("ci_high"),
+        "p_value": p.p_value,
+        # PC1 units: comparable with the realised effect for the oracle only
+        "known": p.get("known_realised") if p.method == "oracle" else None,
+        "estimate_raw": np.nan,
+        "known_raw": np.nan,
+        "error": "",
+        "min_p": p.min_p,
+    }
+
+
 def primary_rows(res) -> list[dict]:
     """One row per patient for the primary per-patient test: its error rate is per patient, not per trial."""
     primary = res.primary_test
-    rows = []
-    for p in res.patients:
-        if p.test != primary:
-            continue
-        rows.append(
-            {
-                "method": p.method,
-                "test": f"primary:{primary} (per patient)",
-                "contrast": p.contrast,
-                "estimate": p.estimate,
-                "ci_low": p.get("ci_low"),
-                "ci_high": p.get("ci_high"),
-                "p_value": p.p_value,
-                # PC1 units: comparable with the realised effect for the oracle only
-                "known": p.get("known_realised") if p.method == "oracle" else None,
-                "estimate_raw": np.nan,
-                "known_raw": np.nan,
-                "error": "",
-                "min_p": p.min_p,
-            }
-        )
-    return rows
+    return [patient_row(p, f"primary:{primary} (per patient)") for p in res.patients if p.test == primary]
 
 
 def severity_row(pop, tr) -> dict:
