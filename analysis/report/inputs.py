@@ -116,13 +116,21 @@ def _check_embedding_rows(df: pd.DataFrame, path: Path, text: str) -> None:
             )
 
 
-def _read_reconstructions(path: Path) -> dict | None:
+def read_npz(path: Path) -> dict | None:
+    """The arrays of an optional ``.npz`` beside results.json; None when it is absent or unreadable
+    (the report then leaves its section out)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            rec = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except (OSError, ValueError):
+        return None
+
+
+def _read_reconstructions(path: Path) -> dict | None:
+    rec = read_npz(path)
+    if rec is None:
         return None
     ok = (
         "originals" in rec

@@ -7,16 +7,13 @@ from pathlib import Path
 
 import numpy as np
 
+from .inputs import read_npz
 from .thumbnails import array_uri
 
 
 def _views(path: Path) -> dict | None:
-    if not path.is_file():
-        return None
-    try:
-        with np.load(path, allow_pickle=False) as z:
-            v = {k: z[k] for k in z.files}
-    except (OSError, ValueError):
+    v = read_npz(path)
+    if v is None:
         return None
     ok = "photos" in v and "overlays" in v and v["photos"].shape == v["overlays"].shape and v["photos"].ndim == 4
     return v if ok else None
