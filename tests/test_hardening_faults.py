@@ -281,8 +281,11 @@ def test_simulate_workers_end_with_their_parent(tmp_path, signum):
 @pytestmark_linux
 @pytest.mark.parametrize("signum", [signal.SIGKILL, signal.SIGTERM])
 def test_power_workers_remove_their_work_folders_when_the_parent_goes(tmp_path, signum):
-    proto = write_protocol(tmp_path / "p.yaml")
-    proc = start(["power", proto, "--replicates", 12, "--out", tmp_path / "s", "--workers", 2, "--quiet"], tmp_path)
+    # photos and a method that reads them: each replicate works in a temporary folder (the oracle
+    # without photos runs in memory and makes none)
+    proto = write_protocol(tmp_path / "p.yaml", rendering={"renderer": "procedural", "image_size": 96})
+    args = ["--replicates", 12, "--method", "pixel-pca", "--out", tmp_path / "s", "--workers", 2, "--quiet"]
+    proc = start(["power", proto, *args], tmp_path)
     code, err = stop_and_check(proc, signum, lambda: any((tmp_path / "tmp").glob("trialsim-rep-*")))
     assert code in (-signal.SIGKILL, 143), err
     assert wait_for(lambda: not list((tmp_path / "tmp").glob("trialsim-rep-*")), 5)

@@ -6,77 +6,15 @@ values; no traceback), 1 internal error.
 
 from __future__ import annotations
 
-import errno
-import functools
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
 import click
 
-from analysis.errors import AnalysisInputError
-
-from .errors import FiniteFloatRange, StudyFailed, validated
+from .cli_errors import handle_errors
+from .errors import FiniteFloatRange, validated
 from .scaleout import unwind_on_sigterm
-
-
-def _fail_bad_input(err: AnalysisInputError) -> None:
-    click.echo(f"trialsim: bad input: {err}", err=True)
-    sys.exit(2)
-
-
-def handle_errors(fn):
-    """Turn library errors into exit codes: BadInput → 2, StudyFailed and anything else → 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AnalysisInputError as err:  # BadInput (simulator) is one too
-            _fail_bad_input(err)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
-            raise
-        except StudyFailed as err:  # nothing to fix in the input; the message says what failed
-            click.echo(f"trialsim: {err}", err=True)
-            sys.exit(1)
-        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(141)
-        except OSError as err:
-            if err.errno not in _USER_FIXABLE:
-                _fail_internal(err)
-            where = f" {err.filename}" if err.filename else ""
-            click.echo(f"trialsim: cannot write{where}: {err.strerror} (free space or choose another --out)", err=True)
-            sys.exit(2)
-        except Exception as err:
-            _fail_internal(err)
-
-    return wrapper
-
-
-# a full disk, a read-only or forbidden folder: the user can fix these, nothing is wrong inside
-_USER_FIXABLE = {
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EROFS,
-    errno.EACCES,
-    errno.EPERM,
-    errno.ENOTDIR,
-    errno.EISDIR,
-    errno.EEXIST,
-}
-
-
-def _fail_internal(err: BaseException) -> None:
-    if os.environ.get("TRIALSIM_DEBUG"):
-        traceback.print_exc()
-    click.echo(
-        f"trialsim: internal error: {err.__class__.__name__}: {err} (set TRIALSIM_DEBUG=1 for the traceback)",
-        err=True,
-    )
-    sys.exit(1)
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -368,12 +306,11 @@ def realism(real_dir, sim_dir, out, real_severity, no_cnn, seed, quiet):
     click.echo(f"realism → {Path(out) / 'realism.html'}")
 
 
-if __name__ == "__main__":  # pragma: no cover
-    main()
-
-
-# the training commands live in their own module (cli_training imports handle_errors from here)
+# the training commands live in their own module
 from .cli_training import finetune, train_reader  # noqa: E402
 
 main.add_command(finetune)
 main.add_command(train_reader)
+
+if __name__ == "__main__":  # pragma: no cover
+    main()

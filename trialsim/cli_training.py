@@ -8,7 +8,7 @@ from pathlib import Path
 
 import click
 
-from .cli import handle_errors
+from .cli_errors import handle_errors
 from .errors import FiniteFloatRange, validated
 
 
