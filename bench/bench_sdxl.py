@@ -239,6 +239,25 @@ def unet_step_ms(pipe, size: int, device: torch.device, dtype: torch.dtype, repe
     return (time.perf_counter() - t0) / repeats * 1000
 
 
+def anchor_settings(
+    base: Path, loras: Path, steps: int, strength: float, guidance: float, dtype_name: str, device, compile_mode
+) -> dict:
+    """The SDXL renderer's settings both ways of this bench share: the seed's anchor mode with its
+    four grade LoRAs (``loras/acne{0..3}``), no VAE upcast."""
+    return {
+        "base_model": str(base),
+        "lora": [f"{g}={loras / f'acne{g}'}" for g in range(4)],
+        "mode": "anchor",
+        "steps": steps,
+        "strength": strength,
+        "guidance": guidance,
+        "dtype": dtype_name,
+        "device": str(device),
+        "vae_upcast": False,
+        "compile": compile_mode or False,
+    }
+
+
 def trialsim_way(
     base: Path,
     loras: Path,
@@ -269,17 +288,8 @@ def trialsim_way(
         warnings.simplefilter("ignore")
         r = SDXLRenderer(
             proto,
-            base_model=str(base),
-            lora=[f"{g}={loras / f'acne{g}'}" for g in range(4)],
-            mode="anchor",
-            steps=steps,
-            strength=strength,
-            guidance=guidance,
-            dtype=dtype_name,
-            device=str(device),
-            vae_upcast=False,
+            **anchor_settings(base, loras, steps, strength, guidance, dtype_name, device, compile_mode),
             channels_last=channels_last,
-            compile=compile_mode or False,
             batch_size=max(batches),
             merge_loras=merge_loras,
         )
@@ -382,16 +392,7 @@ def whole_trial(
     proto_path = work / "anchor_trial.yaml"
     proto_path.write_text(yaml.safe_dump(protocol))
     sdxl = SDXLOptions(
-        base_model=str(base),
-        lora=[f"{g}={loras / f'acne{g}'}" for g in range(4)],
-        mode="anchor",
-        steps=steps,
-        strength=strength,
-        guidance=guidance,
-        dtype=dtype_name,
-        device=str(device),
-        vae_upcast=False,
-        compile=compile_mode or False,
+        **anchor_settings(base, loras, steps, strength, guidance, dtype_name, device, compile_mode),
         batch_size=batch_size,
         batching=batching,
     )
