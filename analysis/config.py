@@ -33,6 +33,7 @@ class AnalysisConfig:
     report: bool = True  # write report.html (power studies switch it off)
     primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test the verdicts come from
     reader: str | None = None  # reader folder of --method sim-reader (trialsim train-reader)
+    assume_rho: float | None = None  # stated AR(1) correlation of daily errors (gls test); None: the protocol's
 
     def methods(self) -> list[str]:
         raw = [m.strip() for m in str(self.method).split(",") if m.strip()]

@@ -22,6 +22,7 @@ DPI = 96
 MAX_PATIENT_PANELS = 30  # small multiples per patient beyond this are left out (with a note)
 TEST_NAMES = {
     "welch": "Welch t-test",
+    "gls": "GLS, stated correlation",
     "ar1": "AR(1) regression",
     "permutation": "permutation test",
     "randomization": "randomisation test",
