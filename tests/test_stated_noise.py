@@ -105,3 +105,37 @@ def test_cli_gls_needs_a_stated_noise_and_assume_rho_states_one(tmp_path):
     assert res["primary_test"] == "gls" and res["verdicts"][0]["primary_test"] == "gls"
     assert res["formulas"]["per_patient"]["stated_noise"]["source"] == "--assume-rho"
     assert "AR(1) rho 0.5" in (tmp_path / "a3" / "report.html").read_text()
+
+
+def test_gls_power_matches_simulation_and_the_design_reports_it():
+    from analysis.stated_noise import gls_power
+    from trialsim.design import design_diagnostics
+    from trialsim.protocol import protocol_from_dict
+
+    rng = np.random.default_rng(7)
+    n, reps, rho, effect = 20, 2000, 0.5, 1.0
+    days, X = np.arange(1.0, n + 1), _block(n)
+    e = rng.standard_normal((reps, n))
+    u = np.empty_like(e)
+    u[:, 0] = e[:, 0]
+    for t in range(1, n):
+        u[:, t] = rho * u[:, t - 1] + np.sqrt(1 - rho**2) * e[:, t]
+    noise = StatedNoise(ar1_rho=rho, ar1_sd=1.0, source="test")
+    sim = np.mean([gls_test(y + effect * X[:, 1], days, X, 1, noise)["p_value"] < 0.05 for y in u])
+    analytic = gls_power(effect, noise, days, X, 1)
+    assert abs(sim - analytic) < 3 * np.sqrt(analytic * (1 - analytic) / reps)
+    imm = {"onset_days": 0.01, "washout_days": 0.01}
+    d = {
+        "name": "one",
+        "seed": 1,
+        "patients": {"n": 1, "baseline_severity": {"mean": 1.5, "sd": 0.0}},
+        "treatments": [{"label": "A", "effect": 0.0, **imm}, {"label": "B", "effect": 1.0, **imm}],
+        "schedule": {"design": "randomized_blocks", "blocks": 1, "period_days": 10},
+        "dynamics": {"sd_obs": 1.0, "floor": None, "ceiling": None},
+        "rendering": {"renderer": "none"},
+    }
+    white = design_diagnostics(protocol_from_dict(d))
+    assert white["power_gls"] == pytest.approx(white["power_t"], rel=1e-9)  # independent days: the same test
+    d["dynamics"] = {"sd_obs": 0.0, "ar1_sd": 1.0, "ar1_rho": 0.5, "floor": None, "ceiling": None}
+    ar = design_diagnostics(protocol_from_dict(d))
+    assert ar["power_gls"] < ar["power_t"] - 0.1  # correlated days carry less information
