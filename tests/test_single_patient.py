@@ -68,6 +68,8 @@ def test_one_patient_simulate_analyze_report(tmp_path):
     assert {p["test"] for p in res["patients"]} == {"cycles", "gls", "welch", "ar1", "permutation", "randomization"}
     html = (tmp_path / "an" / "report.html").read_text()
     assert "No population model" in html and "primary per-patient test (welch)" in html
+    assert "mixed model (population)" not in html and "None fitted: " in html  # no model line stands in
+    assert "gls power" in html  # the design's power for the test auto would choose
     assert "cannot reach α = 0.05 with 2 assignments" in html
 
 

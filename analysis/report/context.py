@@ -175,7 +175,7 @@ def _provenance(inputs: ReportInputs, emb: pd.DataFrame) -> dict:
     per_patient = formulas.get("per_patient") if isinstance(formulas.get("per_patient"), dict) else {}
     return {
         "contrast_formulas": {k: tables.formula_text(v) for k, v in formulas.items() if k != "per_patient"},
-        "per_patient_formulas": per_patient,
+        "per_patient_formulas": {k: v for k, v in per_patient.items() if not isinstance(v, dict)},
         "versions": res.versions,
         "seed": res.seed if res.seed is not None else cfg.get("seed"),
         # seed has its own row
