@@ -172,7 +172,9 @@ def _provenance(inputs: ReportInputs, emb: pd.DataFrame) -> dict:
     """Formulas, settings, versions, timings and the dataset: the report's last section."""
     res = inputs.results
     formulas, cfg = res.formulas, res.config
-    per_patient = formulas.get("per_patient") if isinstance(formulas.get("per_patient"), dict) else {}
+    per_patient = formulas.get("per_patient")
+    if not isinstance(per_patient, dict):
+        per_patient = {}
     return {
         "contrast_formulas": {k: tables.formula_text(v) for k, v in formulas.items() if k != "per_patient"},
         "per_patient_formulas": {k: v for k, v in per_patient.items() if not isinstance(v, dict)},
