@@ -241,6 +241,17 @@ def finetune(quiet, **given):
     show_default=True,
     help="the per-patient test the verdicts come from (the others are sensitivity analyses)",
 )
+@click.option(
+    "--model",
+    type=click.Choice(["lmm", "bayes"]),
+    default="lmm",
+    show_default=True,
+    help="bayes: also the Bayesian hierarchical model (per-patient posteriors, P(benefit), P(|effect| > δ))",
+)
+@click.option("--prior", multiple=True, help="bayes: KEY=VALUE or a YAML file of priors (units of the outcome's SD)")
+@click.option(
+    "--mid", type=float, default=0.5, show_default=True, help="bayes: δ, minimal important difference (units of s)"
+)
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
 @click.option("--overwrite", is_flag=True, help="replace the results of an earlier analysis in --out")
@@ -271,6 +282,7 @@ def analyze(
         time_terms=time_terms,
         skip_bad=skip_bad,
         progress=not quiet,
+        **_bayes_options(rest),
     )
     results = run(dataset, out, cfg)
     write_marker(out, "analysis", f"{Path(dataset).resolve()}\n{cfg!r}")
@@ -279,7 +291,23 @@ def analyze(
             f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "
             f"(95% CI {pop['ci_low']:+.3f} to {pop['ci_high']:+.3f}), p = {pop['p_value']:.3g}"
         )
+    _echo_bayes(results.get("bayes"))
     click.echo(f"results → {Path(out) / 'results.json'}; report → {Path(out) / 'report.html'}")
+
+
+def _bayes_options(rest: dict) -> dict:
+    """The AnalysisConfig fields of ``--model``, ``--prior`` and ``--mid``."""
+    return {"model": rest["model"], "priors": tuple(rest["prior"]), "mid": rest["mid"]}
+
+
+def _echo_bayes(bayes: dict | None) -> None:
+    """The Bayesian fits' decision lines and convergence warnings."""
+    for fit in (bayes or {}).get("fits", []):
+        for w in fit["warnings"]:
+            click.echo(f"{fit['method']:>10}  {fit['contrast']}: WARNING {w}")
+        lines = [fit["population"]["statement"]] + [p["statement"] for p in fit["patients"]]
+        for line in filter(None, lines):
+            click.echo(f"{fit['method']:>10}  {line}")
 
 
 @main.command()

@@ -34,7 +34,9 @@ def _jax():
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    jax.config.update("jax_enable_x64", False)
+    # double precision: the filter's covariance update loses positive-definiteness in float32
+    # when the intercept variance dwarfs the photo noise
+    jax.config.update("jax_enable_x64", True)
     return jax
 
 
@@ -62,7 +64,7 @@ def fit_nuts(arrays: dict, seed: int | tuple, settings: SamplerSettings = Sample
     import jax.numpy as jnp
 
     mcmc = _mcmc(settings, arrays["y"].shape)
-    data = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()}
+    data = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
     mcmc.run(_key(jax, seed), data, extra_fields=("diverging",))
     samples = mcmc.get_samples(group_by_chain=True)
     draws = {k: np.asarray(samples[k], dtype=float) for k in PARAMETERS}
@@ -119,21 +121,21 @@ def fit_laplace(arrays: dict, seed: int | tuple, n_draws: int = 2000) -> tuple[d
     import jax.numpy as jnp
     from scipy.optimize import minimize
 
-    data = {k: jnp.asarray(v, dtype=jnp.float32) for k, v in arrays.items()}
+    data = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
     u0, value_and_grad, hessian, draw = _laplace_fns(arrays["y"].shape[0], n_draws)
 
     def fun(u):
-        v, g = value_and_grad(jnp.asarray(u, dtype=jnp.float32), data)
+        v, g = value_and_grad(jnp.asarray(u, dtype=jnp.float64), data)
         return float(v), np.asarray(g, dtype=float)
 
     res = minimize(fun, u0, jac=True, method="L-BFGS-B")
-    H = np.asarray(hessian(jnp.asarray(res.x, dtype=jnp.float32), data), dtype=float)
+    H = np.asarray(hessian(jnp.asarray(res.x, dtype=jnp.float64), data), dtype=float)
     H = 0.5 * (H + H.T)
     try:
         factor = np.linalg.cholesky(np.linalg.inv(H))
         ok = bool(res.success) and bool(np.all(np.linalg.eigvalsh(H) > 0))
     except np.linalg.LinAlgError:
         factor, ok = np.full_like(H, np.nan), False
-    post = draw(jnp.asarray(res.x, jnp.float32), jnp.asarray(factor, jnp.float32), data, _key(jax, seed))
+    post = draw(jnp.asarray(res.x, jnp.float64), jnp.asarray(factor, jnp.float64), data, _key(jax, seed))
     draws = {k: np.asarray(v, dtype=float)[None] for k, v in post.items()}
     return draws, {"converged": ok, "draws": n_draws}

@@ -11,9 +11,8 @@ Per photo ``i`` of patient ``p`` on study day ``d_i`` (outcome standardised: ``(
 
 Photos on the same day share the day's ``u`` and differ by their own ``e``: several photos a
 day enter exactly, as their day's mean (variance σ_u² + σ_e²/n) and their spread around it
-(σ_e). ``u`` is integrated out: each patient's day means are multivariate normal with
-covariance ``σ_u² ρ^|Δday| + diag(σ_e²/n)`` (batched Cholesky, no loop), so the sampler sees
-only G + 7 parameters. Only the two contrasted arms' photos enter; run-in (Baseline) and other
+(σ_e). ``u`` and ``α_p`` are integrated out exactly by a Kalman filter over each patient's
+days, so the sampler sees only G + 7 parameters. Only the two contrasted arms' photos enter; run-in (Baseline) and other
 arms' days count only as gaps. With one patient the same model holds: the population
 parameters are then only their priors (no pooling is possible), and θ_1's prior is the
 population prior.
@@ -131,18 +130,41 @@ def contrast_data(df: pd.DataFrame, outcome: str, a: str, b: str) -> ContrastDat
     )
 
 
-def day_covariance(day, n, mask, rho, sigma_day, sigma_photo):
-    """Covariance of each patient's day means: ``σ_u² ρ^|Δday| + σ_e²/n`` on the diagonal.
+def kalman_loglik(r, day, n, mask, sigma_alpha, rho, sigma_day, sigma_photo):
+    """Log-likelihood of day-mean residuals ``r`` (patients × days, mean μ_α + θ_p·x removed).
 
-    Padding days get variance 1 and no covariance (their residual is 0: a constant).
+    Exact for the model: a Kalman filter over each patient's days (``lax.scan``, all
+    patients at once) whose state is the patient's intercept deviation (constant, prior
+    variance σ_α²) and the day's AR(1) value (carried across a gap of g days by ρ^g); a
+    day mean of n photos adds noise σ_e²/n. Padding days (``mask`` 0) add nothing.
+    A scan, not a dense covariance: JAX's Cholesky gradient is slow on the CPU.
     """
+    import jax
     import jax.numpy as jnp
 
-    lag = jnp.abs(day[:, :, None] - day[:, None, :])
-    both = mask[:, :, None] * mask[:, None, :]
-    eye = jnp.eye(day.shape[1])
-    cov = both * sigma_day**2 * rho**lag + eye * (mask * sigma_photo**2 / n + (1 - mask))[:, :, None]
-    return cov
+    gap = jnp.concatenate([jnp.zeros_like(day[:, :1]), jnp.diff(day, axis=1)], axis=1)
+    first = jnp.zeros_like(day).at[:, 0].set(1.0)
+
+    def step(carry, inp):
+        ma, mu, paa, pau, puu = carry
+        r_t, g_t, f_t, n_t, k_t = inp
+        phi = jnp.where(f_t > 0, 0.0, rho ** jnp.maximum(g_t, 0.0))
+        mu_p, pau_p = phi * mu, phi * pau
+        puu_p = phi**2 * puu + sigma_day**2 * (1.0 - phi**2)
+        S = paa + 2 * pau_p + puu_p + sigma_photo**2 / n_t
+        v = r_t - ma - mu_p
+        ll = -0.5 * (jnp.log(2 * jnp.pi * S) + v**2 / S)
+        ka, ku = (paa + pau_p) / S, (pau_p + puu_p) / S
+        new = (ma + ka * v, mu_p + ku * v, paa - ka**2 * S, pau_p - ka * ku * S, puu_p - ku**2 * S)
+        keep = k_t > 0
+        out = tuple(jnp.where(keep, a, b) for a, b in zip(new, (ma, mu, paa, pau, puu)))
+        return out, jnp.where(keep, ll, 0.0)
+
+    G = r.shape[0]
+    z = jnp.zeros(G)
+    init = (z, z, z + sigma_alpha**2, z, z + sigma_day**2)
+    _, ll = jax.lax.scan(step, init, (r.T, gap.T, first.T, n.T, mask.T))
+    return ll.sum()
 
 
 def nof1_model(data: dict):
@@ -162,13 +184,12 @@ def nof1_model(data: dict):
     with numpyro.plate("patient", G):
         z_theta = numpyro.sample("z_theta", dist.Normal(0.0, 1.0))
     theta = numpyro.deterministic("theta", mu_theta + tau * z_theta)
-    # the patient intercepts α_p ~ Normal(μ_α, σ_α) are integrated out: σ_α² joins every
-    # entry of the patient's covariance (exact; removes G parameters and their funnel)
-    mask = data["mask"]
-    mean = (mu_alpha + theta[:, None] * data["x"]) * mask
-    cov = day_covariance(data["day"], data["n"], mask, rho, sigma_day, sigma_photo)
-    cov = cov + sigma_alpha**2 * mask[:, :, None] * mask[:, None, :]
-    numpyro.sample("day_means", dist.MultivariateNormal(mean, covariance_matrix=cov), obs=data["y"])
+    # the patient intercepts α_p ~ Normal(μ_α, σ_α) are integrated out in the filter's state
+    # (exact; removes G parameters and their funnel)
+    r = data["y"] - mu_alpha - theta[:, None] * data["x"]
+    numpyro.factor(
+        "day_means", kalman_loglik(r, data["day"], data["n"], data["mask"], sigma_alpha, rho, sigma_day, sigma_photo)
+    )
     # photos around their day's mean: independent, variance σ_e² (several photos a day)
     numpyro.factor(
         "photos_within_days",
