@@ -104,9 +104,15 @@ def null_summary(trials: list[dict]) -> dict:
     edges = np.linspace(0, 1, 11)
     return {
         "trials": len(trials),
-        "population_p_benefit_histogram": {"edges": edges.round(2).tolist(), "counts": np.histogram(pop, edges)[0].tolist()},
+        "population_p_benefit_histogram": {
+            "edges": edges.round(2).tolist(),
+            "counts": np.histogram(pop, edges)[0].tolist(),
+        },
         "population_share_above_0.95": float(np.mean(pop > 0.95)),
-        "patient_p_benefit_histogram": {"edges": edges.round(2).tolist(), "counts": np.histogram(pat, edges)[0].tolist()},
+        "patient_p_benefit_histogram": {
+            "edges": edges.round(2).tolist(),
+            "counts": np.histogram(pat, edges)[0].tolist(),
+        },
         "patient_share_above_0.95": float(np.mean(pat > 0.95)),
         "not_converged": int(sum(not t["converged"] for t in trials)),
     }
@@ -186,7 +192,9 @@ def timing(replicates: int) -> dict:
     out = {}
     with tempfile.TemporaryDirectory() as tmp:
         run = [sys.executable, "-m", "trialsim"]
-        subprocess.run([*run, "simulate", "protocols/demo.yaml", "--out", f"{tmp}/demo", "--quiet"], check=True, cwd=ROOT)
+        subprocess.run(
+            [*run, "simulate", "protocols/demo.yaml", "--out", f"{tmp}/demo", "--quiet"], check=True, cwd=ROOT
+        )
         for method in ("oracle", "ae"):
             t0 = time.perf_counter()
             cmd = [*run, "analyze", f"{tmp}/demo", "--out", f"{tmp}/{method}", "--method", method, "--model", "bayes"]
@@ -217,23 +225,29 @@ def main() -> None:
     settings = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws}
     parts = args.parts.split(",")
     report: dict = {"settings": dict(settings, trials=args.trials, workers=args.workers)}
-    if "calibration" in parts:
-        report["calibration_hia_pilot"] = coverage(run_trials({}, args.trials, settings, args.workers, 1000))
-        one = run_trials({"patients": 1}, args.trials, settings, args.workers, 2000)
-        report["calibration_one_patient"] = coverage(one)
-    if "null" in parts:
-        report["null_hia_pilot_effect0"] = null_summary(run_trials({"effect": 0}, args.trials, settings, args.workers, 3000))
-    if "laplace" in parts:
-        report["laplace_vs_nuts"] = laplace_vs_nuts(5, settings)
-    if "real" in parts and REAL.exists():
-        report["real_hia_dev"] = real_photos(args.seed)
-    if "timing" in parts:
-        report["timing"] = timing(args.power_replicates)
-    text = json.dumps(report, indent=2, default=float)
-    print(text)
-    args.out.parent.mkdir(parents=True, exist_ok=True)
-    existing = json.loads(args.out.read_text()) if args.out.exists() else {}
-    args.out.write_text(json.dumps({**existing, **report}, indent=2, default=float) + "\n")
+    w = args.workers
+    steps = {
+        "calibration": lambda: {
+            "calibration_hia_pilot": coverage(run_trials({}, args.trials, settings, w, 1000)),
+            "calibration_one_patient": coverage(run_trials({"patients": 1}, args.trials, settings, w, 2000)),
+        },
+        "null": lambda: {
+            "null_hia_pilot_effect0": null_summary(run_trials({"effect": 0}, args.trials, settings, w, 3000))
+        },
+        "laplace": lambda: {"laplace_vs_nuts": laplace_vs_nuts(3, settings)},
+        "real": lambda: {"real_hia_dev": real_photos(args.seed)} if REAL.exists() else {},
+        "timing": lambda: {"timing": timing(args.power_replicates)},
+    }
+    for part in parts:
+        report.update(steps[part]())
+        save(report, args.out)  # each part as it finishes: a long run can be read part by part
+    print(json.dumps(report, indent=2, default=float))
+
+
+def save(report: dict, out: Path) -> None:
+    out.parent.mkdir(parents=True, exist_ok=True)
+    existing = json.loads(out.read_text()) if out.exists() else {}
+    out.write_text(json.dumps({**existing, **report}, indent=2, default=float) + "\n")
 
 
 if __name__ == "__main__":

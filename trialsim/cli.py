@@ -331,14 +331,27 @@ def report(results_dir):
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT)")
 @click.option("--keep-images", is_flag=True, help="keep each replicate's images")
+@click.option(
+    "--model",
+    type=click.Choice(["lmm", "bayes"]),
+    default="lmm",
+    show_default=True,
+    help="bayes: also how often a patient reaches a confident Bayesian decision (P > 0.9 either way) and is right",
+)
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, quiet):
+def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, model, quiet):
     """Monte Carlo power, type-I error, bias and coverage over a design grid."""
     from .power import PowerStudy, run_power
 
     study = PowerStudy.from_cli(
-        protocol, replicates=replicates, grid=list(grid), methods=method, seed=seed, keep_images=keep_images
+        protocol,
+        replicates=replicates,
+        grid=list(grid),
+        methods=method,
+        seed=seed,
+        keep_images=keep_images,
+        model=model,
     )
     summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)
     click.echo(summary.to_string(index=False))

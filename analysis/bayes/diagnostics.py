@@ -36,24 +36,25 @@ def diagnose(draws: dict[str, np.ndarray], stats: dict) -> dict:
     chains = int(stats.get("chains", 1))
     rhat_b = {k: v for k, v in rhat.items() if k in BLOCKING}
     ess_b = {k: v for k, v in ess.items() if k in BLOCKING}
-    out = {
-        "rhat_max": max(rhat_b.values()),
-        "ess_min": min(ess_b.values()),
-        "divergences": int(stats.get("divergences", 0)),
+    rhat_max, ess_min, divergences = max(rhat_b.values()), min(ess_b.values()), int(stats.get("divergences", 0))
+    out: dict = {
+        "rhat_max": rhat_max,
+        "ess_min": ess_min,
+        "divergences": divergences,
         "chains": chains,
         "draws": int(stats.get("draws", 0)),
         "rhat": rhat,
         "ess": ess,
     }
     problems = []
-    if not out["rhat_max"] <= RHAT_MAX:  # NaN fails too
+    if not rhat_max <= RHAT_MAX:  # NaN fails too
         worst = max(rhat_b, key=lambda k: -np.inf if np.isnan(rhat_b[k]) else rhat_b[k])
-        problems.append(f"R-hat {out['rhat_max']:.3f} > {RHAT_MAX} ({worst})")
-    if not out["ess_min"] >= ESS_PER_CHAIN_MIN * chains:
+        problems.append(f"R-hat {rhat_max:.3f} > {RHAT_MAX} ({worst})")
+    if not ess_min >= ESS_PER_CHAIN_MIN * chains:
         worst = min(ess_b, key=lambda k: np.inf if np.isnan(ess_b[k]) else ess_b[k])
-        problems.append(f"effective sample size {out['ess_min']:.0f} < {ESS_PER_CHAIN_MIN * chains} ({worst})")
-    if out["divergences"] > 0:
-        problems.append(f"{out['divergences']} divergent transitions")
+        problems.append(f"effective sample size {ess_min:.0f} < {ESS_PER_CHAIN_MIN * chains} ({worst})")
+    if divergences > 0:
+        problems.append(f"{divergences} divergent transitions")
     out["converged"] = not problems
     out["problems"] = problems
     return out

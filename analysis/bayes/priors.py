@@ -100,7 +100,7 @@ def parse_priors(items: list[str] | tuple[str, ...] | None) -> Priors:
         values.update(loaded)
         source = str(path)
     try:
-        return Priors(**values)  # type: ignore[arg-type]
+        return Priors.model_validate(values)
     except ValidationError as e:
         err = e.errors()[0]
         key = ".".join(str(x) for x in err["loc"]) or "?"

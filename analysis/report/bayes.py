@@ -42,7 +42,15 @@ def fig_posteriors(fit: dict, draws: dict, i: int) -> str:
                 {"patient": np.repeat(pats, theta.shape[1]), "effect": np.asarray(theta, float).ravel()}
             )
             sns.violinplot(
-                data=frame, x="effect", y="patient", order=pats, ax=ax, color="#9ecae1", inner=None, cut=0, linewidth=0.6
+                data=frame,
+                x="effect",
+                y="patient",
+                order=pats,
+                ax=ax,
+                color="#9ecae1",
+                inner=None,
+                cut=0,
+                linewidth=0.6,
             )
         for k, p in enumerate(fit["patients"]):
             ax.plot([p["ci_low"], p["ci_high"]], [k, k], color="#08306b", lw=1.4)

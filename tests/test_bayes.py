@@ -1,0 +1,124 @@
+"""The Bayesian N-of-1 model (``--model bayes``): recovery, seeds, convergence reporting, bad input."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+from click.testing import CliRunner
+from conftest import small_protocol_dict
+
+from analysis.bayes import SamplerSettings, analyse_contrast, parse_priors
+from analysis.errors import AnalysisInputError
+from trialsim.cli import main
+
+SMALL = SamplerSettings(chains=2, warmup=200, draws=200)
+
+
+def trial(effects, days: int = 12, photos: int = 1, seed: int = 0) -> pd.DataFrame:
+    """Photos of patients on arms A/B in 2-day periods; B − A = ``effects[p]``; AR(1) day noise 0.3, photo noise 0.1."""
+    rng = np.random.default_rng(seed)
+    rows = []
+    for p, eff in enumerate(effects):
+        u = 0.0
+        for day in range(days):
+            u = 0.5 * u + 0.3 * rng.normal()
+            arm = "B" if (day // 2) % 2 else "A"
+            for _ in range(photos):
+                y = 1.0 + 0.5 * p + eff * (arm == "B") + u + 0.1 * rng.normal()
+                rows.append({"patient_id": f"p{p}", "day": day, "treatment": arm, "y": y})
+    return pd.DataFrame(rows)
+
+
+def test_recovers_a_large_effect_with_confidence():
+    df = trial([-2.0, -2.2, -1.8], photos=2)
+    fit = analyse_contrast(df, "y", ("A", "B"), seed=1, settings=SMALL)
+    assert fit["population"]["p_benefit"] > 0.99
+    assert all(p["p_benefit"] > 0.99 for p in fit["patients"])
+    assert fit["diagnostics"]["divergences"] == 0 and fit["diagnostics"]["rhat_max"] < 1.05
+    assert fit["population"]["ci_low"] < -2.0 < fit["population"]["ci_high"]
+    assert fit["population"]["statement"].startswith("Population mean: P(B better than A) = 1.00")
+
+
+def test_same_seed_same_numbers_and_another_seed_differs():
+    df = trial([-0.5, 0.0], seed=3)
+    tiny = SamplerSettings(chains=2, warmup=50, draws=50)
+    one = analyse_contrast(df, "y", ("A", "B"), seed=7, settings=tiny)
+    two = analyse_contrast(df, "y", ("A", "B"), seed=7, settings=tiny)
+    other = analyse_contrast(df, "y", ("A", "B"), seed=8, settings=tiny)
+    assert one["patients"] == two["patients"] and one["population"] == two["population"]
+    assert one["population"]["estimate"] != other["population"]["estimate"]
+    lap = [analyse_contrast(df, "y", ("A", "B"), seed=s, inference="laplace")["population"] for s in (7, 7, 8)]
+    assert lap[0] == lap[1] and lap[0]["estimate"] != lap[2]["estimate"]
+
+
+def test_failed_convergence_is_reported_and_blocks_the_decision():
+    df = trial([-1.0, -1.0, -1.0], seed=4)
+    fit = analyse_contrast(df, "y", ("A", "B"), seed=0, settings=SamplerSettings(chains=2, warmup=5, draws=20))
+    assert not fit["diagnostics"]["converged"]
+    assert fit["diagnostics"]["problems"]
+    assert any(w.startswith("convergence failed") for w in fit["warnings"])
+    assert {p["decision"] for p in fit["patients"]} == {"withheld"}
+    assert fit["population"]["decision"] == "withheld"
+
+
+def test_one_patient_uses_the_population_prior_alone():
+    fit = analyse_contrast(trial([-1.5], days=16, photos=3), "y", ("A", "B"), seed=0, inference="laplace")
+    assert fit["n_patients"] == 1 and len(fit["patients"]) == 1
+    assert fit["population"]["decision"] == "not estimable (one patient)"
+    assert any("no pooling" in w for w in fit["warnings"])
+    assert fit["patients"][0]["p_benefit"] > 0.95
+
+
+def test_priors_and_mid_parse_or_fail_naming_the_field(tmp_path):
+    assert parse_priors(["effect_sd=1.5"]).effect_sd == 1.5
+    f = tmp_path / "p.yaml"
+    f.write_text("rho_a: 2\nrho_b: 3\n")
+    assert parse_priors([str(f)]).rho_b == 3
+    for bad, field in ((["effect_sd=-1"], "effect_sd"), (["nope=1"], "nope"), (["tau=x"], "tau")):
+        with pytest.raises(AnalysisInputError, match=field):
+            parse_priors(bad)
+    with pytest.raises(AnalysisInputError, match="--mid"):
+        analyse_contrast(trial([-1.0, -1.0]), "y", ("A", "B"), seed=0, mid=-0.1, inference="laplace")
+
+
+@pytest.mark.parametrize(
+    "extra, field",
+    [
+        (["--prior", "effect_sd=0"], "--prior effect_sd"),
+        (["--prior", "rho_a=nan"], "--prior rho_a"),
+        (["--prior", "missing.yaml"], "--prior"),
+        (["--mid", "-1"], "--mid"),
+        (["--mid", "inf"], "--mid"),
+    ],
+)
+def test_bad_priors_or_mid_exit_2(tmp_path, extra, field):
+    r = CliRunner().invoke(
+        main, ["analyze", str(tmp_path / "none"), "--out", str(tmp_path / "a"), "--model", "bayes", *extra]
+    )
+    assert r.exit_code == 2, r.output
+    assert field in r.output
+    assert not (tmp_path / "a" / "results.json").exists()
+
+
+def test_pipeline_writes_the_bayes_section_and_report(tmp_path):
+    from analysis.pipeline import AnalysisConfig, analyze
+    from trialsim.protocol import protocol_from_dict
+    from trialsim.simulate import simulate
+
+    simulate(protocol_from_dict(small_protocol_dict()), tmp_path / "ds", renderer="none", progress=False)
+    cfg = AnalysisConfig(method="oracle", model="bayes", bayes_inference="laplace", progress=False)
+    res = analyze(tmp_path / "ds", tmp_path / "a", cfg)
+    on_disk = json.loads((tmp_path / "a" / "results.json").read_text())
+    assert on_disk["population"] and on_disk["patients"]  # the existing keys stay
+    fit = on_disk["bayes"]["fits"][0]
+    assert fit["contrast"] == "B − A" and len(fit["patients"]) == 3 and "_draws" not in fit
+    assert fit["population"]["estimate"] < 0 and "estimate_severity" in fit["population"]
+    assert all("known_realised" in p for p in fit["patients"])
+    assert on_disk["bayes"]["priors"]["effect_sd"] == 2.5 and res["bayes"]["mid"] == 0.5
+    html = (tmp_path / "a" / "report.html").read_text()
+    assert 'id="bayes"' in html and "P(B better than A" in html
+    with np.load(tmp_path / "a" / "bayes_draws.npz") as z:
+        assert z["fit0_theta"].shape[0] == 3
