@@ -22,6 +22,7 @@ import pandas as pd
 from . import embedding as emb_step
 from . import evaluate as ev
 from .atomic import atomic_write_bytes, atomic_write_text
+from .bayes.steps import bayes_draws, bayes_fits, bayes_section, check_bayes
 from .contract import BASELINE_LABEL, IMAGE_METHODS, METHODS
 from .dataset import TrialData, load_dataset, load_images
 from .embed import PRESETS
@@ -209,7 +210,7 @@ def _one_method(
     t0 = time.perf_counter()
     population, patients = _models(pc1, data, method, mi, pairs, cfg)
     timings["models"] += time.perf_counter() - t0
-    bayes = _bayes_fits(pc1, data, method, mi, pairs, cfg, sign, timings) if cfg.model == "bayes" else []
+    bayes = bayes_fits(pc1, data, method, mi, pairs, cfg, sign, timings) if cfg.model == "bayes" else []
     return {
         "summary": _embedding_summary(pc1, emb, reducer, data, sign, reduction),
         "frame": _embedding_frame(data.manifest, method, pc1, emb),
@@ -219,57 +220,6 @@ def _one_method(
         "population": population,
         "patients": patients,
         "bayes": bayes,
-    }
-
-
-def _bayes_fits(pc1, data: TrialData, method: str, mi: int, pairs, cfg: AnalysisConfig, sign: str, timings) -> list:
-    """The Bayesian model of every contrast on one method's PC1 (``--model bayes``)."""
-    from .bayes import analyse_contrast, parse_priors
-
-    t0 = time.perf_counter()
-    m = data.manifest
-    scored = m.assign(PC1=pc1)
-    mm = measurement_model(pc1, m["severity_latent"], m["patient_id"]) if data.has_truth else None
-    fits = []
-    for ci, pair in enumerate(pairs):
-        fit = analyse_contrast(
-            scored,
-            "PC1",
-            pair,
-            seed=(cfg.seed, mi, ci),
-            priors=parse_priors(cfg.priors),
-            mid=cfg.mid,
-            inference=cfg.bayes_inference,
-            slope=mm["slope"] if mm is not None else None,
-            direction_known=sign in ("truth", "redness"),
-        )
-        if data.has_noisefree:
-            realised = ev.realised_by_patient(scored, *pair)
-            for p in fit["patients"]:
-                p["known_realised"] = float(realised.get(p["patient_id"], np.nan))
-        fits.append({"method": method, **fit})
-    timings["bayes"] = timings.get("bayes", 0.0) + time.perf_counter() - t0
-    return fits
-
-
-def _bayes_section(per: dict, cfg: AnalysisConfig) -> dict | None:
-    """The ``bayes`` section of results.json (None unless ``--model bayes``)."""
-    if cfg.model != "bayes":
-        return None
-    from .bayes import MODEL_TEXT, SamplerSettings, parse_priors
-
-    priors = parse_priors(cfg.priors)
-    return {
-        "model": MODEL_TEXT,
-        "inference": cfg.bayes_inference,
-        "sampler": asdict(SamplerSettings()) if cfg.bayes_inference == "nuts" else None,
-        "priors": priors.model_dump(),
-        "priors_text": priors.describe(),
-        "mid": cfg.mid,
-        "mid_note": "δ = mid × s, s the within-patient residual SD of the outcome (half an SD by default: "
-        "Norman, Sloan & Wyrwich 2003); on the severity scale δ ÷ the calibration slope",
-        "confident": 0.9,
-        "fits": [f for r in per.values() for f in r["bayes"]],
     }
 
 
@@ -297,23 +247,11 @@ def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
     return formulas
 
 
-def _check_bayes(cfg: AnalysisConfig) -> None:
-    """Bad ``--model``, priors or δ fail before any photo is read."""
-    if cfg.model not in ("lmm", "bayes"):
-        raise AnalysisInputError(f"unknown model {cfg.model!r}", field="--model", allowed="lmm, bayes")
-    if cfg.model == "bayes" or cfg.priors:
-        from .bayes import check_inference, check_mid, parse_priors
-
-        parse_priors(cfg.priors)
-        check_mid(cfg.mid)
-        check_inference(cfg.bayes_inference)
-
-
 def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, tuple]:
     """The dataset, and when a method reads photos the (normalised) photos (uint8 N×3×H×W) and,
     on the skin path, the per-photo skin table."""
     check_primary_test(cfg.primary_test)
-    _check_bayes(cfg)
+    check_bayes(cfg)
     if "ae" in methods:  # a size the network cannot take fails before any photo is read
         emb_step.embedder("ae", None, cfg).check_params()
     data = load_dataset(dataset)
@@ -365,7 +303,7 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
         {
             "population": population,
             "patients": patients,
-            **({"bayes": bayes} if (bayes := _bayes_section(per, cfg)) is not None else {}),
+            **({"bayes": bayes} if (bayes := bayes_section(per, cfg)) is not None else {}),
             "primary_test": cfg.primary_test,
             "verdicts": patient_verdicts(patients, cfg.primary_test),
             "skin": emb_step.skin_summary(photos) if photos is not None else None,
@@ -394,21 +332,8 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
     )
     results._embeddings = pd.concat([r["frame"] for r in per.values()], ignore_index=True)
     results._reconstructions = next((r["reconstructions"] for r in per.values() if r["reconstructions"]), None)
-    results._bayes_draws = _bayes_draws(results)
+    results._bayes_draws = bayes_draws(results)
     return results
-
-
-def _bayes_draws(results: Results) -> dict | None:
-    """Each Bayesian fit's thinned effect draws (``bayes_draws.npz``), taken out of results.json."""
-    if results.bayes is None:
-        return None
-    arrays = {}
-    for i, fit in enumerate(results.bayes["fits"]):
-        d = fit.pop("_draws", None)
-        if d is not None:
-            arrays[f"fit{i}_patients"] = np.asarray(d["patients"], dtype=str)
-            arrays[f"fit{i}_theta"] = np.asarray(d["theta"], dtype=np.float32)
-    return arrays
 
 
 def write(results: Results, out, report: bool = True) -> Path:

@@ -241,16 +241,10 @@ def finetune(quiet, **given):
     show_default=True,
     help="the per-patient test the verdicts come from (the others are sensitivity analyses)",
 )
-@click.option(
-    "--model",
-    type=click.Choice(["lmm", "bayes"]),
-    default="lmm",
-    show_default=True,
-    help="bayes: also the Bayesian hierarchical model (per-patient posteriors, P(benefit), P(|effect| > δ))",
-)
+@click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: the Bayesian model too")
 @click.option("--prior", multiple=True, help="bayes: KEY=VALUE or a YAML file of priors (units of the outcome's SD)")
 @click.option(
-    "--mid", type=float, default=0.5, show_default=True, help="bayes: δ, minimal important difference (units of s)"
+    "--mid", type=float, default=0.5, help="bayes: δ, minimal important difference (units of s)  [default: 0.5]"
 )
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
@@ -261,6 +255,7 @@ def analyze(
     dataset, out, overwrite, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, **rest
 ):
     """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
+    from analysis.bayes import decision_lines
     from analysis.pipeline import AnalysisConfig
     from analysis.pipeline import analyze as run
 
@@ -282,7 +277,7 @@ def analyze(
         time_terms=time_terms,
         skip_bad=skip_bad,
         progress=not quiet,
-        **_bayes_options(rest),
+        **{"model": rest["model"], "priors": tuple(rest["prior"]), "mid": rest["mid"]},
     )
     results = run(dataset, out, cfg)
     write_marker(out, "analysis", f"{Path(dataset).resolve()}\n{cfg!r}")
@@ -291,23 +286,9 @@ def analyze(
             f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "
             f"(95% CI {pop['ci_low']:+.3f} to {pop['ci_high']:+.3f}), p = {pop['p_value']:.3g}"
         )
-    _echo_bayes(results.get("bayes"))
+    for line in decision_lines(results.get("bayes")):
+        click.echo(line)
     click.echo(f"results → {Path(out) / 'results.json'}; report → {Path(out) / 'report.html'}")
-
-
-def _bayes_options(rest: dict) -> dict:
-    """The AnalysisConfig fields of ``--model``, ``--prior`` and ``--mid``."""
-    return {"model": rest["model"], "priors": tuple(rest["prior"]), "mid": rest["mid"]}
-
-
-def _echo_bayes(bayes: dict | None) -> None:
-    """The Bayesian fits' decision lines and convergence warnings."""
-    for fit in (bayes or {}).get("fits", []):
-        for w in fit["warnings"]:
-            click.echo(f"{fit['method']:>10}  {fit['contrast']}: WARNING {w}")
-        lines = [fit["population"]["statement"]] + [p["statement"] for p in fit["patients"]]
-        for line in filter(None, lines):
-            click.echo(f"{fit['method']:>10}  {line}")
 
 
 @main.command()
@@ -331,13 +312,7 @@ def report(results_dir):
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT)")
 @click.option("--keep-images", is_flag=True, help="keep each replicate's images")
-@click.option(
-    "--model",
-    type=click.Choice(["lmm", "bayes"]),
-    default="lmm",
-    show_default=True,
-    help="bayes: also how often a patient reaches a confident Bayesian decision (P > 0.9 either way) and is right",
-)
+@click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: confident decisions too")
 @click.option("--quiet", is_flag=True)
 @handle_errors
 def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, model, quiet):
@@ -345,14 +320,9 @@ def power(protocol, replicates, out, grid, method, seed, workers, scheduler, kee
     from .power import PowerStudy, run_power
 
     study = PowerStudy.from_cli(
-        protocol,
-        replicates=replicates,
-        grid=list(grid),
-        methods=method,
-        seed=seed,
-        keep_images=keep_images,
-        model=model,
+        protocol, replicates=replicates, grid=list(grid), methods=method, seed=seed, keep_images=keep_images
     )
+    study.model = model
     summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)
     click.echo(summary.to_string(index=False))
     click.echo(f"power study → {Path(out) / 'summary.csv'}, {Path(out) / 'power.html'}")

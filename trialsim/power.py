@@ -26,17 +26,8 @@ from analysis.results import Results, detected
 
 from .dataset import claim_output, remove_dead_work, work_folder, write_marker
 from .errors import BadInput, StudyFailed
-from .power_table import (
-    REPLICATE_COLUMNS,
-    add_bayes_decisions,
-    append_rows,
-    bayes_rows,
-    parse_value,
-    primary_rows,
-    read_done,
-    severity_row,
-    summarise,
-)
+from .power_bayes import add_bayes_decisions, bayes_rows, replicate_config
+from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, primary_rows, read_done, severity_row, summarise
 from .protocol import load_protocol, load_yaml, protocol_from_dict
 from .scaleout import run_local, run_on_cluster
 
@@ -181,14 +172,7 @@ class PowerStudy:
 
     @classmethod
     def from_cli(
-        cls,
-        protocol_path,
-        replicates: int,
-        grid: list[str],
-        methods: str,
-        seed: int = 0,
-        keep_images: bool = False,
-        model: str = "lmm",
+        cls, protocol_path, replicates: int, grid: list[str], methods: str, seed: int = 0, keep_images: bool = False
     ) -> PowerStudy:
         p = load_protocol(protocol_path)
         ms = [m.strip() for m in methods.split(",") if m.strip()]
@@ -204,7 +188,6 @@ class PowerStudy:
             seed=seed,
             keep_images=keep_images,
             source=str(protocol_path),
-            model=model,
         )
 
     def tasks(self) -> list[dict]:
@@ -237,8 +220,7 @@ def _rows_from_results(res: Results, task: dict) -> list[dict]:
         )
         if pop.get("estimate_severity") is not None:  # severity units through the measurement model
             rows.append(severity_row(pop, tr))
-    rows += primary_rows(res)
-    rows += bayes_rows(res)
+    rows += primary_rows(res) + bayes_rows(res)
     # per-patient tests: a replicate "detects" with a test when the majority of patients reject
     pats = pd.DataFrame(
         [p.model_dump(include={"method", "contrast", "test", "estimate", "p_value"}) for p in res.patients]
@@ -267,24 +249,13 @@ def _rows_from_results(res: Results, task: dict) -> list[dict]:
     return rows
 
 
-def _replicate_config(methods: list[str], task: dict, model: str):
-    """One replicate's analysis options; the Bayesian model by its Laplace approximation (speed)."""
-    from analysis.pipeline import AnalysisConfig
-
-    cfg = AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False)
-    if model == "bayes":
-        cfg.model, cfg.bayes_inference = "bayes", "laplace"
-    return cfg
-
-
 def run_replicate(args) -> list[dict]:
     """Simulate and analyse one replicate; failures become rows with ``error`` set."""
     from analysis.pipeline import run, write
 
     from .simulate import simulate
 
-    base, task, methods, keep_dir, *more = args
-    cfg = _replicate_config(methods, task, more[0] if more else "lmm")
+    base, task, methods, keep_dir = args
     work = work_folder()
     try:
         d = apply_grid_point(base, task["point"])
@@ -292,7 +263,7 @@ def run_replicate(args) -> list[dict]:
         protocol = protocol_from_dict(d)
         renderer = "none" if methods == ["oracle"] else None
         simulate(protocol, work / "dataset", renderer=renderer, progress=False)
-        res = run(work / "dataset", cfg)
+        res = run(work / "dataset", replicate_config(methods, task))
         if keep_dir:
             write(res, work / "analysis", report=False)
         rows = _rows_from_results(res, task)
@@ -359,7 +330,7 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
     done_keys = set(zip(done["grid_point"].astype(str), done["replicate"].astype(int)))
     todo = [t for t in study.tasks() if (t["key"], t["replicate"]) not in done_keys]
     keep_dir = str(out / "images") if study.keep_images else None
-    args = [(study.base, t, study.methods, keep_dir, study.model) for t in todo]
+    args = [(study.base, dict(t, model=study.model), study.methods, keep_dir) for t in todo]
     todo_points = {(t["key"], t["replicate"]): t["point"] for t in todo}
     it = run_on_cluster(run_replicate, args, client) if client else run_local(run_replicate, args, workers)
     n_all = len(study.tasks())
@@ -400,9 +371,7 @@ def run_power(
         # 2. the study's folder (only one trialsim wrote, so no file of the user's is touched) and its spec
         claim_output(out, "power", None, replace=True)
         remove_dead_work()  # what killed studies left in the temporary folder
-        spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed")}
-        if study.model != "lmm":  # a plain study's spec stays as it was
-            spec["model"] = study.model
+        spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed", "model")}
         _check_spec(out, spec)
         spec_text = yaml.safe_dump(spec, sort_keys=False)
         write_marker(out, "power", spec_text)

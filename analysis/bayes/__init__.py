@@ -28,7 +28,16 @@ MODEL_TEXT = (
     "the two contrasted arms' photos only"
 )
 
-__all__ = ["DEFAULT_MID", "INFERENCES", "Priors", "SamplerSettings", "analyse_contrast", "check_mid", "parse_priors"]
+__all__ = [
+    "DEFAULT_MID",
+    "INFERENCES",
+    "Priors",
+    "SamplerSettings",
+    "analyse_contrast",
+    "check_mid",
+    "decision_lines",
+    "parse_priors",
+]
 
 
 def check_inference(inference: str) -> str:
@@ -58,27 +67,14 @@ def analyse_contrast(
     the severity scale. Returns the ``bayes.fits`` entry of results.json (outcome units)
     with a private ``_draws`` (patients × :data:`PLOT_DRAWS` effect draws) for the report.
     """
-    from .diagnostics import diagnose
-    from .fit import fit_laplace, fit_nuts
+    from .fit import fit_and_check
     from .model import contrast_data
     from .summaries import summarise_contrast
 
     a, b = ab
-    priors = priors or Priors()
     mid = check_mid(mid)
     cd = contrast_data(df, outcome, a, b)
-    arrays = cd.arrays(priors)
-    if check_inference(inference) == "nuts":
-        draws, stats = fit_nuts(arrays, seed, settings or SamplerSettings())
-        diag = diagnose(draws, stats)
-    else:
-        draws, stats = fit_laplace(arrays, seed)
-        ok = stats["converged"]
-        diag = {
-            "converged": ok,
-            "problems": [] if ok else ["the posterior mode was not found"],
-            "draws": stats["draws"],
-        }
+    draws, diag = fit_and_check(cd.arrays(priors or Priors()), seed, check_inference(inference), settings)
     raw = arm_difference(df.assign(_y=pd.to_numeric(df[outcome], errors="coerce")), "_y", a, b)
     raw.index = raw.index.astype(str)
     pop, patients = summarise_contrast(draws, cd, raw, mid, slope, diag["converged"], direction_known, ab)
@@ -107,3 +103,13 @@ def analyse_contrast(
         "warnings": warnings,
         "_draws": {"patients": cd.patients, "theta": theta[keep].T},
     }
+
+
+def decision_lines(bayes: dict | None) -> list[str]:
+    """The command line's summary of a ``bayes`` section: warnings, then each decision statement."""
+    lines = []
+    for fit in (bayes or {}).get("fits", []):
+        lines += [f"{fit['method']:>10}  {fit['contrast']}: WARNING {w}" for w in fit["warnings"]]
+        statements = [fit["population"]["statement"]] + [p["statement"] for p in fit["patients"]]
+        lines += [f"{fit['method']:>10}  {s}" for s in statements if s]
+    return lines

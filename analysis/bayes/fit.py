@@ -139,3 +139,21 @@ def fit_laplace(arrays: dict, seed: int | tuple, n_draws: int = 2000) -> tuple[d
     post = draw(jnp.asarray(res.x, jnp.float64), jnp.asarray(factor, jnp.float64), data, _key(jax, seed))
     draws = {k: np.asarray(v, dtype=float)[None] for k, v in post.items()}
     return draws, {"converged": ok, "draws": n_draws}
+
+
+def fit_and_check(
+    arrays: dict, seed: int | tuple, inference: str, settings: SamplerSettings | None
+) -> tuple[dict, dict]:
+    """Draws and diagnostics by ``inference`` (``nuts``: R-hat, ESS, divergences; ``laplace``: the mode was found)."""
+    from .diagnostics import diagnose
+
+    if inference == "nuts":
+        draws, stats = fit_nuts(arrays, seed, settings or SamplerSettings())
+        return draws, diagnose(draws, stats)
+    draws, stats = fit_laplace(arrays, seed)
+    ok = stats["converged"]
+    return draws, {
+        "converged": ok,
+        "problems": [] if ok else ["the posterior mode was not found"],
+        "draws": stats["draws"],
+    }
