@@ -26,7 +26,7 @@ class SamplerSettings:
 
     chains: int = 2
     warmup: int = 500
-    draws: int = 500
+    draws: int = 1000
     target_accept: float = 0.9
 
 
