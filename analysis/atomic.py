@@ -15,7 +15,11 @@ import pandas as pd
 
 
 def atomic_write_bytes(path: Path | str, data: bytes) -> None:
-    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename."""
+    """Write ``data`` to ``path`` through a temporary file in the same folder and a rename.
+
+    On any failure (a full disk, a signal) the temporary file is removed and ``path`` keeps what it
+    held before; an :class:`OSError` then names ``path`` (the write itself reports no file name).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
@@ -24,9 +28,11 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
             f.write(data)
         os.chmod(tmp, 0o644)  # mkstemp makes files private; output files are for sharing
         os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(FileNotFoundError):
+    except BaseException as err:
+        with contextlib.suppress(OSError):
             os.unlink(tmp)
+        if isinstance(err, OSError) and err.filename is None and err.errno is not None:
+            raise OSError(err.errno, err.strerror, str(path)) from err
         raise
 
 
@@ -35,6 +41,7 @@ def atomic_write_text(path: Path | str, text: str) -> None:
     atomic_write_bytes(path, text.encode("utf-8"))
 
 
-def write_csv(path: Path | str, df: pd.DataFrame, index: bool = False) -> None:
-    """Write a table as CSV atomically, with ``\\n`` line ends and 6 significant digits for floats."""
-    atomic_write_text(path, df.to_csv(index=index, lineterminator="\n", float_format="%.6g"))
+def write_csv(path: Path | str, df: pd.DataFrame, index: bool = False, float_format: str = "%.6g") -> None:
+    """Write a table as CSV atomically, with ``\\n`` line ends and floats as ``float_format`` (6 significant
+    digits unless told; a table that is read back and computed on wants more)."""
+    atomic_write_text(path, df.to_csv(index=index, lineterminator="\n", float_format=float_format))

@@ -20,6 +20,7 @@ LESION_COLUMNS = ("image", "lesion_id", "type", "x", "y", "radius", "stage", "in
 SCHEDULE_COLUMNS = ("patient_id", "date", "block", "day", "treatment", "AcneSeverity")
 
 # Contract 2 / 3: analysis methods and the significance level
-METHODS = ("ae", "pixel-pca", "oracle")
-IMAGE_METHODS = ("ae", "pixel-pca")  # the methods that read the photos
+METHODS = ("ae", "pixel-pca", "oracle", "sim-reader")
+IMAGE_METHODS = ("ae", "pixel-pca", "sim-reader")  # the methods that read the photos
+NEEDS_READER = "sim-reader"  # the method that needs a reader folder (trialsim train-reader); not in "all" without one
 ALPHA = 0.05  # default two-sided significance level; functions take ``alpha`` as a parameter

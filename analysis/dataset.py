@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from .contract import BASELINE_LABEL, MANIFEST, MANIFEST_REQUIRED, PROTOCOL
-from .errors import AnalysisInputError
+from .errors import AnalysisInputError, cell_text
 
 MAX_DAY = 36500  # a hundred years of daily photos: the longest study day a manifest may name
 
@@ -76,7 +76,7 @@ def _days_from_timestamps(df: pd.DataFrame, path: Path) -> pd.Series:
     bad = ts.isna()
     if bad.any():
         raise AnalysisInputError(
-            f"unreadable timestamp {df.loc[bad, 'timestamp'].iloc[0]!r} (row {int(np.flatnonzero(bad)[0]) + 2})",
+            f"unreadable timestamp {cell_text(df.loc[bad, 'timestamp'].iloc[0])} (row {int(np.flatnonzero(bad)[0]) + 2})",
             file=str(path),
             field="timestamp",
             allowed="ISO 8601 date or date-time",
@@ -156,6 +156,15 @@ def load_dataset(folder: str | Path) -> TrialData:
         df = pd.read_csv(path, dtype={"patient_id": str, "treatment": str, "image": str})
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as e:
         raise AnalysisInputError(f"unreadable CSV ({e.__class__.__name__}: {e})", file=str(path)) from None
+    return dataset_from_frame(df, root, _read_protocol(root / PROTOCOL))
+
+
+def dataset_from_frame(df: pd.DataFrame, root: Path, protocol: dict | None) -> TrialData:
+    """A :class:`TrialData` from a manifest table as read from ``root/manifest.csv`` (checked the same way).
+
+    Also the in-memory path of power studies without photos: the table never touches the disk.
+    """
+    path = Path(root) / MANIFEST
     if "day" not in df.columns and "timestamp" in df.columns and "patient_id" in df.columns:
         df["day"] = _days_from_timestamps(df, path)
     missing = [c for c in MANIFEST_REQUIRED if c not in df.columns]
@@ -197,8 +206,6 @@ def load_dataset(folder: str | Path) -> TrialData:
             allowed="one row per photo",
         )
     df = df.sort_values(["patient_id", "day", "image"], kind="stable").reset_index(drop=True)
-
-    protocol = _read_protocol(root / PROTOCOL)
     labels, nominal = _treatments(df, protocol, path)
     return TrialData(root, df, labels, protocol, nominal)
 

@@ -46,6 +46,10 @@ def embedder(method: str, data: TrialData | None, cfg):
         return OracleEmbedder()
     if method == "pixel-pca":
         return PixelPCAEmbedder(random_state=cfg.seed)
+    if method == "sim-reader":
+        from .reader import SimReaderEmbedder
+
+        return SimReaderEmbedder(reader=cfg.reader, progress=cfg.progress)
     if normalisation(cfg) == SKIN:
         given = {"epochs": cfg.epochs, "code_size": cfg.code_size}
         return PatchAutoencoderEmbedder(
@@ -108,6 +112,12 @@ def orient_by_redness(pc1: np.ndarray, photos: pd.DataFrame | None) -> tuple[np.
         return pc1, False
     r = np.corrcoef(pc1, photos["red_contrast"].to_numpy(float))[0, 1]
     return (-pc1 if np.isfinite(r) and r < 0 else pc1), True
+
+
+def orient_by_read_severity(pc1: np.ndarray, emb: np.ndarray) -> np.ndarray:
+    """Flip PC1 so that it rises with the reader's severity (the embedding's first column)."""
+    r = np.corrcoef(pc1, emb[:, 0])[0, 1] if np.std(emb[:, 0]) > 0 else 1.0
+    return -pc1 if np.isfinite(r) and r < 0 else pc1
 
 
 def skin_summary(photos: pd.DataFrame) -> dict:

@@ -28,3 +28,12 @@ class AnalysisInputError(ValueError):
         if self.allowed:
             text += f" Allowed: {self.allowed}."
         return text
+
+
+def cell_text(value) -> str:
+    """A table cell as the user typed it, for messages: ``'abc'``, ``1.5`` (never ``np.float64(1.5)``), or
+    ``an empty cell``."""
+    if value is None or (isinstance(value, float) and value != value):  # nan: what pandas reads for ""
+        return "an empty cell"
+    value = value.item() if hasattr(value, "item") else value
+    return repr(value) if isinstance(value, str) else str(value)

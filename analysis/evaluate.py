@@ -71,12 +71,21 @@ def standardise(fit: dict) -> dict:
     return {k + "_std": (fit[k] / sd if sd > 0 else float("nan")) for k in ("estimate", "ci_low", "ci_high")}
 
 
+def _arm_sd(m, a: str, b: str) -> float:
+    """SD of ``severity_latent`` around its arm's mean on arms ``a`` and ``b`` (one patient's unit)."""
+    d = m[m["treatment"].isin([a, b])]
+    r = d["severity_latent"] - d.groupby("treatment")["severity_latent"].transform("mean")
+    return float(np.sqrt(np.mean(r**2))) if len(r) > 1 else float("nan")
+
+
 def truth_entries(data, pairs, time_terms: bool = False) -> list[dict]:
     """Known effects of every contrast ``(a, b)`` of ``pairs`` in ``data`` (a TrialData with truth): the ``truth`` of results.json."""
     m = data.manifest
     out = []
     for a, b in pairs:
-        lf = fit_population(m, "severity_latent", a, b, time_terms)
+        lf = fit_population(m, "severity_latent", a, b, time_terms) if m["patient_id"].nunique() > 1 else None
+        if lf is None:  # one patient: no population model; the unit is the SD around the arms' means
+            lf = {"estimate": arm_difference(m, "severity_latent", a, b).mean(), "resid_sd": _arm_sd(m, a, b)}
         realised = realised_effect(m, a, b) if data.has_noisefree else None
         effects = data.nominal_effects
         nominal = effects[b] - effects[a] if a in effects and b in effects else None
@@ -88,7 +97,7 @@ def truth_entries(data, pairs, time_terms: bool = False) -> list[dict]:
                 "realised": realised,
                 "realised_std": (realised / lf["resid_sd"] if realised is not None else None),
                 "nominal_std": (nominal / lf["resid_sd"] if nominal is not None else None),
-                "latent_model": {k: lf[k] for k in keys},
+                "latent_model": {k: lf[k] for k in keys if k in lf},
                 "latent_model_std": lf["estimate"] / lf["resid_sd"],
             }
         )

@@ -19,7 +19,7 @@ the time at α = 0.05; this rule ≈ 5%. If the random-slope model does not
 converge it falls back to a random intercept, with a recorded warning.
 
 Per patient (:func:`patient_tests`): Welch t-test, regression with AR(1) errors
-(GLSAR on daily means), the published pipeline's permutation test (labels of
+(Prais–Winsten GLS on daily means, bootstrap p: :mod:`.ar1`), the published pipeline's permutation test (labels of
 the two arms' photos shuffled freely) and a randomisation test that redraws
 assignments as the protocol does (period labels permuted within each block),
 with its exact p and the smallest p the design can give.
@@ -36,6 +36,7 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .ar1 import ar1_test
 from .errors import AnalysisInputError
 
 
@@ -306,24 +307,19 @@ def permutation_test(y: np.ndarray, arm_b: np.ndarray, rng: np.random.Generator,
     return float((1 + np.sum(diffs >= obs - 1e-12)) / (1 + n_perm))
 
 
-def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool) -> tuple:
-    import statsmodels.api as sm
-
+def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, rng: np.random.Generator) -> dict:
+    """Daily means on one indicator per arm other than ``a`` (+ day), AR(1) errors, bootstrap p (:mod:`.ar1`)."""
     daily = p.groupby(["day", "treatment"], as_index=False)[outcome].mean().sort_values("day")
     levels = [lv for lv in pd.unique(daily["treatment"]) if lv != a]
     X = pd.DataFrame({f"is_{lv}": (daily["treatment"] == lv).astype(float) for lv in levels})
     if time_terms:
         X["day"] = daily["day"].astype(float)
-    X = sm.add_constant(X, has_constant="add")
-    if len(daily) < X.shape[1] + 3:
-        return (float("nan"),) * 4
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        r = sm.GLSAR(daily[outcome].to_numpy(float), X.to_numpy(float), rho=1).iterative_fit(maxiter=10)
+    X.insert(0, "const", 1.0)
+    nan = float("nan")
+    if len(daily) < X.shape[1] + 3 or np.linalg.matrix_rank(X.to_numpy(float)) < X.shape[1]:
+        return {"estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n_days": int(len(daily))}
     j = list(X.columns).index(f"is_{b}")
-    est, se = float(r.params[j]), float(r.bse[j])
-    lo, hi, pv = _t_inference(est, se, float(r.df_resid))
-    return est, lo, hi, pv
+    return ar1_test(daily[outcome].to_numpy(float), X.to_numpy(float), j, rng)
 
 
 def patient_tests(
@@ -352,28 +348,14 @@ def patient_tests(
     diff = float(y[arm_b].mean() - y[~arm_b].mean())
     w = stats.ttest_ind(y[arm_b], y[~arm_b], equal_var=False)
     ci = w.confidence_interval(0.95)
-    out = [
-        {
-            "test": "welch",
-            "estimate": diff,
-            "ci_low": float(ci.low),
-            "ci_high": float(ci.high),
-            "p_value": float(w.pvalue),
-        }
-    ]
-    est, lo, hi, pv = _ar1_regression(p, outcome, a, b, time_terms)
-    out.append({"test": "ar1", "estimate": est, "ci_low": lo, "ci_high": hi, "p_value": pv})
-    out.append(
-        {
-            "test": "permutation",
-            "estimate": diff,
-            "ci_low": nan,
-            "ci_high": nan,
-            "p_value": permutation_test(y, arm_b, rng, n_perm),
-        }
-    )
+    welch = dict(test="welch", estimate=diff, ci_low=float(ci.low), ci_high=float(ci.high), p_value=float(w.pvalue))
+    perm = dict(test="permutation", estimate=diff, ci_low=nan, ci_high=nan)
+    out = [welch, dict(perm, p_value=permutation_test(y, arm_b, rng, n_perm))]
     period, block = _periods_and_blocks(both)
     r = randomization_test(y, arm_b, period, block, rng)
+    # drawn last: the permutation and randomisation draws stay those of the same seed before
+    ar = _ar1_regression(p, outcome, a, b, time_terms, rng)
+    out.insert(1, {"test": "ar1", **ar})
     out.append(
         {
             "test": "randomization",

@@ -13,7 +13,7 @@ from __future__ import annotations
 import io
 import platform
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -23,12 +23,18 @@ from . import embedding as emb_step
 from . import evaluate as ev
 from .atomic import atomic_write_bytes, atomic_write_text
 from .bayes.steps import bayes_draws, bayes_fits, bayes_section, check_bayes
-from .contract import BASELINE_LABEL, IMAGE_METHODS, METHODS
+from .config import AnalysisConfig
+from .contract import BASELINE_LABEL, IMAGE_METHODS, NEEDS_READER
 from .dataset import TrialData, load_dataset, load_images
-from .embed import PRESETS
 from .errors import AnalysisInputError
 from .models import contrast_name, contrasts, fit_population, patient_tests, population_formulas
-from .primary import DEFAULT_PRIMARY_TEST, check_can_be_primary, check_primary_test, cycle_test, patient_verdicts
+from .primary import (
+    check_can_be_primary,
+    check_primary_test,
+    cycle_test,
+    patient_verdicts,
+    resolve_primary,
+)
 from .reduce import PC1Reducer, centre_by, normalize_photometric
 from .results import Results, detected
 from .severity import add_relative_efficiency, effect_on_severity, measurement_model
@@ -39,48 +45,6 @@ from .severity import add_relative_efficiency, effect_on_severity, measurement_m
 DEFAULT_REDUCTION = "within"
 DEFAULT_NORMALIZATION = emb_step.SKIN
 TIMED_STEPS = ("load", "train", "embed", "reduce", "models")
-
-
-@dataclass
-class AnalysisConfig:
-    """Options of one analysis (``None`` = the default of the preset/module)."""
-
-    method: str = "ae"  # ae, pixel-pca, oracle, a comma list, or "all"
-    seed: int = 0
-    preset: str = "default"  # autoencoder preset: default | schneider2023
-    image_size: int | None = None  # px the images are loaded (and embedded) at
-    epochs: int | None = None
-    reduction: str | None = None  # within | global | per-patient
-    time_terms: bool = False  # add a linear day term to the models
-    skip_bad: bool = False
-    progress: bool = False
-    normalize: str | None = None  # photometric normalisation: grey-world | none
-    code_size: int | None = None
-    n_perm: int = 2000  # permutation-test draws per patient and contrast
-    report: bool = True  # write report.html (power studies switch it off)
-    primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test the verdicts come from
-    model: str = "lmm"  # lmm, or bayes: the Bayesian model too (analysis.bayes)
-    priors: tuple[str, ...] = ()  # --prior KEY=VALUE or YAML paths (bayes)
-    mid: float = 0.5  # δ, the minimal important difference in units of s (bayes)
-    bayes_inference: str = "nuts"  # nuts, or laplace (power studies)
-
-    def methods(self) -> list[str]:
-        raw = [m.strip() for m in str(self.method).split(",") if m.strip()]
-        if raw == ["all"]:
-            return list(METHODS)
-        bad = [m for m in raw if m not in METHODS]
-        if bad or not raw:
-            raise AnalysisInputError(
-                f"unknown method(s) {bad or raw}",
-                field="--method",
-                allowed="ae, pixel-pca, oracle, a comma list of them, or all",
-            )
-        return list(dict.fromkeys(raw))
-
-    def resolved_image_size(self) -> int:
-        if emb_step.normalisation(self) == emb_step.SKIN:
-            return int(self.image_size or emb_step.PATCH_IMAGE_SIZE)
-        return int(self.image_size or PRESETS.get(self.preset, PRESETS["default"])["image_size"])  # type: ignore[call-overload]
 
 
 def _versions() -> dict:
@@ -106,6 +70,7 @@ def _versions() -> dict:
 SIGN_NOTES = {
     "truth": "PC1 sign aligned with severity_latent (truth)",
     "redness": "PC1 rises with the skin's red contrast (no truth; no score read)",
+    "read severity": "PC1 rises with the sim-reader's severity (no truth; no score read)",
     "loading": "PC1 sign arbitrary (no truth): the largest loading is positive",
 }
 
@@ -170,7 +135,6 @@ def _patient_entries(scored, data: TrialData, method: str, pair, seed_key: tuple
             if data.has_noisefree:
                 row["known_realised"] = float(realised_pp.get(pid, np.nan))
             row["detected"] = detected(t["p_value"])
-            row["primary"] = t["test"] == cfg.primary_test
             rows.append(row)
     return rows
 
@@ -181,9 +145,11 @@ def _models(pc1, data: TrialData, method: str, mi: int, pairs, cfg: AnalysisConf
     scored = m.assign(PC1=pc1)
     mm = measurement_model(pc1, m["severity_latent"], m["patient_id"]) if data.has_truth else None
     population, patients = [], []
+    one_patient = m["patient_id"].nunique() < 2
     for ci, (a, b) in enumerate(pairs):
-        fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
-        population.append(_population_entry(method, contrast_name(a, b), fit, mm))
+        if not one_patient:  # one patient: per-patient tests only (see population_skipped)
+            fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
+            population.append(_population_entry(method, contrast_name(a, b), fit, mm))
         patients += _patient_entries(scored, data, method, (a, b), (mi, ci), cfg)
     return population, patients
 
@@ -205,6 +171,8 @@ def _one_method(
     if not aligned and method == "ae":
         pc1, oriented = emb_step.orient_by_redness(pc1, photos)
         sign = "redness" if oriented else sign
+    if not aligned and method == NEEDS_READER:
+        pc1, sign = emb_step.orient_by_read_severity(pc1, emb), "read severity"
     timings["reduce"] += time.perf_counter() - t0
     # 3. models
     t0 = time.perf_counter()
@@ -220,7 +188,14 @@ def _one_method(
         "population": population,
         "patients": patients,
         "bayes": bayes,
+        "reader": _reader_outputs(est, images, data) if method == NEEDS_READER else None,
     }
+
+
+def _reader_outputs(est, images, data: TrialData) -> tuple[dict, dict]:
+    from .reader.views import reader_summary, reader_views
+
+    return reader_summary(est), reader_views(est, images, data.manifest["image"].to_numpy())
 
 
 # ---------------------------------------------------------------- truth and provenance
@@ -254,6 +229,8 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
     check_bayes(cfg)
     if "ae" in methods:  # a size the network cannot take fails before any photo is read
         emb_step.embedder("ae", None, cfg).check_params()
+    if NEEDS_READER in methods:  # a bad reader folder fails before any photo is read
+        emb_step.embedder(NEEDS_READER, None, cfg).fit()
     data = load_dataset(dataset)
     images, photos = None, None
     if any(m in IMAGE_METHODS for m in methods):
@@ -262,27 +239,76 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
             images = normalize_photometric(images, emb_step.normalisation(cfg))
         elif "ae" in methods:
             data, images, photos = emb_step.check_usable(data, images, cfg)
-    n = data.manifest["patient_id"].nunique()
-    if n < 2:
-        raise AnalysisInputError(
-            f"the population model needs at least two patients, found {n}",
-            file=str(data.root / "manifest.csv"),
-            field="patient_id",
-        )
     return data, (images, photos)
+
+
+def _load_or_given(dataset, cfg: AnalysisConfig, methods: list[str], data: TrialData | None) -> tuple:
+    """:func:`_load`, or ``data`` as given when no method reads photos."""
+    if data is not None and not any(m in IMAGE_METHODS for m in methods):
+        check_primary_test(cfg.primary_test)
+        return data, (None, None)
+    return _load(dataset, cfg, methods)
+
+
+def _population_skipped(data: TrialData) -> dict:
+    """``population_skipped`` (why there is no population model) for a one-patient trial, else nothing."""
+    n = int(data.manifest["patient_id"].nunique())
+    if n >= 2:
+        return {}
+    return {
+        "population_skipped": f"one patient ({n}): a population model needs two or more patients; "
+        "the per-patient tests are the analysis"
+    }
+
+
+def _design(data: TrialData) -> dict:
+    """``design``: the dataset's design diagnostics (``design.json``, written by the simulator), when present."""
+    import json
+
+    path = Path(data.root) / "design.json"
+    if not path.is_file():
+        return {}
+    try:
+        return {"design": json.loads(path.read_text(encoding="utf-8"))}
+    except (OSError, ValueError) as e:
+        raise AnalysisInputError(f"unreadable design diagnostics ({e.__class__.__name__})", file=str(path)) from None
+
+
+def _provenance(cfg: AnalysisConfig, methods: list[str], read_photos: bool, data: TrialData, dataset) -> dict:
+    """The options in effect, versions, seed and what was analysed (keys of results.json)."""
+    m = data.manifest
+    return {
+        "config": dict(
+            asdict(cfg),
+            reduction=cfg.reduction or DEFAULT_REDUCTION,
+            normalize=emb_step.normalisation(cfg),
+            image_size=cfg.resolved_image_size() if read_photos else None,
+            methods=methods,
+        ),
+        "versions": _versions(),
+        "seed": cfg.seed,
+        "protocol": data.protocol,
+        "treatments": data.treatments,
+        "baseline_label": BASELINE_LABEL,
+        "n_images": int(len(m)),
+        "n_patients": int(m["patient_id"].nunique()),
+        "skipped_images": len(data.skipped_images),
+        "skipped_image_paths": data.skipped_images,
+        "dataset": str(Path(dataset).resolve()),
+    }
 
 
 # ---------------------------------------------------------------- run, write, analyze
 
 
-def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
-    """Analyse the dataset folder ``dataset``; writes nothing (see :func:`write`)."""
+def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = None) -> Results:
+    """Analyse ``dataset`` (a folder; or ``data``, in memory, when no method reads photos); writes nothing."""
     cfg = cfg or AnalysisConfig()
     t_start = time.perf_counter()
     timings = dict.fromkeys(TIMED_STEPS, 0.0)
     methods = cfg.methods()
     # 1. load
-    data, loaded = _load(dataset, cfg, methods)
+    data, loaded = _load_or_given(dataset, cfg, methods, data)
     images, photos = loaded
     timings["load"] = time.perf_counter() - t_start
     pairs = contrasts(data.treatments)
@@ -290,7 +316,10 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
     per = {m: _one_method(m, mi, data, loaded, pairs, cfg, timings) for mi, m in enumerate(methods)}
     population = [e for r in per.values() for e in r["population"]]
     patients = [e for r in per.values() for e in r["patients"]]
-    check_can_be_primary(patients, cfg.primary_test)
+    primary = resolve_primary(patients, cfg.primary_test)
+    for row in patients:
+        row["primary"] = row["test"] == primary
+    check_can_be_primary(patients, primary)
     # 3. known vs recovered (simulated data only)
     truth = ev.truth_entries(data, pairs, cfg.time_terms) if data.has_truth else None
     if truth is not None:
@@ -298,41 +327,28 @@ def run(dataset, cfg: AnalysisConfig | None = None) -> Results:
         add_relative_efficiency(population, truth)
     # 4. assemble
     by_method = {m: r["summary"] for m, r in per.items()}
-    m = data.manifest
     results = Results.model_validate(
         {
             "population": population,
+            **_population_skipped(data),
+            **_design(data),
             "patients": patients,
             **({"bayes": bayes} if (bayes := bayes_section(per, cfg)) is not None else {}),
-            "primary_test": cfg.primary_test,
-            "verdicts": patient_verdicts(patients, cfg.primary_test),
+            "primary_test": primary,
+            "verdicts": patient_verdicts(patients, primary),
             "skin": emb_step.skin_summary(photos) if photos is not None else None,
             "embedding": dict(by_method[methods[0]], method=methods[0], by_method=by_method),
             "truth": truth,
             "formulas": _formulas(pairs, population, cfg),
-            "config": dict(
-                asdict(cfg),
-                reduction=cfg.reduction or DEFAULT_REDUCTION,
-                normalize=emb_step.normalisation(cfg),
-                image_size=cfg.resolved_image_size() if images is not None else None,
-                methods=methods,
-            ),
-            "versions": _versions(),
-            "seed": cfg.seed,
-            "protocol": data.protocol,
-            "treatments": data.treatments,
-            "baseline_label": BASELINE_LABEL,
-            "n_images": int(len(m)),
-            "n_patients": int(m["patient_id"].nunique()),
-            "skipped_images": len(data.skipped_images),
-            "skipped_image_paths": data.skipped_images,
-            "dataset": str(Path(dataset).resolve()),
+            **_provenance(cfg, methods, images is not None, data, dataset),
             "timings_s": {k: round(v, 3) for k, v in dict(timings, total=time.perf_counter() - t_start).items()},
         }
     )
     results._embeddings = pd.concat([r["frame"] for r in per.values()], ignore_index=True)
     results._reconstructions = next((r["reconstructions"] for r in per.values() if r["reconstructions"]), None)
     results._bayes_draws = bayes_draws(results)
+    if per.get(NEEDS_READER):
+        results.reader, results._reader_views = per[NEEDS_READER]["reader"]
     return results
 
 
@@ -355,6 +371,10 @@ def write(results: Results, out, report: bool = True) -> Path:
         buf = io.BytesIO()
         np.savez_compressed(buf, **results._bayes_draws)
         atomic_write_bytes(out / "bayes_draws.npz", buf.getvalue())
+    if results._reader_views is not None:
+        buf = io.BytesIO()
+        np.savez_compressed(buf, **results._reader_views)
+        atomic_write_bytes(out / "reader_views.npz", buf.getvalue())
     path = out / "results.json"
     atomic_write_bytes(path, results.to_json().encode("utf-8"))
     if report:

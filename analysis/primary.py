@@ -14,15 +14,15 @@ the verdicts come from it alone; the others are reported as sensitivity analyses
   0.05, ``bench/bench_primary_null.py``): 0.038 on the HIA pilot design (4 cycles of 2+2
   days, 2000 patient tests), 0.029 on ``null_effect.yaml`` (2 cycles, 1000 patient tests).
   It needs two cycles or more.
-- ``ar1``: regression of daily means on treatment with AR(1) errors (statsmodels GLSAR).
-  The AR coefficient is estimated from few days and slow drift is not AR(1), so the error
-  rate rises (0.057 and 0.119 in the same checks); a sensitivity analysis.
-- ``randomization``: exact under any serial correlation, but short designs cannot reach
-  the significance level: two-day blocks over 16 days allow 2^4 = 16 assignments, and
-  the smallest attainable p is above 0.05. It may be primary only where that smallest p
-  is below ``alpha``; otherwise the analysis stops and says so.
+- ``ar1``: regression of daily means on treatment with AR(1) errors (Prais–Winsten GLS), its
+  p from a parametric bootstrap of the AR(1) model under the null (:mod:`analysis.ar1`): the
+  plain t of a GLS fit rejected a true null 0.21 of the time at 10 days with ρ = 0.5. It holds
+  its level (ρ = 0 and 0.5) from :data:`~analysis.ar1.AR1_MIN_DAYS` daily means on (measured in
+  ``bench/bench_single_patient.py``); with fewer it may not be primary. Slow drift is not
+  AR(1): on the HIA pilot design its rate rises, so ``cycles`` stays the default.
 - ``welch``, ``permutation``: photos as independent, as published (0.24 and 0.31 in the
-  same checks); sensitivity only.
+  same checks). Exact when days are independent (white noise, one photo a day), the case of
+  the classical single-patient power calculation; declare one primary only for such data.
 """
 
 from __future__ import annotations
@@ -31,11 +31,13 @@ import numpy as np
 import pandas as pd
 from scipy import stats
 
+from .ar1 import AR1_MIN_DAYS
 from .contract import ALPHA
 from .errors import AnalysisInputError
 
 PER_PATIENT_TESTS = ("cycles", "ar1", "welch", "permutation", "randomization")
-DEFAULT_PRIMARY_TEST = "cycles"
+AUTO = "auto"  # chosen from the design before any outcome is read: see resolve_primary
+DEFAULT_PRIMARY_TEST = AUTO
 
 
 def cycle_test(p: pd.DataFrame, outcome: str, a: str, b: str, alpha: float = ALPHA) -> dict:
@@ -73,27 +75,75 @@ def cycle_test(p: pd.DataFrame, outcome: str, a: str, b: str, alpha: float = ALP
 
 
 def check_primary_test(name: str) -> str:
-    """The validated name of the primary test (exit 2 on an unknown one)."""
-    if name not in PER_PATIENT_TESTS:
+    """The validated name of the primary test, ``auto`` included (exit 2 on an unknown one)."""
+    if name != AUTO and name not in PER_PATIENT_TESTS:
         raise AnalysisInputError(
-            f"unknown primary test {name!r}", field="--primary-test", allowed=", ".join(PER_PATIENT_TESTS)
+            f"unknown primary test {name!r}", field="--primary-test", allowed=", ".join((AUTO, *PER_PATIENT_TESTS))
         )
     return name
 
 
+def resolve_primary(rows: list[dict], declared: str) -> str:
+    """The primary test in effect. ``auto`` reads only the design (never an outcome): ``cycles`` when
+    every patient has two cycles or more (it holds its level under serial correlation), else ``ar1``
+    when every patient has ``AR1_MIN_DAYS`` daily means or more, else ``welch`` (its assumption,
+    independent days, is then stated beside every verdict)."""
+    if declared != AUTO:
+        return declared
+    cycles = [int(r.get("n_cycles") or 0) for r in rows if r.get("test") == "cycles"]
+    if cycles and min(cycles) >= 2:
+        return "cycles"
+    days = [int(r["n_days"]) for r in rows if r.get("test") == "ar1" and r.get("n_days") is not None]
+    if days and min(days) >= AR1_MIN_DAYS:
+        return "ar1"
+    return "welch"
+
+
+# what each per-patient test assumes; shown beside its results wherever they appear
+TEST_ASSUMPTIONS = {
+    "cycles": "cycles (pairs of adjacent periods) independent; needs two cycles or more",
+    "ar1": f"daily means follow a regression with AR(1) errors; holds its level from {AR1_MIN_DAYS} days",
+    "welch": "every photo independent (white noise, no serial correlation)",
+    "permutation": "photos exchangeable between the two arms (no serial correlation)",
+    "randomization": "exact under any correlation; reaches alpha only with enough assignments",
+}
+
+
 def check_can_be_primary(rows: list[dict], primary: str, alpha: float = ALPHA) -> None:
-    """Stop when the primary test is the randomisation test and the design cannot reach ``alpha``."""
+    """Stop when the declared primary test cannot give a verdict of the stated level on this design.
+
+    ``randomization``: the design's smallest attainable p is above ``alpha``; ``cycles``: no
+    patient has two cycles; ``ar1``: a patient has fewer than ``AR1_MIN_DAYS`` daily means.
+    """
+    mine = [r for r in rows if r.get("test") == primary]
+    others = "auto (default), cycles, ar1, welch, permutation or randomization"
+    if primary == "cycles" and mine and all(int(r.get("n_cycles") or 0) < 2 for r in mine):
+        raise AnalysisInputError(
+            "the cycles test cannot be primary here: it needs two cycles (two blocks) or more, and "
+            f"this design has {max(int(r.get('n_cycles') or 0) for r in mine)}",
+            field="--primary-test",
+            allowed=f"{others} (welch assumes independent days; ar1 needs {AR1_MIN_DAYS} days or more)",
+        )
+    if primary == "ar1":
+        short = [int(r["n_days"]) for r in mine if r.get("n_days") is not None and int(r["n_days"]) < AR1_MIN_DAYS]
+        if short:
+            raise AnalysisInputError(
+                f"the ar1 test cannot be primary here: it holds its level from {AR1_MIN_DAYS} daily means, "
+                f"and a patient has {min(short)}",
+                field="--primary-test",
+                allowed=others,
+            )
     if primary != "randomization":
         return
-    mins = [float(r["min_p"]) for r in rows if r.get("test") == "randomization" and r.get("min_p") is not None]
+    mins = [float(r["min_p"]) for r in mine if r.get("min_p") is not None]
     worst = max((m for m in mins if np.isfinite(m)), default=None)
     if worst is not None and worst > alpha:
-        n = min(int(r.get("n_assignments") or 0) for r in rows if r.get("test") == "randomization")
+        n = min(int(r.get("n_assignments") or 0) for r in mine)
         raise AnalysisInputError(
-            f"the randomisation test cannot be primary here: the design allows {n} assignments, so its "
-            f"smallest attainable p is {worst:.3g} > alpha {alpha}",
+            f"the randomisation test cannot be primary here: it cannot reach alpha {alpha} with {n} "
+            f"assignments (smallest p = {worst:.3g})",
             field="--primary-test",
-            allowed="cycles (default), ar1, welch or permutation",
+            allowed="auto (default), cycles, ar1, welch or permutation",
         )
 
 

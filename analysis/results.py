@@ -174,10 +174,13 @@ class Results(_Model):
 
     schema_version: int = SCHEMA_VERSION
     population: list[PopulationEntry] = []
+    population_skipped: str | None = None  # why there is no population model (one patient)
+    design: dict[str, Any] | None = None  # the dataset's design.json (design diagnostics), when present
     patients: list[PatientEntry] = []
     primary_test: str | None = None  # the per-patient test the verdicts come from
     verdicts: list[dict[str, Any]] = []  # per method × contrast × patient, from the primary test
     skin: dict[str, Any] | None = None  # share of each photo used as skin (the skin path)
+    reader: dict[str, Any] | None = None  # the sim-reader used (--method sim-reader): what it was trained on
     embedding: Embedding = Embedding()
     truth: list[TruthEntry] | None = None
     formulas: dict[str, dict[str, Any]] = {}
@@ -198,6 +201,7 @@ class Results(_Model):
     _embeddings: Any = PrivateAttr(default=None)  # pandas DataFrame (embeddings.csv)
     _reconstructions: Any = PrivateAttr(default=None)  # dict of arrays (reconstructions.npz)
     _bayes_draws: Any = PrivateAttr(default=None)  # dict of arrays (bayes_draws.npz)
+    _reader_views: Any = PrivateAttr(default=None)  # dict of arrays (reader_views.npz)
 
     def to_dict(self) -> dict:
         """The JSON object: today's keys in today's order, ``schema_version`` first."""
@@ -245,12 +249,23 @@ def truth_is_null(truth) -> bool:
     return nominal is not None and abs(nominal) < NULL_TOLERANCE
 
 
+DESIGN_CANNOT_SHOW = "the design cannot show this effect"
+
+
+def _design_hid_effect(truth) -> bool:
+    """A nominal effect to find that the schedule did not let happen (realised ≈ 0, nominal not)."""
+    nominal = finite(_field(truth, "nominal"))
+    return nominal is not None and abs(nominal) >= NULL_TOLERANCE
+
+
 def verdict(entry, truth=None, sign_aligned: bool = True, alpha: float = ALPHA) -> str:
     """Plain verdict on one population estimate (a :class:`PopulationEntry` or a dict with its keys).
 
     With truth: "recovered" (p < α with the sign of the realised effect), "wrong sign"
     (p < α against it), "missed" (an effect to find, p ≥ α), "false positive" (no
-    effect, p < α), "correctly null" (no effect, p ≥ α). Without truth: "detected" or
+    effect, p < α), "correctly null" (no effect, p ≥ α), "the design cannot show this effect"
+    (a nominal effect the schedule did not realise, p ≥ α: onset or washout too slow for
+    the periods, never a success). Without truth: "detected" or
     "not detected". "not estimable" when p is missing.
     """
     if finite(_field(entry, "p_value")) is None:
@@ -259,6 +274,8 @@ def verdict(entry, truth=None, sign_aligned: bool = True, alpha: float = ALPHA) 
     if not truth:
         return "detected" if hit else "not detected"
     if truth_is_null(truth):
+        if not hit and _design_hid_effect(truth):
+            return DESIGN_CANNOT_SHOW
         return "false positive" if hit else "correctly null"
     if not hit:
         return "missed"

@@ -28,7 +28,13 @@ SIMULATOR = {
     "TRUTH_COLUMNS": None,  # a subset, checked below
     "IMAGE_METHODS": None,  # a subset of METHODS, checked below
     "ALPHA": None,  # the analysis's default significance level
+    "NEEDS_READER": None,  # one of METHODS, checked below
 }
+
+
+def test_the_reader_method_is_a_method_power_studies_leave_out():
+    assert contract.NEEDS_READER in contract.METHODS and contract.NEEDS_READER in contract.IMAGE_METHODS
+    assert contract.NEEDS_READER not in power.POWER_METHODS
 
 
 def test_every_contract_name_has_a_check_here():

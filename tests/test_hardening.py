@@ -174,6 +174,7 @@ def test_duplicate_yaml_keys_are_refused(tmp_path):
     ("overrides", "field"),
     [
         ({"patients": {"n": True}}, "patients.n"),
+        ({"patients": {"n": 10001}}, "patients.n"),  # beyond what runs in reasonable time
         ({"patients": {"n": 5, "ids": ["a", "b"]}}, "patients"),
         ({"patients": {"n": 2, "ids": ["a", ""]}}, "patients"),
         ({"schedule": {"design": "randomized_blocks", "sequence": "ZZZ"}}, "schedule.sequence"),
@@ -228,6 +229,33 @@ def test_corrupt_study_files_are_bad_input(tmp_path, name):
     (out / name).write_text("\x00garbage: [\n" if name == "study.yaml" else "x,y\n1,2\n")
     r = run("power", proto, "--replicates", 1, "--out", out, "--quiet")
     assert r.exit_code == 2 and name in r.output, r.output
+
+
+@pytest.mark.parametrize("damage", ["bytes", "grid_point", "estimate"])
+def test_damaged_replicate_cells_are_bad_input_naming_the_field(tmp_path, damage):
+    proto = write_protocol(tmp_path / "p.yaml")
+    out = tmp_path / "study"
+    assert run("power", proto, "--replicates", 1, "--out", out, "--quiet").exit_code == 0
+    path = out / "replicates.csv"
+    if damage == "bytes":
+        path.write_bytes(path.read_bytes() + b"\xff\xfe\n")
+    else:
+        rep = pd.read_csv(path, dtype=str, keep_default_na=False)
+        rep.loc[0, damage] = "nope"
+        rep.to_csv(path, index=False)
+    r = run("power", proto, "--replicates", 2, "--out", out, "--quiet")
+    assert r.exit_code == 2 and "replicates.csv" in r.output, r.output
+    if damage != "bytes":
+        assert damage in r.output and "nope" in r.output
+
+
+def test_a_finished_study_rerun_gives_the_same_summary(tmp_path):
+    proto = write_protocol(tmp_path / "p.yaml")
+    out = tmp_path / "study"
+    assert run("power", proto, "--replicates", 2, "--out", out, "--quiet").exit_code == 0
+    first = (out / "summary.csv").read_bytes()
+    assert run("power", proto, "--replicates", 2, "--out", out, "--quiet").exit_code == 0
+    assert (out / "summary.csv").read_bytes() == first
 
 
 def test_power_into_a_closed_pipe_exits_quietly(tmp_path):

@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 from unittest import mock
 
+import numpy as np
 import pandas as pd
 import pytest
 from conftest import small_protocol_dict
@@ -114,3 +115,17 @@ def test_hostile_manifest_paths_are_never_read(tmp_path_factory, kinds):
         adata.load_images(data, 16)
     top = ds.resolve()
     assert len(opened) == len(kinds) and all(top in p.resolve().parents for p in opened)
+
+
+@settings(max_examples=60, deadline=None)
+@given(
+    seed=st.integers(0, 2**70),
+    patient=st.integers(0, 2**40),
+    keys=st.lists(st.tuples(st.integers(0, 2**32 - 1), st.integers(0, 23)), min_size=1, max_size=20),
+)
+def test_image_seeds_in_one_pass_equal_one_by_one(seed, patient, keys):
+    from trialsim.seeding import image_seed, image_seeds
+
+    days, photos = (np.array(k, dtype=np.int64) for k in zip(*keys))
+    got = image_seeds(seed, patient, days, photos)
+    assert got.tolist() == [image_seed(seed, patient, d, p) for d, p in keys]

@@ -79,14 +79,14 @@ def test_workers_and_dask_cluster_give_identical_replicates(tmp_path):
 
 def test_failed_replicates_are_counted_not_dropped(tmp_path):
     f = _protocol_file(tmp_path)
-    # one patient cannot identify a population effect: every replicate fails clearly
-    study = PowerStudy.from_cli(f, replicates=2, grid=["patients=1,4"], methods="oracle", seed=1)
+    # one block has one cycle: a declared cycles test cannot give a verdict, so every replicate fails clearly
+    study = PowerStudy.from_cli(f, replicates=2, grid=["blocks=1,2"], methods="oracle", seed=1, primary_test="cycles")
     summary = run_power(study, tmp_path / "out", workers=1, progress=False)
-    lmm = summary[summary["test"] == "lmm"].set_index("patients")
+    lmm = summary[summary["test"] == "lmm"].set_index("blocks")
     assert lmm.loc[1, "failed"] == 2 and lmm.loc[1, "replicates"] == 2
-    assert lmm.loc[4, "failed"] == 0
+    assert lmm.loc[2, "failed"] == 0
     rep = pd.read_csv(tmp_path / "out" / "replicates.csv")
-    assert rep.loc[rep["patients"] == 1, "error"].str.contains("patient").all()
+    assert rep.loc[rep["blocks"] == 1, "error"].str.contains("two cycles").all()
 
 
 def test_killed_study_resumes_to_the_same_results(tmp_path):
@@ -161,13 +161,13 @@ def test_every_replicate_failing_raises_study_failed_after_writing_replicates(tm
     from trialsim.errors import StudyFailed
 
     f = _protocol_file(tmp_path)
-    # one patient cannot identify a population effect: every replicate fails
-    study = PowerStudy.from_cli(f, replicates=2, grid=["patients=1"], methods="oracle", seed=1)
+    # one block: a declared cycles test cannot give a verdict, so every replicate fails
+    study = PowerStudy.from_cli(f, replicates=2, grid=["blocks=1"], methods="oracle", seed=1, primary_test="cycles")
     with pytest.raises(StudyFailed) as err:
         run_power(study, tmp_path / "out", workers=1, progress=False)
-    assert "all 2 replicates failed" in str(err.value) and "patient" in str(err.value)
+    assert "all 2 replicates failed" in str(err.value) and "two cycles" in str(err.value)
     rep = pd.read_csv(tmp_path / "out" / "replicates.csv")
-    assert len(rep) == 2 and rep["error"].str.contains("patient").all()
+    assert len(rep) == 2 and rep["error"].str.contains("two cycles").all()
 
 
 def test_dask_client_is_closed_when_the_study_fails(tmp_path, monkeypatch):

@@ -8,7 +8,13 @@ import pytest
 from scipy import stats
 
 from analysis.errors import AnalysisInputError
-from analysis.primary import check_can_be_primary, check_primary_test, cycle_test, patient_verdicts
+from analysis.primary import (
+    check_can_be_primary,
+    check_primary_test,
+    cycle_test,
+    patient_verdicts,
+    resolve_primary,
+)
 from analysis.severity import effect_on_severity, measurement_model, relative_efficiency
 
 
@@ -67,6 +73,20 @@ def test_unknown_primary_test_names_the_option():
     with pytest.raises(AnalysisInputError, match="--primary-test"):
         check_primary_test("anova")
     assert check_primary_test("cycles") == "cycles"
+
+
+def test_auto_primary_test_is_chosen_from_the_design_alone():
+    def rows(cycles, days):
+        return [{"test": "cycles", "n_cycles": c, "p_value": 0.9} for c in cycles] + [
+            {"test": "ar1", "n_days": d, "p_value": 0.01} for d in days
+        ]
+
+    assert resolve_primary(rows([4, 2], [16, 16]), "auto") == "cycles"
+    assert resolve_primary(rows([1], [40]), "auto") == "ar1"  # one block, 40 daily means
+    assert resolve_primary(rows([1, 2], [20, 40]), "auto") == "welch"  # a patient fits neither
+    assert resolve_primary(rows([1], [20]), "welch") == "welch" == resolve_primary(rows([1], [20]), "auto")
+    assert resolve_primary(rows([1], [20]), "cycles") == "cycles"  # declared: kept (and checked elsewhere)
+    assert check_primary_test("auto") == "auto"
 
 
 def test_randomization_test_cannot_be_primary_when_it_cannot_reach_alpha():

@@ -317,12 +317,16 @@ def test_other_seed_other_images(tmp_path):
     assert next(iter(a.render_patient(ja))).data != next(iter(b.render_patient(jb))).data
 
 
-def test_none_renderer_gives_the_same_lesion_truth_as_procedural(tmp_path):
+def test_none_renderer_simulates_no_lesions_and_the_same_truth_as_procedural(tmp_path):
     p = proto(size=64, n=2)
     a = simulate(p, tmp_path / "a", renderer="none")
     b = simulate(p, tmp_path / "b")
-    pd.testing.assert_frame_equal(a.lesions, b.lesions)
-    assert (a.manifest["lesion_count"] == b.manifest["lesion_count"]).all()
+    assert a.lesions.empty and pd.read_csv(tmp_path / "a" / "lesions.csv").empty and len(b.lesions)
+    truth = ["patient_id", "day", "treatment", "severity_latent", "severity_noisefree", "seed"]
+    pd.testing.assert_frame_equal(a.manifest[truth], b.manifest[truth])
+    target = a.days.set_index(["patient_id", "day"])["lesion_target"]
+    want = target.loc[list(zip(a.manifest["patient_id"], a.manifest["day"]))].to_numpy()
+    assert (a.manifest["lesion_count"].to_numpy() == want).all()
 
 
 def test_portrait_frame_and_several_photos_a_day(tmp_path):

@@ -62,7 +62,7 @@ def test_adapter_weights_used_for_severity_1_5_are_half_grade_1_half_grade_2(tin
 
     proto = protocol_from_dict(protocol_dict())
     job = one_day_job(proto, 1.5)
-    r = anchor_renderer(tiny, tmp_path)
+    r = anchor_renderer(tiny, tmp_path, batching="by-weight")  # one blend per call: folded into the UNet
     assert r.lora_blend_ is not None and r.lora_blend_.adapters == ["acne0", "acne1", "acne2", "acne3"]
     out = list(r.render_patient(job))
     assert len(out) == 1 and out[0].data is not None
@@ -186,6 +186,7 @@ def test_loras_that_cannot_be_folded_run_through_peft_layers(tiny, tmp_path):
             lora=[f"{g}={p}" for g, p in folders.items()],
             mode="anchor",
             fuse_qkv=False,
+            batching="by-weight",  # one blend per call, set through peft's scalings
         )
     assert r.lora_blend_ is None
     layers = [m for m in r.pipe.unet.modules() if isinstance(m, LoraLayer)]

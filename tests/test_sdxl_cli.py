@@ -123,12 +123,14 @@ def test_cli_passes_the_sdxl_speed_and_refine_options_to_the_renderer(tiny, tmp_
             "--sdxl-compile",
             "--sdxl-dtype",
             "bf16",
+            "--sdxl-batching",
+            "by-weight",
         ]
     )
     assert res.exit_code == 2 and not (tmp_path / "out").exists()
     assert seen["name"] == "sdxl" and seen["refine_method"] == "inpaint" and seen["batch_size"] == 3
     assert seen["severity_step"] == 0.1 and seen["compile"] is True and seen["vae"] == "/models/vae-fp16-fix"
-    assert seen["dtype"] == "bf16"
+    assert seen["dtype"] == "bf16" and seen["batching"] == "by-weight"
     assert seen["lora"] == [a.split("=", 1)[1] for a in lora_args(tiny)]
 
 
@@ -371,5 +373,32 @@ def test_bench_runs_end_to_end_on_the_tiny_model(tmp_path, capsys):
     fill = result["anchor_trial_batches_of_8"]
     assert fill["step_0.05"]["photos"] == 1400
     assert 1 <= fill["step_0.05"]["photos_per_call"] <= fill["step_1"]["photos_per_call"] <= 8
+    # mixed batches: every call full but each patient's last (10 patients × ceil(140 / 8) calls)
+    assert fill["mixed"] == {"photos": 1400, "pipeline_calls": 180, "photos_per_call": 1400 / 180}
     assert json.loads((tmp_path / "bench.json").read_text())["best"] == result["best"]
     assert '"goal_met"' in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_bench_whole_trial_renders_the_anchor_trial_end_to_end(tmp_path):
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location(
+        "bench_sdxl", Path(__file__).resolve().parent.parent / "bench" / "bench_sdxl.py"
+    )
+    bench = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(bench)
+    args = ["--whole-trial", "--tiny", "--patients", "1", "--steps", "10", "--threads", "1"]
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        result = bench.main([*args, "--workdir", str(tmp_path), "--out", str(tmp_path / "trial.json")])
+    mixed = result["whole_trial_mixed"]
+    # one patient of the anchor trial: 140 photos, in ceil(140 / 8) = 18 calls although severities differ
+    assert mixed["photos"] == 140 and mixed["batching"] == "mixed"
+    assert mixed["pipeline_calls"] == 18 and mixed["mean_batch_fill"] == pytest.approx(140 / 18)
+    assert "whole_trial_by-weight" not in result  # only with --by-weight-too
+    assert mixed["s_per_photo"] == pytest.approx(mixed["seconds"] / 140) and mixed["seconds"] > 0
+    man = pd.read_csv(tmp_path / "trial_mixed" / "manifest.csv")
+    assert len(man) == 140 and all((tmp_path / "trial_mixed" / rel).stat().st_size > 0 for rel in man["image"])
+    assert result["goal_met"] is False  # a tiny model on the CPU says nothing about the GPU goal
+    assert json.loads((tmp_path / "trial.json").read_text())["whole_trial_mixed"]["photos"] == 140

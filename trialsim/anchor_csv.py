@@ -13,6 +13,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from analysis.errors import cell_text
+
 from .dataset import SCHEDULE_COLUMNS
 from .dynamics import severity_grade, target_lesion_count
 from .errors import BadInput
@@ -23,16 +25,54 @@ from .simulate import patient_truth
 REQUIRED = SCHEDULE_COLUMNS
 
 
-def _plain(value):
-    """A numpy scalar as the Python number it holds (messages show ``1.5``, not ``np.float64(1.5)``)."""
-    return value.item() if hasattr(value, "item") else value
+def _refuse(path: Path, df: pd.DataFrame, bad: pd.Series, col: str, why: str, allowed: str):
+    """:class:`BadInput` for the first row where ``bad`` holds, naming the file, its row (1 = header) and column."""
+    i = int(np.flatnonzero(bad.to_numpy())[0])
+    raw = df[col].iloc[i]
+    what = cell_text(raw)
+    if isinstance(raw, str) and raw.strip().lower() in ("nan", "-nan", "+nan"):
+        why = "not a number"
+    raise BadInput(f"row {i + 2} holds {what}: {why}", file=str(path), field=col, allowed=allowed)
+
+
+def _integers(path: Path, df: pd.DataFrame, col: str) -> pd.Series:
+    """Column ``col`` as whole numbers from 1 to the longest study (a day or block), else :class:`BadInput`."""
+    v = pd.to_numeric(df[col], errors="coerce")
+    allowed = f"whole numbers from 1 to {MAX_STUDY_DAYS}"
+    if v.isna().any():
+        _refuse(path, df, v.isna(), col, "not a number", allowed)
+    infinite = pd.Series(~np.isfinite(v.to_numpy(dtype=float)), index=v.index)
+    if infinite.any():
+        _refuse(path, df, infinite, col, "not a finite number", allowed)
+    if (v > MAX_STUDY_DAYS).any():  # also keeps the cast below from overflowing
+        _refuse(path, df, v > MAX_STUDY_DAYS, col, "past the longest study", allowed)
+    if ((v < 1) | (v != np.floor(v))).any():
+        _refuse(path, df, (v < 1) | (v != np.floor(v)), col, "not a whole number from 1 up", allowed)
+    return v.astype(int)
+
+
+def _severities(path: Path, df: pd.DataFrame) -> pd.Series:
+    sev = pd.to_numeric(df["AcneSeverity"], errors="coerce")
+    if sev.isna().any():
+        _refuse(path, df, sev.isna(), "AcneSeverity", "not a number", "numbers in [0, 3]")
+    if ((sev < 0) | (sev > 3)).any():
+        _refuse(path, df, (sev < 0) | (sev > 3), "AcneSeverity", "outside the scale", "numbers in [0, 3]")
+    return sev.astype(float)
+
+
+def _labels(path: Path, df: pd.DataFrame, col: str) -> pd.Series:
+    """Column ``col`` as text, refusing empty cells (a patient id or a treatment must be named)."""
+    empty = df[col].isna() | (df[col].astype(str).str.strip() == "")
+    if empty.any():
+        _refuse(path, df, empty, col, "every row needs one", "a non-empty name")
+    return df[col].astype(str)
 
 
 def read_anchor_csv(path: str | Path) -> pd.DataFrame:
-    """Load and validate the CSV; raise :class:`BadInput` naming the file and column."""
+    """Load and validate the CSV; raise :class:`BadInput` naming the file, row and column."""
     path = Path(path)
     try:
-        df = pd.read_csv(path)
+        df = pd.read_csv(path, dtype=str, keep_default_na=False, na_values=[""])
     except FileNotFoundError:
         raise BadInput("file not found", file=str(path)) from None
     except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError, OSError) as e:
@@ -45,46 +85,19 @@ def read_anchor_csv(path: str | Path) -> pd.DataFrame:
         )
     if df.empty:
         raise BadInput("the CSV has no rows", file=str(path))
+    raw = df.copy()
     for col in ("day", "block"):
-        v = pd.to_numeric(df[col], errors="coerce")
-        if v.isna().any() or (v < 1).any() or (v != np.floor(v)).any():
-            bad = df.loc[v.isna() | (v < 1) | (v != np.floor(v)), col].iloc[0]
-            raise BadInput(
-                f"non-integer or non-positive value {_plain(bad)!r}", file=str(path), field=col, allowed="integers ≥ 1"
-            )
-        if v.max() > MAX_STUDY_DAYS:  # also keeps the cast below from overflowing
-            raise BadInput(
-                f"{col} {df.loc[v.idxmax(), col]} is past the longest study",
-                file=str(path),
-                field=col,
-                allowed=f"integers from 1 to {MAX_STUDY_DAYS}",
-            )
-        df[col] = v.astype(int)
-    sev = pd.to_numeric(df["AcneSeverity"], errors="coerce")
-    if sev.isna().any():
-        bad = df.loc[sev.isna(), "AcneSeverity"].iloc[0]
-        raise BadInput(
-            f"non-numeric severity {_plain(bad)!r}", file=str(path), field="AcneSeverity", allowed="numbers in [0, 3]"
-        )
-    if ((sev < 0) | (sev > 3)).any():
-        bad = sev[(sev < 0) | (sev > 3)].iloc[0]
-        raise BadInput(
-            f"severity {bad} out of range", file=str(path), field="AcneSeverity", allowed="numbers in [0, 3]"
-        )
-    df["AcneSeverity"] = sev.astype(float)
-    dates = pd.to_datetime(df["date"], errors="coerce")
+        df[col] = _integers(path, raw, col)
+    df["AcneSeverity"] = _severities(path, raw)
+    dates = pd.to_datetime(raw["date"], errors="coerce")
     if dates.isna().any():
-        raise BadInput(
-            f"unreadable date {df.loc[dates.isna(), 'date'].iloc[0]!r}",
-            file=str(path),
-            field="date",
-            allowed="ISO dates such as 2018-01-01",
-        )
+        _refuse(path, raw, dates.isna(), "date", "not a calendar date", "ISO dates such as 2018-01-01")
     df["date"] = dates.dt.strftime("%Y-%m-%d")
-    df["patient_id"] = df["patient_id"].astype(str)
-    df["treatment"] = df["treatment"].astype(str)
-    if df.duplicated(["patient_id", "day"]).any():
-        raise BadInput("a patient has the same day twice", file=str(path), field="day")
+    df["patient_id"] = _labels(path, raw, "patient_id")
+    df["treatment"] = _labels(path, raw, "treatment")
+    twice = df.duplicated(["patient_id", "day"])
+    if twice.any():
+        _refuse(path, raw, twice, "day", "this patient has this day already", "one row per patient and day")
     order = {p: i for i, p in enumerate(dict.fromkeys(df["patient_id"]))}
     df["_order"] = df["patient_id"].map(order)
     return df.sort_values(["_order", "day"], kind="stable").drop(columns="_order").reset_index(drop=True)

@@ -6,82 +6,22 @@ values; no traceback), 1 internal error.
 
 from __future__ import annotations
 
-import errno
-import functools
 import os
-import sys
 import time
-import traceback
 from pathlib import Path
 
 import click
 
-from analysis.errors import AnalysisInputError
-
-from .errors import StudyFailed, validated
-
-
-def _fail_bad_input(err: AnalysisInputError) -> None:
-    click.echo(f"trialsim: bad input: {err}", err=True)
-    sys.exit(2)
-
-
-def handle_errors(fn):
-    """Turn library errors into exit codes: BadInput → 2, StudyFailed and anything else → 1."""
-
-    @functools.wraps(fn)
-    def wrapper(*args, **kwargs):
-        try:
-            return fn(*args, **kwargs)
-        except AnalysisInputError as err:  # BadInput (simulator) is one too
-            _fail_bad_input(err)
-        except (click.exceptions.Exit, click.ClickException, SystemExit, KeyboardInterrupt):
-            raise
-        except StudyFailed as err:  # nothing to fix in the input; the message says what failed
-            click.echo(f"trialsim: {err}", err=True)
-            sys.exit(1)
-        except BrokenPipeError:  # the reader went away (`| head`): stop quietly, as other tools do
-            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
-            sys.exit(141)
-        except OSError as err:
-            if err.errno not in _USER_FIXABLE:
-                _fail_internal(err)
-            where = f" {err.filename}" if err.filename else ""
-            click.echo(f"trialsim: cannot write{where}: {err.strerror} (free space or choose another --out)", err=True)
-            sys.exit(2)
-        except Exception as err:
-            _fail_internal(err)
-
-    return wrapper
-
-
-# a full disk, a read-only or forbidden folder: the user can fix these, nothing is wrong inside
-_USER_FIXABLE = {
-    errno.ENOSPC,
-    errno.EDQUOT,
-    errno.EROFS,
-    errno.EACCES,
-    errno.EPERM,
-    errno.ENOTDIR,
-    errno.EISDIR,
-    errno.EEXIST,
-}
-
-
-def _fail_internal(err: BaseException) -> None:
-    if os.environ.get("TRIALSIM_DEBUG"):
-        traceback.print_exc()
-    click.echo(
-        f"trialsim: internal error: {err.__class__.__name__}: {err} (set TRIALSIM_DEBUG=1 for the traceback)",
-        err=True,
-    )
-    sys.exit(1)
+from .cli_errors import handle_errors
+from .errors import FiniteFloatRange, validated
+from .scaleout import unwind_on_sigterm
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="trialsim")
 def main():
     """Simulate N-of-1 trials with photo outcomes and check that an image analysis recovers the effect."""
+    unwind_on_sigterm()
 
 
 # click parameter → SDXLOptions field
@@ -94,6 +34,7 @@ _SDXL_FLAGS = {
     "vae": "vae",
     "sdxl_batch_size": "batch_size",
     "sdxl_severity_step": "severity_step",
+    "sdxl_batching": "batching",
     "sdxl_dtype": "dtype",
     "sdxl_compile": "compile",
 }
@@ -113,7 +54,7 @@ _SDXL_FLAGS = {
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True, help="parallel processes")
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT) to render patients on")
 @click.option("--image-size", type=click.IntRange(min=32, max=4096), help="override rendering.image_size")
-@click.option("--nuisance", type=click.FloatRange(min=0, max=4), help="override rendering.nuisance")
+@click.option("--nuisance", type=FiniteFloatRange(min=0, max=4), help="override rendering.nuisance")
 @click.option("--view", type=click.Choice(["cheek", "face", "side", "mixed"]), help="override rendering.view")
 @click.option("--overwrite", is_flag=True, help="replace an existing dataset folder")
 @click.option("--resume", is_flag=True, help="finish an interrupted run in the same folder")
@@ -142,8 +83,14 @@ _SDXL_FLAGS = {
 )
 @click.option(
     "--sdxl-severity-step",
-    type=click.FloatRange(min=0, max=1),
-    help="SDXL: severities are rounded to this step so that photos can share a batch (0: exact)  [default: 0.05]",
+    type=FiniteFloatRange(min=0, max=1),
+    help="SDXL: severities are rounded to this step (0: exact)  [default: 0 with mixed batches, 0.05 by-weight]",
+)
+@click.option(
+    "--sdxl-batching",
+    type=click.Choice(["auto", "mixed", "by-weight"]),
+    help="SDXL: mixed fills every batch whatever the photos' severities (each photo its own LoRA weights); "
+    "by-weight batches only photos of equal severity  [default: auto, mixed where that is exact]",
 )
 @click.option(
     "--sdxl-dtype",
@@ -170,46 +117,11 @@ def simulate(quiet, **given):
         f"simulated {result.manifest['patient_id'].nunique()} patients, {len(result.manifest)} images "
         f"in {time.perf_counter() - t0:.1f} s → {result.out}"
     )
+    if result.design is not None:
+        from .design import describe
 
-
-@main.command()
-@click.argument("photos", type=click.Path(path_type=Path))
-@click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path), help="LoRA folder to write")
-@click.option("--base-model", required=True, help="SDXL base model: diffusers folder or hub id")
-@click.option("--grade-column", default="grade", show_default=True, help="grade column of PHOTOS/manifest.csv")
-@click.option("--grades", default="0,1,2,3", show_default=True, help="comma list of grades to train")
-@click.option("--vae", help="an fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix)")
-@click.option("--prompt", help="instance prompt with {grade}  [default: photo of a person with acne{grade}]")
-@click.option("--resolution", type=click.IntRange(min=8), help="training size in px  [default: 1024]")
-@click.option("--batch-size", type=click.IntRange(min=1), help="photos per batch  [default: 1]")
-@click.option("--gradient-accumulation", type=click.IntRange(min=1), help="batches per optimiser step  [default: 3]")
-@click.option("--gradient-checkpointing/--no-gradient-checkpointing", default=None, help="[default: on]")
-@click.option("--learning-rate", type=click.FloatRange(min=0, min_open=True), help="[default: 1e-4, constant]")
-@click.option("--warmup-steps", type=click.IntRange(min=0), help="linear warm-up steps  [default: 0]")
-@click.option("--snr-gamma", type=click.FloatRange(min=0), help="min-SNR weighting γ, 0 for none  [default: 5]")
-@click.option("--rank", type=click.IntRange(min=1), help="LoRA rank  [default: 4]")
-@click.option("--mixed-precision", type=click.Choice(["fp16", "bf16", "no"]), help="GPU only  [default: fp16]")
-@click.option("--steps", type=click.IntRange(min=1), help="optimiser steps per grade  [default: 500]")
-@click.option("--checkpoint-every", type=click.IntRange(min=1), help="steps between checkpoints  [default: 250]")
-@click.option("--seed", type=click.IntRange(min=0), help="[default: 0]")
-@click.option("--cache/--no-cache", default=None, help="encode photos and prompt once, not every step  [default: on]")
-@click.option("--compile", is_flag=True, default=None, help="torch.compile the UNet (GPU)")
-@click.option("--adam-8bit", is_flag=True, default=None, help="bitsandbytes' 8-bit AdamW (GPU)")
-@click.option("--train-text-encoder", is_flag=True, default=None, help="a LoRA on both text encoders too")
-@click.option("--text-encoder-learning-rate", type=click.FloatRange(min=0, min_open=True), help="[default: 5e-6]")
-@click.option("--quiet", is_flag=True, help="no progress bar")
-@handle_errors
-def finetune(quiet, **given):
-    """Train one SDXL LoRA per grade on PHOTOS (manifest.csv or one sub-folder per grade); rerun to resume."""
-    from .finetune import FinetuneOptions
-    from .finetune import finetune as train
-
-    values = {k: v for k, v in given.items() if v is not None}
-    options = validated(FinetuneOptions, {**values, "progress": not quiet})
-    t0 = time.perf_counter()
-    for grade, path in train(options).items():
-        click.echo(f"acne{grade}: {path}")
-    click.echo(f"trained in {time.perf_counter() - t0:.1f} s; render with --lora GRADE={options.out}/acneGRADE")
+        for line in describe(result.design):
+            click.echo(line)
 
 
 @main.command()
@@ -236,10 +148,11 @@ def finetune(quiet, **given):
 )
 @click.option(
     "--primary-test",
-    type=click.Choice(["cycles", "ar1", "welch", "permutation", "randomization"]),
-    default="cycles",
+    type=click.Choice(["auto", "cycles", "ar1", "welch", "permutation", "randomization"]),
+    default="auto",
     show_default=True,
-    help="the per-patient test the verdicts come from (the others are sensitivity analyses)",
+    help="the per-patient test the verdicts come from (the others are sensitivity analyses); auto: cycles "
+    "with two cycles or more, else ar1 with 40 days or more, else welch",
 )
 @click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: the Bayesian model too")
 @click.option("--prior", multiple=True, help="bayes: KEY=VALUE or a YAML file of priors (units of the outcome's SD)")
@@ -248,6 +161,7 @@ def finetune(quiet, **given):
 )
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
+@click.option("--reader", help="reader folder for --method sim-reader (made by trialsim train-reader)")
 @click.option("--overwrite", is_flag=True, help="replace the results of an earlier analysis in --out")
 @click.option("--quiet", is_flag=True)
 @handle_errors
@@ -277,6 +191,7 @@ def analyze(
         time_terms=time_terms,
         skip_bad=skip_bad,
         progress=not quiet,
+        reader=rest["reader"],
         **{"model": rest["model"], "priors": tuple(rest["prior"]), "mid": rest["mid"]},
     )
     results = run(dataset, out, cfg)
@@ -312,15 +227,27 @@ def report(results_dir):
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT)")
 @click.option("--keep-images", is_flag=True, help="keep each replicate's images")
+@click.option(
+    "--primary-test",
+    default="auto",
+    show_default=True,
+    help="per-patient test whose rate is per-patient power: auto, cycles, ar1, welch, permutation, randomization",
+)
 @click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: confident decisions too")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, model, quiet):
+def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, primary_test, model, quiet):
     """Monte Carlo power, type-I error, bias and coverage over a design grid."""
     from .power import PowerStudy, run_power
 
     study = PowerStudy.from_cli(
-        protocol, replicates=replicates, grid=list(grid), methods=method, seed=seed, keep_images=keep_images
+        protocol,
+        replicates=replicates,
+        grid=list(grid),
+        methods=method,
+        seed=seed,
+        keep_images=keep_images,
+        primary_test=primary_test,
     )
     study.model = model
     summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)
@@ -348,13 +275,13 @@ def demo(out, workers, quiet):
 @click.option("--image-size", type=click.IntRange(min=32, max=2048), default=256, show_default=True)
 @click.option(
     "--aspect",
-    type=click.FloatRange(min=0.2, max=5.0),
+    type=FiniteFloatRange(min=0.2, max=5.0),
     default=1.0,
     show_default=True,
     help="height / width (4/3 ≈ 1.333 for a 3:4 portrait frame)",
 )
 @click.option("--view", type=click.Choice(["cheek", "face"]), default="cheek", show_default=True)
-@click.option("--nuisance", type=click.FloatRange(min=0, max=4), default=1.0, show_default=True)
+@click.option("--nuisance", type=FiniteFloatRange(min=0, max=4), default=1.0, show_default=True)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @handle_errors
 def gallery(out, **given):
@@ -389,6 +316,12 @@ def realism(real_dir, sim_dir, out, real_severity, no_cnn, seed, quiet):
         )
     click.echo(f"realism → {Path(out) / 'realism.html'}")
 
+
+# the training commands live in their own module
+from .cli_training import finetune, train_reader  # noqa: E402
+
+main.add_command(finetune)
+main.add_command(train_reader)
 
 if __name__ == "__main__":  # pragma: no cover
     main()

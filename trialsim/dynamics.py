@@ -4,7 +4,7 @@ Per patient i and study day t::
 
     s_it = clip(b_i + drift_it + Σ_k e_ik · L_ik(t) + u_it + v_it, floor, ceiling)
 
-``b_i`` baseline severity, ``e_ik`` the patient's full-onset effect of treatment
+(``clip`` to ``dynamics.floor``/``ceiling``; a null bound is off) ``b_i`` baseline severity, ``e_ik`` the patient's full-onset effect of treatment
 k, ``L_ik(t)`` in [0, 1] its first-order exposure level (rises with time constant
 ``onset_days`` while k is given, decays with ``washout_days`` after; slow washout
 carries over into the next period), ``drift`` a random walk plus trend, ``u`` AR(1)
@@ -22,7 +22,7 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from .protocol import Protocol
+from .protocol import Dynamics, Protocol
 
 # severity -> lesion count, piecewise linear; grade boundaries sit on ACNE04 thresholds
 _SEVERITY_KNOTS = np.array([0.0, 0.5, 1.5, 2.5, 3.0])
@@ -45,6 +45,15 @@ def grade_from_count(count) -> np.ndarray:
 def severity_grade(severity) -> np.ndarray:
     """Grade 0–3 of a latent severity (through its target lesion count)."""
     return grade_from_count(target_lesion_count(severity))
+
+
+def bounded(x, dyn: Dynamics):
+    """``x`` within ``dyn``'s floor and ceiling, each only when switched on (not null)."""
+    if dyn.floor is not None:
+        x = np.maximum(x, dyn.floor)
+    if dyn.ceiling is not None:
+        x = np.minimum(x, dyn.ceiling)
+    return x
 
 
 def exposure_levels(treatment_per_day: np.ndarray, labels: list[str], onset_days, washout_days) -> np.ndarray:
@@ -71,7 +80,7 @@ def draw_patient_parameters(protocol: Protocol, patient_id: str, rng: np.random.
     """Per-patient random effects: baseline severity and each treatment's full-onset effect."""
     dist = protocol.patients.baseline_severity
     dyn = protocol.dynamics
-    baseline = float(np.clip(rng.normal(dist.mean, dist.sd), dyn.floor, dyn.ceiling))
+    baseline = float(bounded(rng.normal(dist.mean, dist.sd), dyn))
     effects = {t.label: float(rng.normal(t.effect, t.effect_sd)) for t in protocol.treatments}
     for o in protocol.patients.overrides:
         if o.patient_id == str(patient_id) and o.baseline_severity is not None:
@@ -113,8 +122,8 @@ def patient_trajectory(
     v = rng.normal(0.0, dyn.sd_obs, size=n) if dyn.sd_obs > 0 else np.zeros(n)
 
     out = schedule.copy()
-    out["severity_noisefree"] = np.clip(mean, dyn.floor, dyn.ceiling)
-    out["severity_latent"] = np.clip(mean + drift + u + v, dyn.floor, dyn.ceiling)
+    out["severity_noisefree"] = bounded(mean, dyn)
+    out["severity_latent"] = bounded(mean + drift + u + v, dyn)
     out["severity_grade"] = severity_grade(out["severity_latent"].to_numpy())
     out["lesion_target"] = target_lesion_count(out["severity_latent"].to_numpy())
     return out

@@ -2,7 +2,10 @@
 
 from __future__ import annotations
 
+import math
 from typing import TypeVar
+
+import click
 
 from analysis.errors import AnalysisInputError
 
@@ -45,4 +48,20 @@ def validated(model: type[M], values: dict, file: str | None = None) -> M:
         value = first.get("input")
         value = value.item() if hasattr(value, "item") and callable(value.item) else value  # numpy scalar: plain
         got = f" (got {value!r})" if "input" in first and first["type"] != "missing" else ""
-        raise BadInput(f"{first['msg']}{got}", file=file, field=option) from None
+        msg = first["msg"]
+        if isinstance(value, float) and not math.isfinite(value):  # nan fails every bound: say what it is
+            msg = "not a number" if math.isnan(value) else "not a finite number"
+        raise BadInput(f"{msg}{got}", file=file, field=option) from None
+
+
+class FiniteFloatRange(click.FloatRange):
+    """A number within a range, refusing ``nan`` and ``inf`` by name (a plain range lets ``nan`` through,
+    since it compares false with both bounds)."""
+
+    def convert(self, value, param, ctx):
+        v = click.types.FloatParamType.convert(self, value, param, ctx)
+        if v != v:
+            self.fail(f"{value!r} is not a number", param, ctx)
+        if v in (float("inf"), float("-inf")):
+            self.fail(f"{value!r} is not a finite number", param, ctx)
+        return super().convert(v, param, ctx)

@@ -10,7 +10,6 @@ appended to ``replicates.csv`` as replicates finish; a rerun skips what is there
 from __future__ import annotations
 
 import json
-import shutil
 import zlib
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,14 +20,23 @@ import pandas as pd
 import yaml
 
 from analysis.atomic import atomic_write_text, write_csv
-from analysis.contract import METHODS
-from analysis.results import Results, detected
+from analysis.contract import METHODS, NEEDS_READER
+from analysis.primary import DEFAULT_PRIMARY_TEST, check_primary_test
 
-from .dataset import claim_output, remove_dead_work, work_folder, write_marker
+from .dataset import claim_output, remove_dead_work, write_marker
 from .errors import BadInput, StudyFailed
-from .power_bayes import add_bayes_decisions, bayes_rows, replicate_config
-from .power_table import REPLICATE_COLUMNS, append_rows, parse_value, primary_rows, read_done, severity_row, summarise
-from .protocol import load_protocol, load_yaml, protocol_from_dict
+from .power_bayes import add_bayes_decisions
+from .power_replicate import run_replicate
+from .power_table import (
+    REPLICATE_COLUMNS,
+    add_design,
+    append_rows,
+    check_done,
+    parse_value,
+    read_done,
+    summarise,
+)
+from .protocol import Protocol, load_protocol, load_yaml, protocol_from_dict
 from .scaleout import run_local, run_on_cluster
 
 # short grid keys and the protocol field they change
@@ -45,6 +53,7 @@ GRID_ALIASES = {
     "sd_obs": "dynamics.sd_obs",
     "drift_sd_per_day": "dynamics.drift_sd_per_day",
 }
+POWER_METHODS = tuple(m for m in METHODS if m != NEEDS_READER)  # a trained reader is not varied by a study
 
 
 def apply_grid_point(base: dict, point: dict[str, float]) -> dict:
@@ -99,11 +108,38 @@ def parse_grid(items: list[str]) -> dict[str, list]:
     return grid
 
 
-def check_grid(base: dict, grid: dict[str, list]) -> None:
-    """Refuse a grid any point of which is not a valid protocol, before any replicate runs."""
+def study_base(protocol: Protocol) -> dict:
+    """The protocol as the base of a grid: resolved, but with ``observation.days`` left to follow the schedule.
+
+    A grid point that changes ``period_days``, ``blocks`` or the run-in then observes its
+    whole schedule; days the protocol fixes itself stay fixed (and a point whose schedule
+    they do not match is refused by :func:`check_grid`).
+    """
+    d = protocol.resolved()
+    if protocol.observation.days is None:
+        d["observation"]["days"] = None
+    return d
+
+
+def _check_point(base: dict, point: dict) -> Protocol:
+    """The grid point's whole protocol; raises when it cannot be built or would be cut short."""
+    proto = protocol_from_dict(apply_grid_point(base, point), source=f"--grid point {point_key(point)}")
+    days = base.get("observation", {}).get("days")
+    if days is not None and proto.planned_days != days:
+        raise BadInput(
+            f"the point {point_key(point)} plans a {proto.planned_days}-day schedule, but the protocol fixes "
+            f"observation.days at {days}: its trials would be cut or padded",
+            field="--grid",
+            allowed="remove observation.days from the protocol, so each point observes its whole schedule",
+        )
+    return proto
+
+
+def check_grid(base: dict, grid: dict[str, list], methods: list[str] | None = None) -> None:
+    """Refuse a grid any point of which is not a whole, valid protocol, before any replicate runs."""
     for point in grid_points(grid):
         try:
-            protocol_from_dict(apply_grid_point(base, point), source=f"--grid point {point_key(point)}")
+            proto = _check_point(base, point)
         except BadInput as e:
             raise BadInput(f"{e}", field="--grid") from None
         except (KeyError, IndexError, ValueError, TypeError) as e:
@@ -112,6 +148,12 @@ def check_grid(base: dict, grid: dict[str, list]) -> None:
                 field="--grid",
                 allowed="effect, " + ", ".join(GRID_ALIASES) + " or a dotted protocol field",
             ) from None
+        if proto.dynamics.unbounded and methods is not None and methods != ["oracle"]:
+            raise BadInput(
+                "dynamics.floor/ceiling null (no bound) only works without photos, and the methods read photos",
+                field="--method",
+                allowed="oracle (no photos), or bounds within 0–3",
+            )
 
 
 def grid_points(grid: dict[str, list]) -> list[dict]:
@@ -139,8 +181,9 @@ class PowerStudy:
     seed: int = 0
     keep_images: bool = False
     source: str = "<protocol>"
+    primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test whose rate is per-patient power
     points: list[dict] = field(default_factory=list)
-    model: str = "lmm"  # lmm, or bayes: the Bayesian model too (Laplace approximation)
+    model: str = "lmm"  # lmm, or bayes: the Bayesian model too (trialsim.power_bayes)
 
     def __post_init__(self):
         self.points = grid_points(self.grid)
@@ -166,28 +209,37 @@ class PowerStudy:
                     + " or a dotted protocol field such as treatments.1.effect_sd",
                 ) from None
             protocol_from_dict(d, source=source)
-        bad = [m for m in self.methods if m not in METHODS]
+        bad = [m for m in self.methods if m not in POWER_METHODS]
         if bad or not self.methods:
-            raise BadInput(f"unknown method(s) {bad}", field="--method", allowed=", ".join(METHODS))
+            raise BadInput(f"unknown method(s) {bad}", field="--method", allowed=", ".join(POWER_METHODS))
 
     @classmethod
     def from_cli(
-        cls, protocol_path, replicates: int, grid: list[str], methods: str, seed: int = 0, keep_images: bool = False
+        cls,
+        protocol_path,
+        replicates: int,
+        grid: list[str],
+        methods: str,
+        seed: int = 0,
+        keep_images: bool = False,
+        primary_test: str = DEFAULT_PRIMARY_TEST,
     ) -> PowerStudy:
         p = load_protocol(protocol_path)
         ms = [m.strip() for m in methods.split(",") if m.strip()]
         if ms == ["all"]:
-            ms = list(METHODS)
+            ms = list(POWER_METHODS)
         grid_values = parse_grid(grid)
-        check_grid(p.resolved(), grid_values)
+        base = study_base(p)
+        check_grid(base, grid_values, ms)
         return cls(
-            base=p.resolved(),
+            base=base,
             grid=grid_values,
             replicates=replicates,
             methods=ms,
             seed=seed,
             keep_images=keep_images,
             source=str(protocol_path),
+            primary_test=check_primary_test(primary_test),
         )
 
     def tasks(self) -> list[dict]:
@@ -196,107 +248,6 @@ class PowerStudy:
             for p in self.points
             for r in range(self.replicates)
         ]
-
-
-def _rows_from_results(res: Results, task: dict) -> list[dict]:
-    truth = res.truth_by_contrast()
-    rows = []
-    for pop in res.population:
-        tr = truth.get(pop.contrast)
-        rows.append(
-            {
-                "method": pop.method,
-                "test": "lmm",
-                "contrast": pop.contrast,
-                "estimate": pop.estimate_std,
-                "ci_low": pop.ci_low_std,
-                "ci_high": pop.ci_high_std,
-                "p_value": pop.p_value,
-                "known": tr.realised_std if tr else None,
-                "estimate_raw": pop.estimate,
-                "known_raw": tr.realised if tr else None,
-                "error": pop.get("error") or "",
-            }
-        )
-        if pop.get("estimate_severity") is not None:  # severity units through the measurement model
-            rows.append(severity_row(pop, tr))
-    rows += primary_rows(res) + bayes_rows(res)
-    # per-patient tests: a replicate "detects" with a test when the majority of patients reject
-    pats = pd.DataFrame(
-        [p.model_dump(include={"method", "contrast", "test", "estimate", "p_value"}) for p in res.patients]
-    )
-    if len(pats):
-        pats = pats.astype({"estimate": float, "p_value": float})
-        for (method, contrast, test), g in pats.groupby(["method", "contrast", "test"], sort=True):
-            share = float(g["p_value"].map(detected).mean())
-            rows.append(
-                {
-                    "method": method,
-                    "test": f"patients:{test}",
-                    "contrast": contrast,
-                    "estimate": float(g["estimate"].mean()),
-                    "ci_low": np.nan,
-                    "ci_high": np.nan,
-                    "p_value": float(np.median(g["p_value"])),
-                    "known": np.nan,
-                    "estimate_raw": share,
-                    "known_raw": np.nan,
-                    "error": "",
-                }
-            )
-    for r in rows:
-        r.update(grid_point=task["key"], replicate=task["replicate"], seed=task["seed"])
-    return rows
-
-
-def run_replicate(args) -> list[dict]:
-    """Simulate and analyse one replicate; failures become rows with ``error`` set."""
-    from analysis.pipeline import run, write
-
-    from .simulate import simulate
-
-    base, task, methods, keep_dir = args
-    work = work_folder()
-    try:
-        d = apply_grid_point(base, task["point"])
-        d["seed"] = task["seed"]
-        protocol = protocol_from_dict(d)
-        renderer = "none" if methods == ["oracle"] else None
-        simulate(protocol, work / "dataset", renderer=renderer, progress=False)
-        res = run(work / "dataset", replicate_config(methods, task))
-        if keep_dir:
-            write(res, work / "analysis", report=False)
-        rows = _rows_from_results(res, task)
-    except Exception as e:
-        rows = [
-            {
-                "grid_point": task["key"],
-                "replicate": task["replicate"],
-                "seed": task["seed"],
-                "method": m,
-                "test": "lmm",
-                "contrast": "",
-                "estimate": np.nan,
-                "ci_low": np.nan,
-                "ci_high": np.nan,
-                "p_value": np.nan,
-                "known": np.nan,
-                "estimate_raw": np.nan,
-                "known_raw": np.nan,
-                "error": f"{e.__class__.__name__}: {e}"[:300],
-            }
-            for m in methods
-        ]
-    finally:
-        if keep_dir:
-            dest = Path(keep_dir) / task["key"].replace(";", "_") / f"replicate_{task['replicate']:04d}"
-            if dest.exists():
-                shutil.rmtree(dest)
-            dest.parent.mkdir(parents=True, exist_ok=True)
-            shutil.move(str(work), dest)
-        else:
-            shutil.rmtree(work, ignore_errors=True)
-    return rows
 
 
 def _check_spec(out: Path, spec: dict) -> None:
@@ -313,9 +264,10 @@ def _check_spec(out: Path, spec: dict) -> None:
             field="--out",
         ) from None
     keys = ("base", "grid", "methods", "seed")
-    if not isinstance(prev, dict) or {k: prev.get(k) for k in keys} != {k: spec[k] for k in keys}:
+    same = isinstance(prev, dict) and {k: prev.get(k) for k in keys} == {k: spec[k] for k in keys}
+    if not same or prev.get("primary_test", DEFAULT_PRIMARY_TEST) != spec["primary_test"]:
         raise BadInput(
-            "the folder holds a different study (protocol, grid, methods or seed); use another --out",
+            "the folder holds a different study (protocol, grid, methods, seed or primary test); use another --out",
             file=str(spec_path),
             field="--out",
         )
@@ -325,12 +277,14 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
     """Run the replicates ``replicates.csv`` lacks, appending each one's rows as it finishes."""
     rep_path = out / "replicates.csv"
     done = read_done(rep_path)
-    # rewrite what survived (drops a half-written last block) before appending more
-    write_csv(rep_path, done.reindex(columns=columns))
+    check_done(done, {t["key"] for t in study.tasks()}, rep_path)
+    # rewrite what survived (drops a half-written last block) before appending more; 10 digits so that a
+    # rerun of a finished study gives the same summary
+    write_csv(rep_path, done.reindex(columns=columns), float_format="%.10g")
     done_keys = set(zip(done["grid_point"].astype(str), done["replicate"].astype(int)))
     todo = [t for t in study.tasks() if (t["key"], t["replicate"]) not in done_keys]
     keep_dir = str(out / "images") if study.keep_images else None
-    args = [(study.base, dict(t, model=study.model), study.methods, keep_dir) for t in todo]
+    args = [(study.base, dict(t, model=study.model), study.methods, keep_dir, study.primary_test) for t in todo]
     todo_points = {(t["key"], t["replicate"]): t["point"] for t in todo}
     it = run_on_cluster(run_replicate, args, client) if client else run_local(run_replicate, args, workers)
     n_all = len(study.tasks())
@@ -343,6 +297,13 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
             rows = cast(list[dict], done_rows)
             append_rows(rep_path, [dict(r, **todo_points[(r["grid_point"], r["replicate"])]) for r in rows], columns)
             bar.update(1)
+
+
+def _designs(study: PowerStudy) -> dict[str, dict]:
+    """Design diagnostics (:mod:`trialsim.design`) of every grid point, by its key."""
+    from .design import design_diagnostics
+
+    return {point_key(p): design_diagnostics(_check_point(study.base, p)) for p in study.points}
 
 
 def _raise_if_all_failed(rep: pd.DataFrame) -> None:
@@ -371,7 +332,9 @@ def run_power(
         # 2. the study's folder (only one trialsim wrote, so no file of the user's is touched) and its spec
         claim_output(out, "power", None, replace=True)
         remove_dead_work()  # what killed studies left in the temporary folder
-        spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed", "model")}
+        spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed", "primary_test")}
+        if study.model != "lmm":  # lmm studies keep the spec they always had (resumable)
+            spec["model"] = study.model
         _check_spec(out, spec)
         spec_text = yaml.safe_dump(spec, sort_keys=False)
         write_marker(out, "power", spec_text)
@@ -390,8 +353,8 @@ def run_power(
         .sort_values(["_o", "replicate", "method", "test", "contrast"], kind="stable")
         .drop(columns="_o")
     )
-    write_csv(out / "replicates.csv", rep.reindex(columns=columns))
-    summary = add_bayes_decisions(summarise(rep, study.grid), rep)
+    write_csv(out / "replicates.csv", rep.reindex(columns=columns), float_format="%.10g")
+    summary = add_bayes_decisions(add_design(summarise(rep, study.grid), _designs(study)), rep)
     write_csv(out / "summary.csv", summary)
     from .power_report import write_power_report
 

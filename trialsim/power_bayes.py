@@ -11,13 +11,9 @@ import numpy as np
 import pandas as pd
 
 
-def replicate_config(methods: list[str], task: dict):
-    """One replicate's analysis options; ``task["model"] == "bayes"`` adds the Bayesian model (Laplace)."""
-    from analysis.pipeline import AnalysisConfig
-
-    cfg = AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False)
-    if task.get("model") == "bayes":
-        cfg.model, cfg.bayes_inference = "bayes", "laplace"
+def with_bayes(cfg):
+    """A replicate's analysis options with the Bayesian model added (Laplace approximation)."""
+    cfg.model, cfg.bayes_inference = "bayes", "laplace"
     return cfg
 
 

@@ -2,6 +2,10 @@
 
 Rendered through the analysis report's autoescaped Jinja environment
 (``analysis/templates/power.html.j2``), so a protocol name cannot inject markup.
+The curves are the population model's rejection rate (``lmm``, per trial) and the
+primary per-patient test's (per patient-trial: per-patient power), against the effect;
+with one patient only the latter exists. Dashed: the two-sample t-test's analytic power
+for the grid point's realised effect (``design_power_t``), days independent.
 """
 
 from __future__ import annotations
@@ -20,24 +24,40 @@ from analysis.report import render
 TEMPLATE = "power.html.j2"
 
 
+def _is_curve_test(test: str) -> bool:
+    return test == "lmm" or test.startswith("primary:")
+
+
 def _curve_png(summary: pd.DataFrame, grid: list[str], alpha: float = ALPHA) -> bytes | None:
-    """Rejection rate of the mixed model against the effect, one line per method (and other grid keys)."""
-    lmm = summary[summary["test"] == "lmm"]
-    if "effect" not in lmm.columns or lmm["effect"].nunique() < 2:
+    """Rejection rate against the effect, one line per method, test (and other grid keys); analytic t dashed."""
+    rows = summary[summary["test"].astype(str).map(_is_curve_test)]
+    if "effect" not in rows.columns or rows["effect"].nunique() < 2:
         return None
     import seaborn as sns
     from matplotlib.figure import Figure
 
-    other = [c for c in lmm.columns if c != "effect" and c in grid]
-    d = lmm.assign(
-        effect=lmm["effect"].astype(float),
-        line=lmm[["method", *other]].astype(str).agg(" ".join, axis=1),
-    ).sort_values(["line", "effect"])
+    other = [c for c in rows.columns if c != "effect" and c in grid]
+    label = rows[["method", "test"]].astype(str).agg(" ".join, axis=1).str.replace(" (per patient)", "", regex=False)
+    extra = rows[other].astype(str).agg(lambda r: " ".join(f"{k}={v}" for k, v in r.items()), axis=1) if other else ""
+    d = rows.assign(effect=rows["effect"].astype(float), line=label + (" " + extra if other else ""))
+    d = d.sort_values(["method", "test", *other, "effect"], key=lambda c: pd.to_numeric(c, errors="coerce").fillna(0))
+    d = d.sort_values(["method", "test"], kind="stable")  # numbers in order within each test's lines
     with sns.axes_style("ticks"):
-        fig = Figure(figsize=(6.4, 4.0), dpi=100, layout="tight")
+        fig = Figure(figsize=(6.8, 4.2), dpi=100, layout="tight")
         ax = fig.subplots()
-        sns.lineplot(data=d, x="effect", y="rejection_rate", hue="line", marker="o", ax=ax, errorbar=None)
-        for _, g in d.groupby("line", sort=True):
+        sns.lineplot(
+            data=d,
+            x="effect",
+            y="rejection_rate",
+            hue="line",
+            hue_order=list(dict.fromkeys(d["line"])),
+            marker="o",
+            ax=ax,
+            errorbar=None,
+        )
+        handles, names = ax.get_legend_handles_labels()
+        colors = {n: getattr(h, "get_color", lambda: "grey")() for h, n in zip(handles, names)}
+        for name, g in d.groupby("line", sort=True):
             ax.errorbar(
                 g["effect"],
                 g["rejection_rate"],
@@ -46,12 +66,15 @@ def _curve_png(summary: pd.DataFrame, grid: list[str], alpha: float = ALPHA) -> 
                 ecolor="#555555",
                 capsize=3,
             )
+            if "design_power_t" in g.columns and str(name).split(" ")[1].startswith("primary:"):
+                ax.plot(g["effect"], g["design_power_t"].astype(float), ls="--", lw=1, color=colors.get(name, "grey"))
     ax.axhline(alpha, color="grey", ls=":", lw=1)
-    ax.axhline(0.8, color="grey", ls="--", lw=1)
-    ax.set_xlabel("effect (severity units, last − first treatment)")
-    ax.set_ylabel(f"rejection rate (LMM, α = {alpha:g})")
+    ax.axhline(0.8, color="grey", ls="--", lw=0.6)
+    ax.set_xlabel("effect (last − first treatment)")
+    ax.set_ylabel(f"rejection rate (α = {alpha:g})")
+    ax.set_title("solid: simulated (± 1.96 MC SE); dashed: analytic two-sample t", fontsize=9)
     ax.set_ylim(-0.02, 1.02)
-    ax.legend(fontsize=8, title=None)
+    ax.legend(fontsize=7, title=None)
     buf = io.BytesIO()
     fig.savefig(buf, format="png", metadata={"Software": None})
     return buf.getvalue()
@@ -66,11 +89,26 @@ def _cells(summary: pd.DataFrame) -> list[list[str]]:
     return fmt.astype(str).replace({"nan": "", "None": ""}).values.tolist()
 
 
+def _notes(summary: pd.DataFrame) -> list[str]:
+    """One line per test that cannot reject on its design, and per design that cannot show its effect."""
+    out = []
+    if "note" in summary.columns:
+        for (test, note), g in summary.groupby(["test", "note"], sort=True):
+            if str(note) and str(note) != "nan":
+                out.append(f"{test}: {note} ({', '.join(map(str, g['grid_point'].unique()[:6]))})")
+    if "design_verdict" in summary.columns:
+        bad = summary.loc[summary["design_verdict"].astype(str).ne("ok") & summary["design_verdict"].notna()]
+        for gp in bad["grid_point"].unique():
+            out.append(f"{gp}: the design cannot show this effect (under half the nominal effect is realised)")
+    return out
+
+
 def write_power_report(out: Path, summary: pd.DataFrame, replicates: pd.DataFrame, spec: dict) -> Path:
     """Write ``power.html`` (and ``power_curve.png`` when the grid varies the effect) into ``out``."""
     curve = _curve_png(summary, list(spec.get("grid", {})))
     if curve is not None:
         atomic_write_bytes(Path(out) / "power_curve.png", curve)
+    n_patients = int(spec["base"].get("patients", {}).get("n") or 0)
     html = render(
         TEMPLATE,
         name=spec["base"].get("name", "study"),
@@ -78,10 +116,14 @@ def write_power_report(out: Path, summary: pd.DataFrame, replicates: pd.DataFram
         methods=spec["methods"],
         seed=spec["seed"],
         alpha=ALPHA,
+        primary_test=spec.get("primary_test", "auto"),
+        one_patient=n_patients == 1 and "patients" not in spec.get("grid", {}),
+        photos=spec["methods"] != ["oracle"],
+        notes=_notes(summary),
         curve="data:image/png;base64," + base64.b64encode(curve).decode("ascii") if curve else None,
         columns=list(summary.columns),
         rows=_cells(summary),
-        spec=yaml.safe_dump({k: spec[k] for k in ("grid", "methods", "replicates", "seed")}),
+        spec=yaml.safe_dump({k: spec[k] for k in ("grid", "methods", "replicates", "seed") if k in spec}),
     )
     path = Path(out) / "power.html"
     atomic_write_text(path, html)

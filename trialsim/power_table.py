@@ -32,6 +32,7 @@ REPLICATE_COLUMNS = [
     "estimate_raw",
     "known_raw",
     "error",
+    "min_p",
 ]
 
 
@@ -47,7 +48,10 @@ def read_done(path: Path) -> pd.DataFrame:
     """Rows already recorded; a line cut short by a kill is dropped (and rewritten later)."""
     if not path.exists():
         return pd.DataFrame(columns=REPLICATE_COLUMNS)
-    text = path.read_text(encoding="utf-8")
+    try:
+        text = path.read_text(encoding="utf-8")
+    except UnicodeDecodeError:
+        raise BadInput("the replicates table is not text trialsim wrote (undecodable bytes)", file=str(path)) from None
     cut = None
     if text and not text.endswith("\n"):
         # the last block was cut by a kill: drop its replicate entirely (it is rerun)
@@ -74,6 +78,32 @@ def read_done(path: Path) -> pd.DataFrame:
     return df.reset_index(drop=True)
 
 
+NUMERIC_COLUMNS = ("estimate", "ci_low", "ci_high", "p_value", "known", "estimate_raw", "known_raw")
+
+
+def check_done(done: pd.DataFrame, keys: set[str], path: Path) -> None:
+    """Refuse recorded rows trialsim could not have written for this study: an unknown ``grid_point``,
+    or text in a numeric column (exit 2 naming the file and field)."""
+    unknown = sorted(set(done["grid_point"].astype(str)) - keys)
+    if unknown:
+        raise BadInput(
+            f"the replicates table holds grid point {unknown[0]!r}, which this study does not have",
+            file=str(path),
+            field="grid_point",
+            allowed="delete the file to rerun every replicate, or use another --out",
+        )
+    for c in NUMERIC_COLUMNS:
+        if c in done.columns:
+            v = done[c]
+            bad = v.notna() & pd.to_numeric(v, errors="coerce").isna()
+            if bad.any():
+                raise BadInput(
+                    f"row {int(bad.to_numpy().argmax()) + 2} holds {str(v[bad].iloc[0])!r} where a number belongs",
+                    file=str(path),
+                    field=c,
+                )
+
+
 def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
     block = pd.DataFrame(rows, columns=columns).to_csv(
         index=False, header=False, lineterminator="\n", float_format="%.10g"
@@ -83,8 +113,58 @@ def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
         f.flush()
 
 
+# tests whose rows are one per patient: their rejection rate is per-patient power
+PER_PATIENT_PREFIXES = ("primary:", "per-patient:")
+DESIGN_COLUMNS = ("realised_share", "design_power_t", "n_assignments", "design_min_p", "design_verdict")
+
+
+def _unreachable_note(ok: pd.DataFrame, alpha: float = ALPHA) -> str:
+    """ "cannot reach α with N assignments (smallest p = …)" when every row's smallest attainable p is above α."""
+    if "min_p" not in ok.columns:
+        return ""
+    m = pd.to_numeric(ok["min_p"], errors="coerce").dropna()
+    if not len(m) or m.min() <= alpha:
+        return ""
+    n = round(2 / m.max()) if m.max() > 0 else 0  # two-sided: the observed and the mirrored assignment
+    return f"cannot reach α = {alpha:g} with {n} assignments (smallest p = {m.max():.3g})"
+
+
+def add_design(summary: pd.DataFrame, designs: dict[str, dict]) -> pd.DataFrame:
+    """The grid points' design diagnostics beside their rows (``DESIGN_COLUMNS``)."""
+    keys = ("realised_share", "power_t", "n_assignments", "min_p", "verdict")
+    extra = pd.DataFrame(
+        [[designs.get(str(gp), {}).get(k) for k in keys] for gp in summary["grid_point"]],
+        columns=list(DESIGN_COLUMNS),
+        index=summary.index,
+    )
+    return pd.concat([summary, extra], axis=1)
+
+
 def _mcse_prop(p: float, n: int) -> float:
     return math.sqrt(p * (1 - p) / n) if n > 0 else float("nan")
+
+
+def _error_stats(ok: pd.DataFrame) -> dict:
+    """Bias, RMSE and coverage of the estimate against the known effect, with MC SEs (where known)."""
+    row: dict = {}
+    err = (ok["estimate"] - ok["known"]).astype(float)
+    err = err[np.isfinite(err)]
+    if len(err):
+        row["bias"] = float(err.mean())
+        row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
+        rmse = float(np.sqrt((err**2).mean()))
+        row["rmse"] = rmse
+        row["rmse_mcse"] = (
+            float((err**2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
+            if len(err) > 1 and rmse > 0
+            else float("nan")
+        )
+        has_ci = ok[np.isfinite(ok["ci_low"].astype(float)) & np.isfinite(ok["known"].astype(float))]
+        if len(has_ci):
+            cov = float(((has_ci["ci_low"] <= has_ci["known"]) & (has_ci["known"] <= has_ci["ci_high"])).mean())
+            row["coverage"] = cov
+            row["coverage_mcse"] = _mcse_prop(cov, len(has_ci))
+    return row
 
 
 def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
@@ -107,30 +187,17 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
             "rejection_rate": reject,
             "rejection_mcse": _mcse_prop(reject, n),
         }
+        row["unit"] = "patient-trial" if test.startswith(PER_PATIENT_PREFIXES) else "trial"
+        row["note"] = _unreachable_note(ok)
         row["power"] = reject if not null else float("nan")
         row["type1_error"] = reject if null else float("nan")
-        err = (ok["estimate"] - ok["known"]).astype(float)
-        err = err[np.isfinite(err)]
-        if len(err):
-            row["bias"] = float(err.mean())
-            row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
-            rmse = float(np.sqrt((err**2).mean()))
-            row["rmse"] = rmse
-            row["rmse_mcse"] = (
-                float((err**2).std(ddof=1) / (2 * rmse * math.sqrt(len(err))))
-                if len(err) > 1 and rmse > 0
-                else float("nan")
-            )
-            has_ci = ok[np.isfinite(ok["ci_low"].astype(float)) & np.isfinite(ok["known"].astype(float))]
-            if len(has_ci):
-                cov = float(((has_ci["ci_low"] <= has_ci["known"]) & (has_ci["known"] <= has_ci["ci_high"])).mean())
-                row["coverage"] = cov
-                row["coverage_mcse"] = _mcse_prop(cov, len(has_ci))
+        row.update(_error_stats(ok))
         out.append(row)
     cols = list(grid) + [
         "grid_point",
         "method",
         "test",
+        "unit",
         "replicates",
         "failed",
         "power",
@@ -143,35 +210,35 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         "rmse_mcse",
         "coverage",
         "coverage_mcse",
+        "note",
     ]
     df = pd.DataFrame(out)
     return df.reindex(columns=[c for c in cols if c in df.columns or c in grid])
 
 
+def patient_row(p, test: str) -> dict:
+    """A replicate row of one per-patient result ``p`` under the label ``test``."""
+    return {
+        "method": p.method,
+        "test": test,
+        "contrast": p.contrast,
+        "estimate": p.estimate,
+        "ci_low": p.get("ci_low"),
+        "ci_high": p.get("ci_high"),
+        "p_value": p.p_value,
+        # PC1 units: comparable with the realised effect for the oracle only
+        "known": p.get("known_realised") if p.method == "oracle" else None,
+        "estimate_raw": np.nan,
+        "known_raw": np.nan,
+        "error": "",
+        "min_p": p.min_p,
+    }
+
+
 def primary_rows(res) -> list[dict]:
     """One row per patient for the primary per-patient test: its error rate is per patient, not per trial."""
     primary = res.primary_test
-    rows = []
-    for p in res.patients:
-        if p.test != primary:
-            continue
-        rows.append(
-            {
-                "method": p.method,
-                "test": f"primary:{primary} (per patient)",
-                "contrast": p.contrast,
-                "estimate": p.estimate,
-                "ci_low": p.get("ci_low"),
-                "ci_high": p.get("ci_high"),
-                "p_value": p.p_value,
-                # PC1 units: comparable with the realised effect for the oracle only
-                "known": p.get("known_realised") if p.method == "oracle" else None,
-                "estimate_raw": np.nan,
-                "known_raw": np.nan,
-                "error": "",
-            }
-        )
-    return rows
+    return [patient_row(p, f"primary:{primary} (per patient)") for p in res.patients if p.test == primary]
 
 
 def severity_row(pop, tr) -> dict:

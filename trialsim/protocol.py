@@ -89,7 +89,7 @@ class PatientOverride(_Strict):
 
 
 class Patients(_Strict):
-    n: int = Field(10, ge=1, le=100000, description="number of patients")
+    n: int = Field(10, ge=1, le=10000, description="number of patients (10,000: half a minute without photos)")
     baseline_severity: SeverityDistribution = SeverityDistribution()
     ids: list[str] | None = Field(None, description="explicit patient ids (default 1..n)")
     overrides: list[PatientOverride] = []
@@ -203,12 +203,18 @@ class Dynamics(_Strict):
     ar1_rho: float = Field(0.0, ge=0.0, lt=1.0, description="AR(1) coefficient of the process noise, per day")
     ar1_sd: float = Field(0.0, ge=0.0, le=3.0, description="stationary SD of the AR(1) process noise")
     sd_obs: float = Field(0.0, ge=0.0, le=3.0, description="SD of day-level observation noise (white)")
-    floor: float = Field(SEVERITY_MIN, ge=SEVERITY_MIN, le=SEVERITY_MAX)
-    ceiling: float = Field(SEVERITY_MAX, ge=SEVERITY_MIN, le=SEVERITY_MAX)
+    # null switches a bound off: a generic outcome (no photos) need not live on the 0–3 scale
+    floor: float | None = Field(SEVERITY_MIN, ge=SEVERITY_MIN, le=SEVERITY_MAX, description="null: no lower bound")
+    ceiling: float | None = Field(SEVERITY_MAX, ge=SEVERITY_MIN, le=SEVERITY_MAX, description="null: no upper bound")
+
+    @property
+    def unbounded(self) -> bool:
+        """True when a bound is switched off (only a study without photos can have that)."""
+        return self.floor is None or self.ceiling is None
 
     @model_validator(mode="after")
     def _bounds(self):
-        if self.floor >= self.ceiling:
+        if self.floor is not None and self.ceiling is not None and self.floor >= self.ceiling:
             raise ValueError("floor must be below ceiling")
         return self
 

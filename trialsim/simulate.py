@@ -9,7 +9,6 @@ whatever the worker count.
 from __future__ import annotations
 
 import contextlib
-import datetime as _dt
 from dataclasses import dataclass
 from pathlib import Path
 from typing import ClassVar, Literal
@@ -21,13 +20,15 @@ from pydantic import BaseModel, ConfigDict, Field
 from analysis.atomic import atomic_write_bytes
 
 from .dataset import IMAGES_DIR, LESION_COLUMNS, MANIFEST_COLUMNS, prepare_output, safe_name, write_tables
+from .design import check_bounds, write_design
 from .dynamics import draw_patient_parameters, patient_trajectory
 from .errors import BadInput
+from .photo_table import photo_table
 from .protocol import Protocol
 from .render.base import PatientJob, Renderer
 from .render.sdxl.options import SDXLOptions
 from .schedule import patient_schedule
-from .seeding import image_seed, patient_rng
+from .seeding import patient_rng
 
 # photos taken on one day spread from morning to evening (hours)
 _FIRST_HOUR, _LAST_HOUR = 8.0, 21.0
@@ -56,24 +57,7 @@ def patient_truth(protocol: Protocol, patient_index: int, patient_id: str) -> Pa
     hours = [13.0] if ppd == 1 else list(np.linspace(_FIRST_HOUR, _LAST_HOUR - 1, ppd))
     width = max(3, len(str(protocol.n_days)))
     pdir = safe_name(patient_id)
-    rows = []
-    for r in days.itertuples(index=False):
-        for p in range(ppd):
-            if missing[r.day - 1, p]:
-                continue
-            hour = hours[p] + jitter_min[r.day - 1, p] / 60.0
-            stamp = (_dt.datetime.fromisoformat(r.date) + _dt.timedelta(hours=hour)).replace(microsecond=0)
-            rows.append(
-                {
-                    "image": f"{IMAGES_DIR}/{pdir}/{pdir}_d{r.day:0{width}d}_p{p}",
-                    "day": int(r.day),
-                    "photo": p,
-                    "hour": round(hour, 3),
-                    "timestamp": stamp.isoformat(),
-                    "seed": image_seed(seed, patient_index, r.day, p),
-                }
-            )
-    images = pd.DataFrame(rows, columns=["image", "day", "photo", "hour", "timestamp", "seed"])
+    images = photo_table(days, missing, jitter_min, hours, width, pdir, IMAGES_DIR, seed, patient_index)
     return PatientJob(
         protocol=protocol, patient_id=str(patient_id), patient_index=patient_index, days=days, images=images
     )
@@ -160,43 +144,48 @@ def render_patient_to_folder(job: PatientJob, renderer: Renderer, out: Path) -> 
     images = job.images.copy()
     images["image"] = images["image"] + ext
     job = PatientJob(job.protocol, job.patient_id, job.patient_index, job.days, images)
-    day_rows = job.days.set_index("day")
-    man_rows, lesion_frames = [], []
+    counts: list[int] = []
+    lesion_frames = []
 
     def wanted(image: str) -> bool:
         return not _whole_image(out / image)
 
-    for meta, rendered in zip(images.itertuples(index=False), renderer.render_patient(job, wanted)):
-        if rendered.image != meta.image:
-            raise RuntimeError(f"renderer returned {rendered.image} for {meta.image}")
+    for name, rendered in zip(images["image"].tolist(), renderer.render_patient(job, wanted)):
+        if rendered.image != name:
+            raise RuntimeError(f"renderer returned {rendered.image} for {name}")
         if rendered.data is not None:
             atomic_write_bytes(out / rendered.image, rendered.data)
-        d = day_rows.loc[meta.day]
-        man_rows.append(
-            {
-                "image": meta.image,
-                "patient_id": job.patient_id,
-                "day": int(meta.day),
-                "treatment": d["treatment"],
-                "timestamp": meta.timestamp,
-                "block": int(d["block"]),
-                "period": int(d["period"]),
-                "photo": int(meta.photo),
-                "severity_latent": float(d["severity_latent"]),
-                "severity_noisefree": float(d["severity_noisefree"]),
-                "severity_grade": int(d["severity_grade"]),
-                "lesion_count": int(rendered.lesion_count),
-                "seed": int(meta.seed),
-            }
-        )
+        counts.append(int(rendered.lesion_count))
         if len(rendered.lesions):
             les = rendered.lesions
             lesion_frames.append(les if list(les.columns) == LESION_COLUMNS else les[LESION_COLUMNS])
     if hasattr(renderer, "finish_patient"):
         renderer.finish_patient(job, out)
-    manifest = pd.DataFrame(man_rows, columns=MANIFEST_COLUMNS)
+    manifest = _manifest(job, images, counts)
     lesions = pd.concat(lesion_frames, ignore_index=True) if lesion_frames else pd.DataFrame(columns=LESION_COLUMNS)
     return PatientResult(job.patient_id, manifest, lesions, job.days)
+
+
+def _manifest(job: PatientJob, images: pd.DataFrame, counts: list[int]) -> pd.DataFrame:
+    """The patient's manifest rows: each photo with its day's truth, built column-wise (one lookup of
+    all photos' days, not one per photo: that lookup was most of a large latent-only study's time)."""
+    d = job.days.set_index("day").loc[images["day"].to_numpy()]
+    cols = {
+        "image": images["image"].tolist(),
+        "patient_id": [job.patient_id] * len(images),
+        "day": [int(v) for v in images["day"].tolist()],
+        "treatment": d["treatment"].tolist(),
+        "timestamp": images["timestamp"].tolist(),
+        "block": [int(v) for v in d["block"].tolist()],
+        "period": [int(v) for v in d["period"].tolist()],
+        "photo": [int(v) for v in images["photo"].tolist()],
+        "severity_latent": [float(v) for v in d["severity_latent"].tolist()],
+        "severity_noisefree": [float(v) for v in d["severity_noisefree"].tolist()],
+        "severity_grade": [int(v) for v in d["severity_grade"].tolist()],
+        "lesion_count": counts,
+        "seed": [int(v) for v in images["seed"].tolist()],
+    }
+    return pd.DataFrame(cols, columns=MANIFEST_COLUMNS)
 
 
 # one renderer per worker process, built on first use
@@ -218,6 +207,7 @@ class SimulationResult:
     manifest: pd.DataFrame
     lesions: pd.DataFrame
     days: pd.DataFrame
+    design: dict | None = None  # design diagnostics (design.json), None for --from-csv
 
 
 def _progress(iterable, total: int, desc: str, enabled: bool):
@@ -270,6 +260,7 @@ def simulate(
         protocol = protocol.model_copy(
             update={"rendering": protocol.rendering.model_copy(update={"renderer": renderer})}
         )
+    check_bounds(protocol, name)
     # build the renderer before touching the folder: bad renderer input (a missing model,
     # a wrong LoRA) must leave nothing behind
     local_renderer = make_renderer(protocol, name, sdxl)
@@ -280,6 +271,7 @@ def simulate(
         client = connect(scheduler)
     # the truth (schedules drawn, photos listed) before the folder: nothing is written for a trial
     # that cannot be simulated
+    jobs_simulated = jobs is None  # design diagnostics describe a protocol's schedule, not a CSV's
     if jobs is None:
         jobs = simulate_truth(protocol)
     else:
@@ -299,7 +291,8 @@ def simulate(
     lesions = pd.concat(nonempty, ignore_index=True) if nonempty else pd.DataFrame(columns=LESION_COLUMNS)
     days = pd.concat([r.days for r in results], ignore_index=True)
     write_tables(out, manifest, lesions, days)
-    return SimulationResult(out, manifest, lesions, days)
+    design = write_design(protocol, out) if jobs_simulated else None
+    return SimulationResult(out, manifest, lesions, days, design)
 
 
 class SimulateOptions(BaseModel):

@@ -14,6 +14,7 @@ from . import figures as fg
 from . import tables
 from .bayes import bayes_context
 from .inputs import ReportInputs
+from .reader import reader_context
 from .thumbnails import array_uri, filmstrip
 
 BASELINE_COLOR = "#c8c8c8"
@@ -216,7 +217,12 @@ def _primary_and_severity(inputs: ReportInputs) -> dict:
     ]
     rec = inputs.reconstructions or {}
     mse = [float(x) for x in rec["mse"]] if "mse" in rec else None  # the autoencoder's, the mean patch's
+    from ..primary import TEST_ASSUMPTIONS
+
     return {
+        "population_skipped": res.population_skipped,
+        "design_diag": res.design,
+        "test_assumptions": TEST_ASSUMPTIONS,
         "primary_test": res.primary_test,
         "verdicts": verdicts,
         "severity": severity,
@@ -274,6 +280,7 @@ def build_context(inputs: ReportInputs, alpha: float = ALPHA) -> dict:
         "strip_note": strip_note,
         "recon": recon,
         "recon_loss": recon_loss,
+        "reader": reader_context(inputs.results_dir, inputs.results.reader),
         "variance": _variance(inputs, methods),
         **_primary_and_severity(inputs),
         "tests_summary": tables.test_summary(prows, headline, methods, alpha),

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass, field
+from io import StringIO
 from pathlib import Path
 
 import numpy as np
@@ -17,7 +18,7 @@ import pandas as pd
 from pydantic import ValidationError
 
 from ..contract import MANIFEST
-from ..errors import AnalysisInputError
+from ..errors import AnalysisInputError, cell_text
 from ..results import Results, TruthEntry
 
 EMBEDDING_COLUMNS = ["image", "patient_id", "day", "treatment", "method", "PC1"]
@@ -60,25 +61,76 @@ def natural_key(s) -> tuple:
 
 
 def _read_embeddings(path: Path) -> pd.DataFrame:
+    """``embeddings.csv`` (its first six columns; none when absent); :class:`AnalysisInputError` naming the
+    file, and the row and field where one is at fault, when it is not the table an analysis writes."""
     cols = EMBEDDING_COLUMNS
     if not path.is_file():
         return pd.DataFrame(columns=cols)
-    df = pd.read_csv(
-        path, usecols=lambda c: c in cols, dtype={"image": str, "patient_id": str, "treatment": str, "method": str}
-    )
-    for c in cols:
-        if c not in df.columns:
-            df[c] = np.nan
+    allowed = f"the table `trialsim analyze` writes ({', '.join(cols)}, e0, e1, ...), or no file at all"
+    try:
+        text = path.read_text(encoding="utf-8")
+        df = pd.read_csv(
+            StringIO(text),
+            usecols=lambda c: c in cols,
+            dtype={"image": str, "patient_id": str, "treatment": str, "method": str},
+        )
+    except (OSError, UnicodeDecodeError, pd.errors.ParserError, pd.errors.EmptyDataError) as e:
+        why = "an empty file" if isinstance(e, pd.errors.EmptyDataError) else f"unreadable ({e.__class__.__name__})"
+        raise AnalysisInputError(f"embeddings.csv is {why}", file=str(path), allowed=allowed) from None
+    lacking = [c for c in cols if c not in df.columns]
+    if lacking:
+        raise AnalysisInputError(
+            "column missing from embeddings.csv", file=str(path), field=lacking[0], allowed=allowed
+        )
+    _check_embedding_rows(df, path, text)
     return df[cols]
 
 
-def _read_reconstructions(path: Path) -> dict | None:
+def _check_embedding_rows(df: pd.DataFrame, path: Path, text: str) -> None:
+    """Every row names its photo and method, with a day and PC1 that are numbers, and the file is whole."""
+    header, _, rest = text.partition("\n")
+    last = rest.rstrip("\n").rpartition("\n")[2]
+    if rest and not text.endswith("\n") and len(last.split(",")) < len(header.split(",")):
+        raise AnalysisInputError(
+            f"row {len(df) + 1} has {len(last.split(','))} of the header's {len(header.split(','))} fields: "
+            "the file was cut short",
+            file=str(path),
+            allowed="rerun `trialsim analyze` to write it again",
+        )
+    for c in ("image", "method"):
+        empty = df[c].isna() | (df[c].astype(str).str.strip() == "")
+        if empty.any():
+            row = int(np.flatnonzero(empty.to_numpy())[0]) + 2  # 1-based, after the header
+            raise AnalysisInputError(f"row {row} is empty here", file=str(path), field=c)
+    # a day every row has; PC1 may be empty (a number that could not be computed) but never text
+    for c in ("day", "PC1"):
+        num = pd.to_numeric(df[c], errors="coerce")
+        bad = num.isna() & (df[c].notna() if c == "PC1" else True)
+        if bad.any():
+            i = int(np.flatnonzero(bad.to_numpy())[0])
+            raise AnalysisInputError(
+                f"row {i + 2} holds {cell_text(df[c].iloc[i])}, not a number",
+                file=str(path),
+                field=c,
+                allowed="a number" + (" or nothing" if c == "PC1" else ""),
+            )
+
+
+def read_npz(path: Path) -> dict | None:
+    """The arrays of an optional ``.npz`` beside results.json; None when it is absent or unreadable
+    (the report then leaves its section out)."""
     if not path.is_file():
         return None
     try:
         with np.load(path, allow_pickle=False) as z:
-            rec = {k: z[k] for k in z.files}
+            return {k: z[k] for k in z.files}
     except (OSError, ValueError):
+        return None
+
+
+def _read_reconstructions(path: Path) -> dict | None:
+    rec = read_npz(path)
+    if rec is None:
         return None
     ok = (
         "originals" in rec
@@ -135,7 +187,14 @@ def read_results(results_dir: Path) -> Results:
         )
     try:
         results = Results.from_json(path)
-    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as e:
+    except json.JSONDecodeError as e:
+        raise AnalysisInputError(
+            f"results.json is not JSON ({e.msg.removesuffix(' at')} at line {e.lineno}, column {e.colno}); cut short or"
+            " not written by an analysis",
+            file=str(path),
+            allowed="the file `trialsim analyze` writes (docs/contracts.md, Contract 2)",
+        ) from None
+    except (OSError, UnicodeDecodeError) as e:
         raise AnalysisInputError(f"unreadable results.json ({e.__class__.__name__})", file=str(path)) from None
     except ValidationError as e:
         first = e.errors()[0]
@@ -143,7 +202,7 @@ def read_results(results_dir: Path) -> Results:
         raise AnalysisInputError(
             f"results.json does not match Contract 2: {first['msg']}", file=str(path), field=where
         ) from None
-    if not results.population:
+    if not results.population and not results.population_skipped:
         raise AnalysisInputError(
             "results.json holds no population model: not the output of an analysis",
             file=str(path),

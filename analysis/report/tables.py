@@ -10,7 +10,7 @@ import numpy as np
 import pandas as pd
 
 from ..contract import ALPHA
-from ..results import finite, truth_is_null, verdict
+from ..results import DESIGN_CANNOT_SHOW, finite, truth_is_null, verdict
 from .figures import TEST_NAMES
 from .inputs import ReportInputs, natural_key
 
@@ -23,6 +23,7 @@ VERDICT_CLASS = {
     "detected": "neutral",
     "not detected": "neutral",
     "not estimable": "neutral",
+    DESIGN_CANNOT_SHOW: "bad",
 }
 
 
@@ -59,9 +60,45 @@ def headline_rows(inputs: ReportInputs, methods: list[str], alpha: float = ALPHA
                 "nominal": t.nominal if t else None,
             }
         )
+    if not inputs.results.population:
+        rows = _one_patient_rows(inputs, alpha)
     order = {m: i for i, m in enumerate(methods)}
     contrasts = list(dict.fromkeys(r["contrast"] for r in rows))
     rows.sort(key=lambda r: (contrasts.index(r["contrast"]), order.get(r["method"], 99)))
+    return rows
+
+
+def _one_patient_rows(inputs: ReportInputs, alpha: float) -> list[dict]:
+    """Headline rows from the primary per-patient test when there is no population model (one patient).
+
+    Estimates stay in PC1 units (no population model gives a residual SD to standardise by);
+    the known effect beside them is the realised one in severity units.
+    """
+    truth = inputs.results.truth_by_contrast()
+    by_method = inputs.results.embedding.per_method()
+    rows = []
+    for v in inputs.results.verdicts:
+        t = truth.get(v["contrast"])
+        aligned = by_method[v["method"]].sign_aligned if v["method"] in by_method else bool(t)
+        verdict_text = verdict(v, t, aligned, alpha)
+        rows.append(
+            {
+                "method": v["method"],
+                "contrast": v["contrast"],
+                "verdict": verdict_text,
+                "verdict_class": VERDICT_CLASS.get(verdict_text, "neutral"),
+                **dict(zip(("est", "lo", "hi"), (v.get("estimate"), v.get("ci_low"), v.get("ci_high")))),
+                **dict(zip(("raw_est", "raw_lo", "raw_hi"), (v.get("estimate"), v.get("ci_low"), v.get("ci_high")))),
+                "p": v.get("p_value"),
+                "se": None,
+                "model": f"per-patient {v.get('primary_test')} test (patient {v['patient_id']})",
+                "warnings": [],
+                **dict.fromkeys(("sev", "sev_lo", "sev_hi"), None),
+                "known": t.realised if t else None,
+                "known_std": t.realised if t else None,
+                "nominal": t.nominal if t else None,
+            }
+        )
     return rows
 
 
@@ -125,6 +162,14 @@ def _population_line(h: dict, alpha: float) -> dict:
     }
 
 
+def _unreachable(g: pd.DataFrame, alpha: float) -> str:
+    """The randomisation test's "cannot reach α" note when no patient's design lets it reject."""
+    if "min_p" not in g.columns or g["min_p"].isna().all() or g["min_p"].min() <= alpha:
+        return ""
+    n = int(pd.to_numeric(g["n_assignments"], errors="coerce").min()) if "n_assignments" in g.columns else 0
+    return f"cannot reach α = {alpha:g} with {n} assignments (smallest p = {g['min_p'].max():.3g})"
+
+
 def test_summary(rows: pd.DataFrame, headline: list[dict], methods: list[str], alpha: float = ALPHA) -> list[dict]:
     """Every test, one line per method × contrast × test: the population model, then the per-patient tests."""
     out = [_population_line(h, alpha) for h in headline]
@@ -144,6 +189,7 @@ def test_summary(rows: pd.DataFrame, headline: list[dict], methods: list[str], a
                 "est_std": finite(g["est_std"].mean()),
                 "detected": int((p < alpha).sum()),
                 "n": int(len(g)),
+                "note": _unreachable(g, alpha),
             }
         )
     order = {m: i for i, m in enumerate(methods)}

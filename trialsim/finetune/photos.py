@@ -7,6 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
+from analysis.errors import cell_text
+
 from ..errors import BadInput
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff")
@@ -49,7 +51,7 @@ def _from_manifest(folder: Path, grade_column: str) -> dict[int, list[Path]]:
     bad = table.index[grades.isna() | (grades % 1 != 0)]
     if len(bad):
         raise BadInput(
-            f"row {int(bad[0]) + 2} has grade {table[grade_column].iloc[bad[0]]!r}",
+            f"row {int(bad[0]) + 2} has grade {cell_text(table[grade_column].loc[bad[0]])}",
             file=str(file),
             field=grade_column,
             allowed="integer ACNE04 grades 0-3",

@@ -1,18 +1,22 @@
-"""``--renderer none``: the full truth, no pixels (fast designs and power studies on the oracle).
+"""``--renderer none``: the day-level truth, no pixels and no lesions (fast designs and power studies on the oracle).
 
-Lesion truth comes from the same population process as the procedural renderer
-(:mod:`trialsim.lesions`), in the canonical frame of ``rendering.image_size`` and
-``rendering.aspect``, so ``lesions.csv`` is the same whether or not pixels are made.
+Nothing is drawn, so no lesion is simulated either: ``lesions.csv`` holds its header
+only and a photo's ``lesion_count`` is the day's target count (``lesion_target`` of
+``days.csv``, the count the lesion process of a rendered study is drawn toward).
+Simulating lesions here doubled the run time of latent-only studies for a table no
+analysis of such a study reads.
 """
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterator
 
-from ..lesions import active_count, canonical_size, lesion_truth, truth_rows
-from ..seeding import patient_rng
+import pandas as pd
+
+from ..dataset import LESION_COLUMNS
 from .base import PatientJob, RenderedImage, Renderer
-from .style import STYLES
+
+_NO_LESIONS = pd.DataFrame(columns=LESION_COLUMNS)
 
 
 class NoImageRenderer(Renderer):
@@ -21,12 +25,6 @@ class NoImageRenderer(Renderer):
     def render_patient(
         self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
     ) -> Iterator[RenderedImage]:
-        r = self.protocol.rendering
-        h, w = canonical_size(r.image_size, r.aspect)
-        rng = patient_rng(self.protocol.seed, job.patient_index, "lesions")
-        _, by_day = lesion_truth(job, h, w, rng, r.view, r.aspect, STYLES[r.style].lesion_scale)
+        target = dict(zip(job.days["day"].astype(int), job.days["lesion_target"].astype(int)))
         for row in job.images.itertuples(index=False):
-            day = by_day.get(int(row.day))
-            yield RenderedImage(
-                image=row.image, data=None, lesions=truth_rows(day, row.image), lesion_count=active_count(day)
-            )
+            yield RenderedImage(image=row.image, data=None, lesions=_NO_LESIONS, lesion_count=target[int(row.day)])

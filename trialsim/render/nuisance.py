@@ -164,6 +164,17 @@ def _light_field(c: dict, h: int, w: int, auto_exposure: float = 1.0) -> tuple[n
     return cv2.resize(small8, (w, h), interpolation=cv2.INTER_LINEAR), peak
 
 
+def photo_affine(c: dict, h: int, w: int) -> np.ndarray:
+    """The 2×3 map from the scene's pixels to the photo's under conditions ``c`` (rotation about
+    the centre, scale, shift); the identity when ``c["strength"]`` is 0 (no warp is applied)."""
+    if c["strength"] <= 0:
+        return np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
+    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), c["rotation_deg"], c["scale"])
+    m[0, 2] += c["shift_px"][0]
+    m[1, 2] += c["shift_px"][1]
+    return m
+
+
 def photograph_bgra(scene: np.ndarray, c: dict) -> np.ndarray:
     """The photo (BGR uint8) of a clean scene (uint8 BGRA) under conditions ``c``.
 
@@ -180,10 +191,7 @@ def photograph_bgra(scene: np.ndarray, c: dict) -> np.ndarray:
     auto = float(np.clip((AUTO_EXPOSURE_TARGET / luma) ** (AUTO_EXPOSURE_PULL * min(c["strength"], 1.0)), 0.5, 2.5))
     field, peak = _light_field(c, h, w, auto)
     lit = cv2.multiply(scene, field, scale=peak / 255.0)  # rounds and saturates
-    m = cv2.getRotationMatrix2D((w / 2.0, h / 2.0), c["rotation_deg"], c["scale"])
-    m[0, 2] += c["shift_px"][0]
-    m[1, 2] += c["shift_px"][1]
-    out = cv2.warpAffine(lit, m, (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
+    out = cv2.warpAffine(lit, photo_affine(c, h, w), (w, h), flags=cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT_101)
     if c["blur_sigma"] > 0.05:
         k = 2 * int(np.ceil(2.5 * c["blur_sigma"])) + 1  # the kernel to ±2.5 σ (99 % of its weight)
         out = cv2.GaussianBlur(out, (k, k), c["blur_sigma"])

@@ -28,7 +28,7 @@ from ..protocol import Protocol
 from ..seeding import patient_rng
 from ..views import patient_view
 from .base import PatientJob, RenderedImage, Renderer
-from .nuisance import apply_nuisance_scene, draw_room
+from .nuisance import apply_nuisance_scene, draw_conditions, draw_room, encode_jpeg, photo_affine, photograph_bgra
 from .side import build_side
 from .skin import SkinBase, build_skin, default_fitzpatrick, draw_identity
 from .sprites import Shapes, _sprite_stack, lesion_sprite, lesion_sprites  # noqa: F401 (public here too)
@@ -283,6 +283,35 @@ class ProceduralRenderer(Renderer):
                     scene, seed, self.strength, hour, self.quality_range, self.style.camera, room
                 )
             yield RenderedImage(image=image, data=data, lesions=lesions, lesion_count=counts[day])
+
+    def photos_with_truth(self, job: PatientJob) -> Iterator[tuple[str, np.ndarray, pd.DataFrame]]:
+        """Per row of ``job.images``: the photo as ``render_patient`` encodes it, decoded (uint8
+        H×W×3 RGB), and its lesions with ``x_photo``, ``y_photo`` and ``radius_photo`` (px in the
+        photo: the photo's rotation, scale and shift applied to the canonical ``x``, ``y``)."""
+        st = self._state(job)
+        images, days, truth, _ = self._image_rows(st, job)
+        seeds = [int(v) for v in job.images["seed"].tolist()]
+        hours = [float(v) for v in job.images["hour"].tolist()]
+        room = None
+        if self.style.name != "classic":
+            room = draw_room(patient_rng(self.protocol.seed, job.patient_index, "identity", 1), self.style.camera)
+        for image, day, seed, hour, lesions in zip(images, days, seeds, hours, truth):
+            scene, _ = self._draw_day(st, day)
+            h, w = scene.shape[:2]
+            c = draw_conditions(seed, self.strength, hour, (h, w), self.quality_range, self.style.camera, room)
+            data = encode_jpeg(photograph_bgra(scene, c), c["quality"])
+            decoded = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+            assert decoded is not None  # our own JPEG
+            photo = cv2.cvtColor(decoded, cv2.COLOR_BGR2RGB)
+            m = photo_affine(c, h, w)
+            xy = lesions[["x", "y"]].to_numpy(float)
+            moved = xy @ m[:, :2].T + m[:, 2]
+            scale = float(np.sqrt(abs(np.linalg.det(m[:, :2]))))
+            yield (
+                image,
+                photo,
+                lesions.assign(x_photo=moved[:, 0], y_photo=moved[:, 1], radius_photo=lesions["radius"] * scale),
+            )
 
     def finish_patient(self, job: PatientJob, out: Path) -> None:
         """Write the patient's contact sheet into ``out/contact_sheets/``."""

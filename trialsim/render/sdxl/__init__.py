@@ -9,15 +9,21 @@ rounded to a grade and the pipeline reloaded per grade. Here:
 * severity stays **continuous**: severity ``s`` between grades ``g`` and ``g+1`` uses the
   adapters ``acne{g}`` and ``acne{g+1}`` with weights ``(1-f, f)``, ``f = s - g``, and the
   prompt embedding is the same blend of the two grades' prompts (so a single LoRA, or
-  none, is continuous too). The blend is folded into the weights (:class:`LoraBlend`:
-  ``W0 + Σ w·B·A``, rewritten from the kept ``W0`` for each new severity), so the UNet runs
-  without peft's per-layer LoRA products and a compiled UNet does not recompile; LoRAs that
-  cannot be folded go through diffusers' ``set_adapters`` instead;
-* images are **batched**. One blend holds for a whole pipeline call, so a batch holds
-  images that share a severity: severities are quantised to ``severity_step`` (default
-  0.05 on the 0–3 scale, 1/20 of a grade; the seed project's step is 1) and a patient's
-  photos with the same quantised severity are rendered together, ``batch_size`` at a time
-  (:func:`plan_batches`). A coarser step gives fuller batches;
+  none, is continuous too). A blend that holds for a whole call (text encoders; the UNet in
+  by-weight batches) is folded into the weights (:class:`LoraBlend`: ``W0 + Σ w·B·A``,
+  rewritten from the kept ``W0`` for each new severity), so the network runs without peft's
+  per-layer LoRA products and a compiled UNet does not recompile; LoRAs that cannot be
+  folded go through diffusers' ``set_adapters`` instead;
+* images are **batched**, ``batch_size`` at a time. With ``batching="mixed"`` (the default
+  where it is exact) a patient's photos fill every batch in order whatever their severities
+  (:func:`~.batching.plan_mixed`: all batches full but the patient's last): each photo gets
+  its own prompt embedding and its own adapter weights, the LoRA deltas computed per sample
+  inside the UNet (:mod:`.persample`; the unconditional half of classifier-free guidance
+  too), so a photo's pixels are those of rendering it alone with its blend. Severities are
+  then exact (``severity_step`` 0). With ``batching="by-weight"`` one blend holds for a
+  whole call (folded into the weights, no LoRA work in the forward pass): severities are
+  quantised to ``severity_step`` (default 0.05 on the 0–3 scale; the seed project's step is
+  1) and only photos with the same quantised severity share a call (:func:`plan_batches`);
 * on CUDA: half precision, channels-last, fused q/k/v projections, and optionally
   ``torch.compile`` of the UNet and the VAE (``compile=True``; a few minutes once);
 * every photo has its own ``torch.Generator`` keyed by (study seed, patient, day,
@@ -36,7 +42,7 @@ rounded to a grade and the pipeline reloaded per grade. Here:
 
 The per-photo nuisance (light, framing, blur, noise, JPEG) of the procedural renderer
 is applied after SDXL in both modes (``--nuisance 0`` leaves photos as SDXL made them).
-``adapter_weights_`` records the adapter weights used at each quantised severity.
+``adapter_weights_`` records the adapter weights used at each (quantised) severity.
 
 A patient's input frames are held in memory while its batches are formed (140 days at
 1024 px ≈ 440 MB); run SDXL with ``--workers 1`` on one GPU (each worker loads its own
@@ -45,7 +51,8 @@ pipeline).
 Modules: :mod:`.options` (:class:`SDXLOptions`), :mod:`.resolve` (base model and LoRAs:
 local folders, the Hugging Face cache, the Hub), :mod:`.blend` (:class:`LoraBlend`, LoRAs
 folded into the weights), :mod:`.batching` (severity → adapters, pipeline calls),
-:mod:`.loading` (diffusers' loading and speed-ups), :mod:`.patient` (a patient's inputs) and
+:mod:`.loading` (diffusers' loading and speed-ups), :mod:`.persample` (per-photo adapter weights
+in one call), :mod:`.patient` (a patient's inputs) and
 :mod:`.renderer` (:class:`SDXLRenderer`).
 """
 

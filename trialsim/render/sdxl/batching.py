@@ -47,3 +47,11 @@ def plan_batches(severities: Iterable[float], batch_size: int) -> list[tuple[flo
         for idx in [groups[s]]
         for k in range(0, len(idx), batch_size)
     ]
+
+
+def plan_mixed(count: int, batch_size: int) -> list[list[int]]:
+    """Pipeline calls for ``count`` photos whatever their severities: ``batch_size`` at a time, in order.
+
+    Every call is full but the last: ``ceil(count / batch_size)`` calls.
+    """
+    return [list(range(k, min(k + batch_size, count))) for k in range(0, count, batch_size)]

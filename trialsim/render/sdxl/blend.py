@@ -2,7 +2,27 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+from typing import Any
+
 from .resolve import quiet_libraries
+
+
+@dataclass
+class Target:
+    """One adapted weight: where it is written and the LoRA factors that act on it.
+
+    ``module`` is the layer that computes with ``weight`` (the fused q/k/v projection once
+    :meth:`LoraBlend.follow_fused_projections` ran) and ``rows`` the output rows that are this
+    weight's (``None``: all of them). ``factors``: adapter → ``(B (out×r), A (r×in), scaling)``.
+    """
+
+    component: str
+    module: Any
+    rows: tuple[int, int] | None
+    weight: Any
+    w0: Any
+    factors: dict[str, tuple]
 
 
 class LoraBlend:
@@ -30,20 +50,31 @@ class LoraBlend:
         import torch
 
         self._torch = torch
-        self.layers: list[tuple] = []  # (weight parameter, W0, {adapter: (B, A, scaling)})
-        for m in self._lora_layers(pipe):
+        self.layers: list[Target] = []
+        for comp, m in self._lora_layers(pipe):
             base = m.get_base_layer()
             factors = {}
             for a in m.lora_A:
                 A, B = m.lora_A[a].weight.detach(), m.lora_B[a].weight.detach()
                 factors[a] = (B.reshape(B.shape[0], -1).clone(), A.reshape(A.shape[0], -1).clone(), float(m.scaling[a]))
-            self.layers.append((base.weight, base.weight.detach().clone(), factors))
-        self.adapters = sorted({a for _, _, f in self.layers for a in f})
+            self.layers.append(Target(comp, base, None, base.weight, base.weight.detach().clone(), factors))
+        self.adapters = sorted({a for t in self.layers for a in t.factors})
         with quiet_libraries():
             pipe.unload_lora_weights()
         if any(True for _ in self._lora_layers(pipe)):
             raise RuntimeError("LoRA layers remained after unloading")
-        self.active: dict[str, float] | None = None
+        self._state: dict[str, dict[str, float] | None] = dict.fromkeys(self.COMPONENTS)
+
+    @property
+    def active(self) -> dict[str, float] | None:
+        """The blend every component holds (None: none applied yet, or components differ)."""
+        held = [self._state[c] for c in {t.component for t in self.layers}]
+        return held[0] if held and all(h == held[0] for h in held) else None
+
+    @property
+    def components(self) -> list[str]:
+        """The components (``unet``, ``text_encoder``, ``text_encoder_2``) that carry a LoRA."""
+        return [c for c in self.COMPONENTS if any(t.component == c for t in self.layers)]
 
     @classmethod
     def _lora_layers(cls, pipe):
@@ -53,7 +84,7 @@ class LoraBlend:
             model = getattr(pipe, comp, None)
             if model is None:
                 continue
-            yield from (m for m in model.modules() if isinstance(m, LoraLayer))
+            yield from ((comp, m) for m in model.modules() if isinstance(m, LoraLayer))
 
     @classmethod
     def supports(cls, pipe) -> bool:
@@ -61,7 +92,7 @@ class LoraBlend:
         import torch
 
         found = False
-        for m in cls._lora_layers(pipe):
+        for _, m in cls._lora_layers(pipe):
             found = True
             base = m.get_base_layer()
             if getattr(m, "fan_in_fan_out", False) or any(getattr(m, "use_dora", {}).values()):
@@ -94,7 +125,7 @@ class LoraBlend:
         """
         from diffusers.models.attention_processor import Attention
 
-        rows: dict[int, object] = {}
+        rows: dict[int, tuple] = {}  # id(part weight) → (fused layer, first row, end row)
         for m in model.modules():
             if not (isinstance(m, Attention) and getattr(m, "fused_projections", False)):
                 continue
@@ -106,37 +137,45 @@ class LoraBlend:
             start = 0
             for part in parts:
                 n = part.weight.shape[0]
-                rows[id(part.weight)] = fused.weight.detach()[start : start + n]
+                rows[id(part.weight)] = (fused, start, start + n)
                 start += n
         moved = 0
-        for i, (weight, w0, factors) in enumerate(self.layers):
-            target = rows.get(id(weight))
-            if target is not None:
-                self.layers[i] = (target, w0, factors)
+        for t in self.layers:
+            found = rows.get(id(t.weight))
+            if found is not None:
+                fused, start, end = found
+                t.module, t.rows, t.weight = fused, (start, end), fused.weight.detach()[start:end]
                 moved += 1
-        self.active = None  # the fused copies hold W0 until the next apply
+        self._state = dict.fromkeys(self.COMPONENTS)  # the fused copies hold W0 until the next apply
         return moved
 
-    def apply(self, weights: dict[str, float]) -> None:
-        """Fold ``weights`` (adapter name → weight; adapters not named get 0) into the layers."""
+    def apply(self, weights: dict[str, float], components: tuple[str, ...] = COMPONENTS) -> None:
+        """Fold ``weights`` (adapter name → weight; adapters not named get 0) into the layers.
+
+        ``components``: which networks get the blend (the others keep theirs); ``{}`` restores W0.
+        """
         weights = {a: float(w) for a, w in weights.items() if float(w) != 0.0}
-        if weights == self.active:
+        todo = {c for c in components if self._state.get(c) != weights}
+        if not todo:
             return
         unknown = set(weights) - set(self.adapters)
         if unknown:
             raise KeyError(f"no LoRA loaded as {sorted(unknown)}; loaded: {self.adapters}")
         torch = self._torch
         with torch.no_grad():
-            for weight, w0, factors in self.layers:
+            for t in self.layers:
+                if t.component not in todo:
+                    continue
                 acc = None
                 for a, w in weights.items():
-                    if a not in factors:
+                    if a not in t.factors:
                         continue
-                    B, A, s = factors[a]
+                    B, A, s = t.factors[a]
                     d = (B.float() @ A.float()).mul_(s * w)
                     acc = d if acc is None else acc.add_(d)
                 if acc is None:
-                    weight.copy_(w0)
+                    t.weight.copy_(t.w0)
                 else:
-                    weight.copy_(acc.view(w0.shape).add_(w0.float()).to(weight.dtype))
-        self.active = weights
+                    t.weight.copy_(acc.view(t.w0.shape).add_(t.w0.float()).to(t.weight.dtype))
+        for c in todo:
+            self._state[c] = weights

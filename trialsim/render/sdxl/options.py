@@ -22,7 +22,12 @@ class SDXLOptions(BaseModel):
     fp16-safe VAE (folder or hub id, e.g. madebyollin/sdxl-vae-fp16-fix) to replace the
     base model's, which then runs in half precision without the fp32 upcast; in bf16 the
     base model's VAE runs without the upcast too (``vae_upcast`` overrides both).
-    ``severity_step``: severities are rounded to this step (0–3 scale) so photos share a batch.
+    ``batching``: ``"mixed"`` fills every batch with the patient's next photos whatever their
+    severities, each photo with its own adapter weights (:mod:`~trialsim.render.sdxl.persample`);
+    ``"by-weight"`` puts only photos of equal (rounded) severity in a batch; ``"auto"`` (default)
+    is mixed where that is exact (LoRAs folded, or plain peft LoRAs without DoRA), else by-weight.
+    ``severity_step``: severities are rounded to this step (0–3 scale; default 0, exact, with
+    mixed batches and 0.05 with by-weight ones, where a coarser step fills batches).
     ``refine_method``: ``"img2img"`` (whole photo) | ``"inpaint"`` (inside the dilated lesion
     masks, ``mask_dilation_px`` wide; default 1/64 of the height). ``merge_loras``: fold the
     blended adapters into the weights (:class:`~trialsim.render.sdxl.blend.LoraBlend`; default,
@@ -45,6 +50,7 @@ class SDXLOptions(BaseModel):
         "vae": "--vae",
         "batch_size": "--sdxl-batch-size",
         "severity_step": "--sdxl-severity-step",
+        "batching": "--sdxl-batching",
         "dtype": "--sdxl-dtype",
         "compile": "--sdxl-compile",
     }
@@ -59,7 +65,8 @@ class SDXLOptions(BaseModel):
     batch_size: int | None = Field(None, ge=1)
     dtype: Literal["auto", "fp16", "float16", "bf16", "bfloat16", "fp32", "float32"] = "auto"
     device: str | None = None
-    severity_step: float = Field(0.05, ge=0, le=1)
+    severity_step: float | None = Field(None, ge=0, le=1)
+    batching: Literal["auto", "mixed", "by-weight"] = "auto"
     refine_method: Literal["img2img", "inpaint"] = "img2img"
     mask_dilation_px: int | None = Field(None, ge=0)
     prompt: str = SEED_PROMPT

@@ -1,23 +1,25 @@
-"""The SDXL renderer: a cheap constructor, :meth:`SDXLRenderer.from_options` to load, batches per severity."""
+"""The SDXL renderer: a cheap constructor, :meth:`SDXLRenderer.from_options` to load, batched pipeline calls."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import nullcontext
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ...errors import validated
+from ...errors import BadInput, validated
 from ..base import PatientJob, RenderedImage, Renderer
 from . import patient
-from .batching import grade_blend, plan_batches
+from .batching import grade_blend, plan_batches, plan_mixed
 from .blend import LoraBlend
 from .loading import load_pipeline, place, speed_up
 from .options import SDXLOptions
+from .persample import SampleLora, peft_exact, peft_sample_scaling
 from .resolve import LoraSource, check_base_model, parse_lora_specs, quiet_libraries, resolve_lora
 
-# prompt embeddings kept per severity; adapter weights likewise (a few dozen at the default step)
+# prompt embeddings kept per severity; adapter weights likewise (the most recent ones when severities are exact)
 _CACHE_SIZE = 128
 
 
@@ -35,8 +37,9 @@ class SDXLRenderer(Renderer):
     them, loads the pipeline and returns a renderer ready to render. After loading:
     ``pipe`` (diffusers' img2img pipeline), ``device``, ``dtype``, ``batch_size``, ``loras``,
     ``lora_blend_`` (:class:`~trialsim.render.sdxl.blend.LoraBlend`, or None when the LoRAs run
-    through peft's layers), ``fuse_qkv_``, ``size_multiple_`` (px), and ``adapter_weights_``:
-    quantised severity → the adapter weights used for it.
+    through peft's layers), ``fuse_qkv_``, ``size_multiple_`` (px), ``batching_`` (``"mixed"``
+    or ``"by-weight"``), ``severity_step_`` and ``adapter_weights_``: quantised severity → the
+    adapter weights used for it.
     """
 
     name = "sdxl"
@@ -55,6 +58,11 @@ class SDXLRenderer(Renderer):
         self._procedural_renderer = None
         self._photo_files: list[Path] = []
         self._active: tuple | None = None
+        self.batching_ = "by-weight"
+        self.severity_step_ = 0.05
+        self._sample_lora: SampleLora | None = None
+        self._grade_embeds: dict | None = None
+        self._text_loras = False
 
     @classmethod
     def from_options(cls, protocol, options: SDXLOptions | None = None, **overrides) -> SDXLRenderer:
@@ -98,6 +106,40 @@ class SDXLRenderer(Renderer):
         unet_levels = len(self.pipe.unet.config.block_out_channels) - 1
         self.size_multiple_ = int(self.pipe.vae_scale_factor * 2**unet_levels)
         self._torch = torch
+        # 6. mixed batches (each photo its own adapter weights) where that is exact
+        self.batching_ = self._resolve_batching()
+        self._text_loras = self._has_text_loras()
+        step = o.severity_step
+        self.severity_step_ = float(step if step is not None else (0.0 if self.batching_ == "mixed" else 0.05))
+        if self._per_sample and self.lora_blend_ is not None:
+            guided = 2 if o.guidance > 1 else 1
+            self._sample_lora = SampleLora(self.lora_blend_, self.pipe.unet, rows=guided * self.batch_size)
+
+    def _resolve_batching(self) -> str:
+        """``options.batching`` with ``auto`` resolved; BadInput when mixed batches are asked for but inexact."""
+        exact = len(self.lora_grades) < 2 or self.lora_blend_ is not None or peft_exact(self.pipe.unet)
+        asked = self.options.batching
+        if asked == "mixed" and not exact:
+            raise BadInput(
+                "mixed batches need LoRAs whose weights can be set per photo (plain LoRA layers; not DoRA)",
+                field="--sdxl-batching",
+                allowed="by-weight, or LoRAs without DoRA",
+            )
+        return "by-weight" if asked == "by-weight" or not exact else "mixed"
+
+    @property
+    def _per_sample(self) -> bool:
+        """Whether photos of one batch may need different adapter weights (mixed batches, two or more grade LoRAs)."""
+        return self.batching_ == "mixed" and len(self.lora_grades) >= 2
+
+    def _has_text_loras(self) -> bool:
+        """Whether a LoRA acts on the text encoders (then a prompt embedding depends on the blend)."""
+        if self.lora_blend_ is not None:
+            return any(c != "unet" for c in self.lora_blend_.components)
+        from peft.tuners.lora import LoraLayer
+
+        encoders = (getattr(self.pipe, c, None) for c in ("text_encoder", "text_encoder_2"))
+        return any(isinstance(m, LoraLayer) for e in encoders if e is not None for m in e.modules())
 
     # -- continuous severity ----------------------------------------------------
 
@@ -113,39 +155,56 @@ class SDXLRenderer(Renderer):
             return {self.loras[0].adapter_name: 1.0}
         return {f"acne{g}": w for g, w in grade_blend(severity, self.lora_grades).items()}
 
-    def _set_adapters(self, weights: dict[str, float]) -> None:
-        key = tuple(sorted(weights.items()))
+    def _set_adapters(self, weights: dict[str, float], text_only: bool = False) -> None:
+        """Set one adapter blend on every network (``text_only``: on the text encoders alone)."""
+        key = (text_only, *sorted(weights.items()))
         if not weights or key == self._active:
             return
         if self.lora_blend_ is not None:
-            self.lora_blend_.apply(weights)
+            self.lora_blend_.apply(weights, ("text_encoder", "text_encoder_2") if text_only else LoraBlend.COMPONENTS)
         else:
             self.pipe.set_adapters(list(weights), adapter_weights=list(weights.values()))
         self._active = key
 
-    def _prompt_embeds(self, severity: float, n: int) -> dict:
-        """Prompt embeddings blended between the two grades around ``severity``, repeated ``n`` times.
+    def _prompt_embeds(self, severities: Sequence[float]) -> dict:
+        """Prompt embeddings for photos of these severities, each blended between the two grades around it.
 
-        Computed once per severity (the adapters for ``severity`` must be set: text-encoder
-        LoRAs act here too).
+        Computed once per severity; with text-encoder LoRAs, with the severity's blend set on the
+        text encoders.
         """
-        one = self._embeds.get(severity)
-        if one is None:
-            one = self._embeds[severity] = self._encode_blend(severity)
-            if len(self._embeds) > _CACHE_SIZE:
-                self._embeds.pop(next(iter(self._embeds)))
-        return {k: v.repeat(n, *([1] * (v.dim() - 1))) for k, v in one.items()}
+        ones = []
+        for severity in severities:
+            one = self._embeds.get(severity)
+            if one is None:
+                if self._text_loras:
+                    self._set_adapters(self.adapter_weights(severity), text_only=self._per_sample)
+                one = self._embeds[severity] = self._encode_blend(severity)
+                if len(self._embeds) > _CACHE_SIZE:
+                    self._embeds.pop(next(iter(self._embeds)))
+            ones.append(one)
+        return {k: self._torch.cat([one[k] for one in ones]) for k in ones[0]}
+
+    def _encode(self, grades: list[int]):
+        """diffusers' ``encode_prompt`` for the grades' prompts: (embeds, negative, pooled, negative pooled)."""
+        with self._torch.no_grad():
+            return self.pipe.encode_prompt(
+                prompt=[self.options.prompt.format(grade=g) for g in grades],
+                device=self.device,
+                num_images_per_prompt=1,
+                do_classifier_free_guidance=self.options.guidance > 1,
+            )
 
     def _encode_blend(self, severity: float) -> dict:
         blend = grade_blend(severity, [0, 1, 2, 3])
         grades, weights = list(blend), list(blend.values())
         guided = self.options.guidance > 1
-        with self._torch.no_grad():
-            pe, npe, pp, npp = self.pipe.encode_prompt(
-                prompt=[self.options.prompt.format(grade=g) for g in grades],
-                device=self.device,
-                num_images_per_prompt=1,
-                do_classifier_free_guidance=guided,
+        if self._text_loras:
+            pe, npe, pp, npp = self._encode(grades)
+        else:  # the text encoders do not change with severity: the four grades' prompts once for all
+            if self._grade_embeds is None:
+                self._grade_embeds = dict(zip(("pe", "npe", "pp", "npp"), self._encode([0, 1, 2, 3])))
+            pe, npe, pp, npp = (
+                None if t is None else t[grades] for t in (self._grade_embeds[k] for k in ("pe", "npe", "pp", "npp"))
             )
         w = self._torch.tensor(weights, device=pe.device, dtype=pe.dtype)
 
@@ -159,13 +218,35 @@ class SDXLRenderer(Renderer):
 
     # -- one pipeline call ----------------------------------------------------
 
-    def render_batch(
-        self, pixels: np.ndarray, severity: float, generator_seeds: list[int], masks: np.ndarray | None = None
-    ) -> np.ndarray:
-        """SDXL on a batch: ``pixels`` B×H×W×3 uint8 → B×H×W×3 uint8, one severity for the batch.
+    def _unet_weights(self, severities: list[float]):
+        """Set the adapters for photos of these severities; a context for the pipeline call.
 
-        Sizes that are not a multiple of :attr:`size_multiple_` are resized for SDXL and back.
-        ``masks`` (B×H×W bool) switches to inpainting inside the masks.
+        One blend for all photos is set on the networks; photos that need different blends (mixed
+        batches) get per-sample weights inside the returned context.
+        """
+        weights = [self.adapter_weights(s) for s in severities]
+        if not self._per_sample:
+            if any(w != weights[0] for w in weights):
+                raise ValueError("by-weight batching renders photos of one severity per call")
+            self._set_adapters(weights[0])
+            return nullcontext()
+        if self._sample_lora is not None:
+            return self._sample_lora.batch(weights, guided=self.options.guidance > 1)
+        self._active = None  # peft's scalings and active adapters are set again after the call
+        return peft_sample_scaling(self.pipe.unet, weights, [f"acne{g}" for g in self.lora_grades])
+
+    def render_batch(
+        self,
+        pixels: np.ndarray,
+        severity: float | Sequence[float],
+        generator_seeds: list[int],
+        masks: np.ndarray | None = None,
+    ) -> np.ndarray:
+        """SDXL on a batch: ``pixels`` B×H×W×3 uint8 → B×H×W×3 uint8.
+
+        ``severity``: one for the batch, or one per photo (mixed batches; by-weight batching
+        takes one). Sizes that are not a multiple of :attr:`size_multiple_` are resized for
+        SDXL and back. ``masks`` (B×H×W bool) switches to inpainting inside the masks.
         """
         torch = self._torch
         n, h, w = pixels.shape[:3]
@@ -174,8 +255,15 @@ class SDXLRenderer(Renderer):
         # 1. pixels → a float batch at a size SDXL takes
         x = torch.from_numpy(np.ascontiguousarray(pixels)).to(self.device).permute(0, 3, 1, 2).float().div_(255.0)
         x = self._resize(x, (wh, ww), "bicubic")
-        # 2. the adapter blend and the prompt embedding for this severity
-        self._set_adapters(self.adapter_weights(severity))
+        # 2. the prompt embeddings and the adapter weights, per photo
+        if isinstance(severity, (int, float, np.number)):
+            severities = [float(severity)] * n
+        else:
+            severities = [float(s) for s in severity]
+        if len(severities) != n:
+            raise ValueError(f"{len(severities)} severities for {n} photos")
+        embeds = self._prompt_embeds(severities)
+        unet_weights = self._unet_weights(severities)
         args = dict(
             image=x.to(self.dtype),
             strength=self.options.strength_or_default,
@@ -185,10 +273,10 @@ class SDXLRenderer(Renderer):
             output_type="pt",
             height=wh,
             width=ww,
-            **self._prompt_embeds(severity, n),
+            **embeds,
         )
         # 3. the pipeline call (inpainting inside the masks when given)
-        with torch.inference_mode(), quiet_libraries():
+        with torch.inference_mode(), quiet_libraries(), unet_weights:
             if masks is not None:
                 mk = self._resize(torch.from_numpy(np.ascontiguousarray(masks)).float()[:, None], (wh, ww), "nearest")
                 out = self._inpaint_pipe()(mask_image=mk.to(self.device), **args).images
@@ -250,7 +338,7 @@ class SDXLRenderer(Renderer):
         return self.options.mode == "refine" and self.options.refine_method == "inpaint"
 
     def _items(self, job: PatientJob, wanted: Callable[[str], bool]) -> list[patient.Item]:
-        step = self.options.severity_step
+        step = self.severity_step_
         if self.options.mode == "anchor":
             return patient.anchor_items(job, step, lambda: self._base_photo(job), wanted)
         clean = self._procedural().clean_images(job)
@@ -259,23 +347,28 @@ class SDXLRenderer(Renderer):
     def render_patient(
         self, job: PatientJob, wanted: Callable[[str], bool] = lambda image: True
     ) -> Iterator[RenderedImage]:
-        """Render the patient's wanted photos in batches of equal severity, yield all in order."""
+        """Render the patient's wanted photos in batches (mixed, or of equal severity), yield all in order."""
         from ..nuisance import apply_nuisance
 
         # 1. per photo: quantised severity, seeds, the input image (and mask) and the lesion truth
         items = self._items(job, wanted)
         todo = [i for i, it in enumerate(items) if it.source is not None]
-        # 2. photos of equal severity share pipeline calls, batch_size at a time
-        batches = plan_batches([items[i].severity for i in todo], self.batch_size)
+        # 2. pipeline calls of batch_size photos: any severities (mixed), or equal ones (by-weight)
+        if self.batching_ == "mixed":
+            batches = plan_mixed(len(todo), self.batch_size)
+        else:
+            batches = [pos for _, pos in plan_batches([items[i].severity for i in todo], self.batch_size)]
         data: dict[int, bytes] = {}
         nuisance = float(self.protocol.rendering.nuisance)
-        for severity, pos in batches:
+        for pos in batches:
             chunk = [todo[p] for p in pos]
-            # 3. SDXL on the batch
+            # 3. SDXL on the batch, each photo at its own severity
             pixels = np.stack([_given(items[i].source) for i in chunk])
             masks = np.stack([_given(items[i].mask) for i in chunk]) if self._inpaints() else None
-            out = self.render_batch(pixels, severity, [items[i].generator_seed for i in chunk], masks)
-            self._remember(severity)
+            severities = [items[i].severity for i in chunk]
+            out = self.render_batch(pixels, severities, [items[i].generator_seed for i in chunk], masks)
+            for severity in severities:
+                self._remember(severity)
             # 4. the photo's own light, framing, blur, noise and JPEG
             for i, px in zip(chunk, out):
                 data[i] = apply_nuisance(px, items[i].seed, nuisance, items[i].hour)
