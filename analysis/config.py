@@ -36,7 +36,7 @@ class AnalysisConfig:
     model: str = "lmm"  # lmm, or bayes: the Bayesian model too (analysis.bayes)
     priors: tuple[str, ...] = ()  # --prior KEY=VALUE or YAML paths (bayes)
     mid: float = 0.5  # δ, the minimal important difference in units of s (bayes)
-    bayes_inference: str = "nuts"  # nuts, or laplace (power studies)
+    bayes_draws: int | None = None  # NUTS warm-up and draws per chain (bayes; None: 500 + 1000)
 
     def methods(self) -> list[str]:
         raw = [m.strip() for m in str(self.method).split(",") if m.strip()]

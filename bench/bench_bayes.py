@@ -8,7 +8,6 @@ Prints JSON and writes it to ``bench/results/bench_bayes.json``. Parts (``--part
   severity, arm b's observation days minus arm a's) by the 95% credible interval.
 - ``null``: the same protocol with no effect difference (``effect=0``): histogram of the
   population P(benefit) over trials and the share above 0.95 (and per patient).
-- ``laplace``: the Laplace approximation (power studies) against NUTS on a few trials.
 - ``real``: the HIA trial's development photos (``/work/shared/real/hia_dev``; MIT
   licence, Health Intervention Analytics lab, HIAlab/Acne_Multimodal_Nof1) through
   ``analyze`` with the default method and ``--model bayes``, per participant beside the
@@ -54,15 +53,13 @@ def simulate_manifest(point: dict, seed: int) -> tuple[pd.DataFrame, list[str]]:
 
 def one_trial(args) -> dict:
     """Fit one simulated trial; per patient: CrI, P(benefit), realised effect."""
-    point, seed, settings, inference = args
+    point, seed, settings = args
     from analysis.bayes import SamplerSettings, analyse_contrast
     from analysis.evaluate import realised_by_patient
 
     m, (a, b) = simulate_manifest(point, seed)
     t0 = time.perf_counter()
-    fit = analyse_contrast(
-        m, "severity_latent", (a, b), seed=seed, inference=inference, settings=SamplerSettings(**settings)
-    )
+    fit = analyse_contrast(m, "severity_latent", (a, b), seed=seed, settings=SamplerSettings(**settings))
     realised = realised_by_patient(m, a, b)
     realised.index = realised.index.astype(str)
     return {
@@ -74,8 +71,8 @@ def one_trial(args) -> dict:
     }
 
 
-def run_trials(point: dict, n: int, settings: dict, workers: int, seed0: int, inference: str = "nuts") -> list[dict]:
-    args = [(point, seed0 + i, settings, inference) for i in range(n)]
+def run_trials(point: dict, n: int, settings: dict, workers: int, seed0: int) -> list[dict]:
+    args = [(point, seed0 + i, settings) for i in range(n)]
     if workers <= 1:
         return [one_trial(a) for a in args]
     with mp.get_context("spawn").Pool(workers) as pool:
@@ -115,37 +112,6 @@ def null_summary(trials: list[dict]) -> dict:
         },
         "patient_share_above_0.95": float(np.mean(pat > 0.95)),
         "not_converged": int(sum(not t["converged"] for t in trials)),
-    }
-
-
-def laplace_vs_nuts(n: int, settings: dict) -> dict:
-    """The same trials by NUTS and by the Laplace approximation: per-patient means, widths, P(benefit)."""
-    rows = []
-    for i in range(n):
-        nuts = one_trial(({}, 9000 + i, settings, "nuts"))
-        lap = one_trial(({}, 9000 + i, settings, "laplace"))
-        for p, q in zip(nuts["patients"], lap["patients"]):
-            rows.append(
-                {
-                    "d_mean": q["estimate"] - p["estimate"],
-                    "width_ratio": (q["ci_high"] - q["ci_low"]) / (p["ci_high"] - p["ci_low"]),
-                    "d_p_benefit": q["p_benefit"] - p["p_benefit"],
-                    "same_decision": (q["p_benefit"] > 0.9) == (p["p_benefit"] > 0.9)
-                    and (q["p_benefit"] < 0.1) == (p["p_benefit"] < 0.1),
-                    "t_nuts": nuts["seconds"],
-                    "t_laplace": lap["seconds"],
-                }
-            )
-    df = pd.DataFrame(rows)
-    return {
-        "trials": n,
-        "patients": len(df),
-        "mean_abs_diff_estimate": float(df["d_mean"].abs().mean()),
-        "ci_width_ratio_laplace_over_nuts": float(df["width_ratio"].median()),
-        "max_abs_diff_p_benefit": float(df["d_p_benefit"].abs().max()),
-        "same_confident_decision_share": float(df["same_decision"].mean()),
-        "seconds_per_fit_nuts": float(df["t_nuts"].median()),
-        "seconds_per_fit_laplace": float(df["t_laplace"].median()),
     }
 
 
@@ -217,7 +183,7 @@ def main() -> None:
     ap.add_argument("--chains", type=int, default=2)
     ap.add_argument("--warmup", type=int, default=500)
     ap.add_argument("--draws", type=int, default=500)
-    ap.add_argument("--parts", default="calibration,null,laplace,real,timing")
+    ap.add_argument("--parts", default="calibration,null,real,timing")
     ap.add_argument("--power-replicates", type=int, default=100)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", type=Path, default=OUT)
@@ -234,7 +200,6 @@ def main() -> None:
         "null": lambda: {
             "null_hia_pilot_effect0": null_summary(run_trials({"effect": 0}, args.trials, settings, w, 3000))
         },
-        "laplace": lambda: {"laplace_vs_nuts": laplace_vs_nuts(3, settings)},
         "real": lambda: {"real_hia_dev": real_photos(args.seed)} if REAL.exists() else {},
         "timing": lambda: {"timing": timing(args.power_replicates)},
     }

@@ -1,7 +1,8 @@
 """Bayesian N-of-1 analysis: per-patient posteriors with partial pooling (``--model bayes``).
 
-A hierarchical model of one outcome per photo (:mod:`.model`), fitted with NUTS or a
-Laplace approximation (:mod:`.fit`, NumPyro on JAX's CPU backend), summarised per patient
+A hierarchical model of one outcome per photo (:mod:`.model`), fitted by NUTS on its
+hyper-parameters with each patient's effect drawn from its exact conditional (:mod:`.fit`,
+NumPyro on JAX's CPU backend), summarised per patient
 and for the population (:mod:`.summaries`) with convergence checks (:mod:`.diagnostics`)
 under weakly informative priors scaled to the outcome (:mod:`.priors`).
 
@@ -16,10 +17,11 @@ import pandas as pd
 
 from ..errors import AnalysisInputError
 from ..models import arm_difference, contrast_name
-from .fit import INFERENCES, SamplerSettings
+from .fit import POWER_SETTINGS, SamplerSettings
 from .priors import Priors, check_mid, parse_priors
 
 DEFAULT_MID = 0.5  # δ in units of s: half a within-patient SD (Norman, Sloan & Wyrwich 2003)
+INFERENCE = "nuts (hyper-parameters) + exact conditional draws per patient"
 PLOT_DRAWS = 400  # posterior draws per patient kept for the report's plot
 
 MODEL_TEXT = (
@@ -30,7 +32,7 @@ MODEL_TEXT = (
 
 __all__ = [
     "DEFAULT_MID",
-    "INFERENCES",
+    "POWER_SETTINGS",
     "Priors",
     "SamplerSettings",
     "analyse_contrast",
@@ -40,14 +42,6 @@ __all__ = [
 ]
 
 
-def check_inference(inference: str) -> str:
-    if inference not in INFERENCES:
-        raise AnalysisInputError(
-            f"unknown inference {inference!r}", field="bayes inference", allowed=", ".join(INFERENCES)
-        )
-    return inference
-
-
 def analyse_contrast(
     df: pd.DataFrame,
     outcome: str,
@@ -55,7 +49,6 @@ def analyse_contrast(
     seed: int | tuple,
     priors: Priors | None = None,
     mid: float = DEFAULT_MID,
-    inference: str = "nuts",
     settings: SamplerSettings | None = None,
     slope: float | None = None,
     direction_known: bool = True,
@@ -74,7 +67,7 @@ def analyse_contrast(
     a, b = ab
     mid = check_mid(mid)
     cd = contrast_data(df, outcome, a, b)
-    draws, diag = fit_and_check(cd.arrays(priors or Priors()), seed, check_inference(inference), settings)
+    draws, diag = fit_and_check(cd.arrays(priors or Priors()), seed, settings)
     raw = arm_difference(df.assign(_y=pd.to_numeric(df[outcome], errors="coerce")), "_y", a, b)
     raw.index = raw.index.astype(str)
     pop, patients = summarise_contrast(draws, cd, raw, mid, slope, diag["converged"], direction_known, ab)
@@ -82,14 +75,16 @@ def analyse_contrast(
         [] if diag["converged"] else ["convergence failed: " + "; ".join(diag["problems"]) + "; verdict withheld"]
     )
     if len(cd.patients) == 1:
-        warnings.append("one patient: no pooling possible; the patient's effect has the population prior as its prior")
+        warnings.append(
+            "one patient: no pooling possible; the patient's effect has the population mean's prior as its prior"
+        )
     theta = np.asarray(draws["theta"]).reshape(-1, len(cd.patients)) * cd.s
     keep = np.linspace(0, len(theta) - 1, min(PLOT_DRAWS, len(theta))).astype(int)
     return {
         "contrast": contrast_name(a, b),
         "a": a,
         "b": b,
-        "inference": inference,
+        "inference": INFERENCE,
         "s": cd.s,
         "s_total": cd.s_total,
         "delta": mid * cd.s,

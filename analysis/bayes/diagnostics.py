@@ -13,7 +13,7 @@ import numpy as np
 
 RHAT_MAX = 1.01
 # the parameters a verdict rests on; the intercepts' mean and spread (nuisance) are reported only
-BLOCKING = ("mu_theta", "tau", "theta", "sigma_day", "sigma_photo", "rho")
+BLOCKING = ("mu_theta", "tau", "theta", "sigma", "ar_share", "rho")
 ESS_PER_CHAIN_MIN = 100
 
 

@@ -1,10 +1,11 @@
-"""Fitting the model: NUTS (the analysis) or a Laplace approximation (power studies).
+"""Fitting the model: NUTS on the hyper-parameters, then each patient's exact conditional.
 
-Both return posterior draws of the model's parameters in standardised units, keyed by
-site name, each an array (chains × draws [× patients]). Randomness comes only from the
-seed passed in (a JAX ``PRNGKey``): the same seed gives the same numbers. The Laplace
-approximation's compiled functions are kept per data shape, so the trials of a power study
-compile once.
+The model is linear-Gaussian given its seven hyper-parameters, so NUTS (NumPyro) samples
+only those (:func:`~.model.nof1_model`: patient intercepts and effects integrated out), and
+each patient's intercept and effect are drawn, per posterior draw, from their exact Gaussian
+conditional (Rao-Blackwellised draws). Randomness comes only from the seed passed in (a
+JAX ``PRNGKey``): the same seed gives the same numbers. Compiled samplers are kept per
+settings and reused for data of the same shape, so a power study's trials compile once.
 """
 
 from __future__ import annotations
@@ -15,9 +16,10 @@ from functools import lru_cache
 
 import numpy as np
 
-from .model import PARAMETERS, nof1_model
+from .model import HYPER, SAMPLED, nof1_model, patient_conditional, pooled
 
-INFERENCES = ("nuts", "laplace")
+# conditional draws are made this many posterior draws at a time (bounds memory on long trials)
+CONDITIONAL_BATCH = 250
 
 
 @dataclass(frozen=True)
@@ -30,44 +32,103 @@ class SamplerSettings:
     target_accept: float = 0.9
 
 
+# power studies: fewer draws per replicate (decisions at P = 0.9 need far fewer than the report's tails)
+POWER_SETTINGS = SamplerSettings(chains=2, warmup=300, draws=500)
+
+
 def _jax():
     # JAX on the CPU, quiet, one device; set before jax is first imported
     os.environ.setdefault("JAX_PLATFORMS", "cpu")
     import jax
 
-    # double precision: the filter's covariance update loses positive-definiteness in float32
-    # when the intercept variance dwarfs the photo noise
+    # double precision: covariances with a large intercept variance beside small photo noise
     jax.config.update("jax_enable_x64", True)
     return jax
 
 
-def _mcmc(settings: SamplerSettings):
-    """A fresh MCMC object (re-running one on new data was far slower than compiling anew)."""
-    _jax()
-    from numpyro.infer import MCMC, NUTS
+def _potential(data):
+    """The potential energy (−log posterior, unconstrained hyper-parameters) given ``data``."""
+    from numpyro.infer.util import potential_energy
 
-    kernel = NUTS(nof1_model, target_accept_prob=settings.target_accept)
-    return MCMC(
-        kernel,
-        num_warmup=settings.warmup,
-        num_samples=settings.draws,
-        num_chains=settings.chains,
-        chain_method="sequential",
-        progress_bar=False,
-    )
+    return lambda z: potential_energy(nof1_model, (data,), {}, z)
+
+
+@lru_cache(maxsize=1)
+def _sampler():
+    """NumPyro's NUTS kernel driven by one jitted function: compiled once per data shape and settings.
+
+    (``numpyro.infer.MCMC`` recompiles its loop on every run: seconds per fit, most of a power
+    study's time.) Each chain starts at a uniform draw in (−2, 2) on the unconstrained scale
+    (NumPyro's ``init_to_uniform``), adapts its step size and diagonal mass matrix over the
+    warm-up, and keeps ``draws`` states; chains run one after the other.
+    """
+    jax = _jax()
+    from numpyro.infer.hmc import hmc
+    from numpyro.infer.util import constrain_fn
+
+    def run(key, data, chains, warmup, draws, target, dense=False):
+        init_kernel, sample_kernel = hmc(potential_fn_gen=_potential, algo="NUTS")
+
+        def chain(k):
+            k_init, k_run = jax.random.split(k)
+            names = SAMPLED if pooled(data) else tuple(n for n in SAMPLED if n not in ("sigma_alpha", "tau"))
+            ks = jax.random.split(k_init, len(names))
+            z0 = {n: jax.random.uniform(kn, (), minval=-2.0, maxval=2.0) for n, kn in zip(names, ks)}
+            state = init_kernel(
+                z0, num_warmup=warmup, target_accept_prob=target, dense_mass=dense, model_args=(data,), rng_key=k_run
+            )
+
+            def step(s, _):
+                s = sample_kernel(s, model_args=(data,))
+                return s, (s.z, s.diverging)
+
+            _, (z, div) = jax.lax.scan(step, state, None, length=warmup + draws)
+            z = jax.tree.map(lambda a: a[warmup:], z)
+            post = jax.vmap(lambda v: constrain_fn(nof1_model, (data,), {}, v, return_deterministic=True))(z)
+            return post, div[warmup:]
+
+        return jax.lax.map(chain, jax.random.split(key, chains))
+
+    return jax.jit(run, static_argnames=("chains", "warmup", "draws", "target", "dense"))
+
+
+@lru_cache(maxsize=1)
+def _conditional_draws_fn():
+    jax = _jax()
+
+    def one(args):
+        hyper, data, key = args
+        mean, chol = patient_conditional(data, hyper)
+        eps = jax.random.normal(key, mean.shape)
+        return mean + jax.numpy.einsum("gkl,gl->gk", chol, eps)
+
+    def draw(hyper, data, key):
+        n = next(iter(hyper.values())).shape[0]
+        keys = jax.random.split(key, n)
+        return jax.lax.map(lambda hk: one((hk[0], data, hk[1])), (hyper, keys), batch_size=CONDITIONAL_BATCH)
+
+    return jax.jit(draw)
 
 
 def fit_nuts(arrays: dict, seed: int | tuple, settings: SamplerSettings = SamplerSettings()) -> tuple[dict, dict]:
-    """NUTS draws of :data:`PARAMETERS` ``(chains × draws …)`` and sampler stats (``divergences``)."""
+    """Draws ``(chains × draws …)`` of the hyper-parameters and of ``alpha``, ``theta`` (× patients); sampler stats."""
     jax = _jax()
     import jax.numpy as jnp
 
-    mcmc = _mcmc(settings)
     data = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
-    mcmc.run(_key(jax, seed), data, extra_fields=("diverging",))
-    samples = mcmc.get_samples(group_by_chain=True)
-    draws = {k: np.asarray(samples[k], dtype=float) for k in PARAMETERS}
-    diverging = np.asarray(mcmc.get_extra_fields(group_by_chain=True)["diverging"])
+    key_nuts, key_patients = jax.random.split(_key(jax, seed))
+    s = settings
+    samples, diverging = _sampler()(key_nuts, data, s.chains, s.warmup, s.draws, s.target_accept)
+    shape = (s.chains, s.draws)
+    draws = {k: np.asarray(v, dtype=float).reshape(shape) for k, v in samples.items()}
+    if pooled(data):
+        flat = {k: samples[k].reshape(-1) for k in HYPER}
+        both = np.asarray(_conditional_draws_fn()(flat, data, key_patients), dtype=float)
+    else:  # one patient: its intercept and effect are the population's
+        both = np.stack([draws["mu_alpha"].reshape(-1, 1), draws["mu_theta"].reshape(-1, 1)], axis=-1)
+    draws["alpha"] = both[..., 0].reshape(*shape, -1)
+    draws["theta"] = both[..., 1].reshape(*shape, -1)
+    diverging = np.asarray(diverging)
     return draws, {"divergences": int(diverging.sum()), "chains": settings.chains, "draws": settings.draws}
 
 
@@ -79,81 +140,9 @@ def _key(jax, seed):
     return key
 
 
-@lru_cache(maxsize=8)
-def _laplace_fns(n_patients: int, n_draws: int):
-    """Jitted pieces of the Laplace approximation for ``n_patients`` (compiled once per data shape).
-
-    ``value_and_grad(u, data)`` and ``hessian(u, data)`` of the potential energy (minus
-    the log posterior, unconstrained scale), and ``draw(mode, cov_factor, data, key)``
-    → constrained draws of :data:`PARAMETERS`.
-    """
-    jax = _jax()
-    import jax.numpy as jnp
-    from jax.flatten_util import ravel_pytree
-    from numpyro.infer.util import constrain_fn, potential_energy
-
-    proto = {
-        k: jnp.zeros(()) for k in ("mu_alpha", "sigma_alpha", "mu_theta", "tau", "sigma_day", "sigma_photo", "rho")
-    }
-    proto["z_theta"] = jnp.zeros(n_patients)
-    u0, unravel = ravel_pytree(proto)
-
-    def energy(u, data):
-        return potential_energy(nof1_model, (data,), {}, unravel(u))
-
-    def draw(mode, factor, data, key):
-        u = mode + jax.random.normal(key, (n_draws, mode.shape[0])) @ factor.T
-        post = jax.vmap(lambda v: constrain_fn(nof1_model, (data,), {}, unravel(v), return_deterministic=True))(u)
-        return {k: post[k] for k in PARAMETERS}
-
-    return np.asarray(u0), jax.jit(jax.value_and_grad(energy)), jax.jit(jax.hessian(energy)), jax.jit(draw)
-
-
-def fit_laplace(arrays: dict, seed: int | tuple, n_draws: int = 2000) -> tuple[dict, dict]:
-    """Laplace approximation: a Gaussian at the posterior mode (unconstrained scale), ``n_draws`` draws.
-
-    The mode is found by L-BFGS (scipy) on JAX's gradient. Draws are shaped
-    ``(1 × n_draws …)`` like one chain; stats hold ``converged`` (the optimiser converged
-    and the Hessian is positive definite).
-    """
-    jax = _jax()
-    import jax.numpy as jnp
-    from scipy.optimize import minimize
-
-    data = {k: jnp.asarray(v, dtype=jnp.float64) for k, v in arrays.items()}
-    u0, value_and_grad, hessian, draw = _laplace_fns(arrays["y"].shape[0], n_draws)
-
-    def fun(u):
-        v, g = value_and_grad(jnp.asarray(u, dtype=jnp.float64), data)
-        return float(v), np.asarray(g, dtype=float)
-
-    res = minimize(fun, u0, jac=True, method="L-BFGS-B")
-    H = np.asarray(hessian(jnp.asarray(res.x, dtype=jnp.float64), data), dtype=float)
-    H = 0.5 * (H + H.T)
-    try:
-        factor = np.linalg.cholesky(np.linalg.inv(H))
-        # L-BFGS-B may stop on its line search at the mode: a small gradient is enough
-        ok = bool(res.success or np.max(np.abs(res.jac)) < 1e-2) and bool(np.all(np.linalg.eigvalsh(H) > 0))
-    except np.linalg.LinAlgError:
-        factor, ok = np.full_like(H, np.nan), False
-    post = draw(jnp.asarray(res.x, jnp.float64), jnp.asarray(factor, jnp.float64), data, _key(jax, seed))
-    draws = {k: np.asarray(v, dtype=float)[None] for k, v in post.items()}
-    return draws, {"converged": ok, "draws": n_draws}
-
-
-def fit_and_check(
-    arrays: dict, seed: int | tuple, inference: str, settings: SamplerSettings | None
-) -> tuple[dict, dict]:
-    """Draws and diagnostics by ``inference`` (``nuts``: R-hat, ESS, divergences; ``laplace``: the mode was found)."""
+def fit_and_check(arrays: dict, seed: int | tuple, settings: SamplerSettings | None = None) -> tuple[dict, dict]:
+    """NUTS draws and their diagnostics (R-hat, ESS, divergences; :func:`~.diagnostics.diagnose`)."""
     from .diagnostics import diagnose
 
-    if inference == "nuts":
-        draws, stats = fit_nuts(arrays, seed, settings or SamplerSettings())
-        return draws, diagnose(draws, stats)
-    draws, stats = fit_laplace(arrays, seed)
-    ok = stats["converged"]
-    return draws, {
-        "converged": ok,
-        "problems": [] if ok else ["the posterior mode was not found"],
-        "draws": stats["draws"],
-    }
+    draws, stats = fit_nuts(arrays, seed, settings or SamplerSettings())
+    return draws, diagnose(draws, stats)

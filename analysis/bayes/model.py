@@ -3,19 +3,26 @@
 Per photo ``i`` of patient ``p`` on study day ``d_i`` (outcome standardised: ``(y − ȳ) / s``)::
 
     y_i   = α_p + θ_p · x_i + u_p(d_i) + e_i          x_i = 1 on arm b's photos, 0 on arm a's
-    α_p   ~ Normal(μ_α, σ_α)                           (integrated out exactly)
-    θ_p   = μ_θ + τ · z_θ,p                            (non-centred; θ_p is patient p's effect)
+    α_p   ~ Normal(μ_α, σ_α)                           patient p's intercept
+    θ_p   ~ Normal(μ_θ, τ)                             patient p's effect
     u_p   : stationary AR(1) over days, SD σ_u, lag-one correlation ρ; days apart by g have
             correlation ρ^g, so irregular days and gaps are exact
     e_i   ~ Normal(0, σ_e)                             photo-level noise
 
 Photos on the same day share the day's ``u`` and differ by their own ``e``: several photos a
 day enter exactly, as their day's mean (variance σ_u² + σ_e²/n) and their spread around it
-(σ_e). ``u`` and ``α_p`` are integrated out exactly by a Kalman filter over each patient's
-days, so the sampler sees only G + 7 parameters. Only the two contrasted arms' photos enter; run-in (Baseline) and other
-arms' days count only as gaps. With one patient the same model holds: the population
-parameters are then only their priors (no pooling is possible), and θ_1's prior is the
-population prior.
+(σ_e). When a day's photos all carry the same value (a day-level score such as the oracle's)
+each day is one observation and σ_e is day-level white noise.
+
+Collapsed: given the seven hyper-parameters (μ_α, σ_α, μ_θ, τ, σ_u, σ_e, ρ) each patient's
+day means are ``MVN(μ_α + μ_θ x, σ_α² 11' + τ² x x' + Σ_p)`` with
+``Σ_p = σ_u² R(ρ) + diag(σ_e²/n)``, ``R[j, k] = ρ^|day_j − day_k|``, and patients are
+independent: the likelihood is a sum of small dense MVN densities and NUTS samples the seven
+hyper-parameters only. Each patient's (α_p, θ_p) is then drawn from its exact Gaussian
+conditional per posterior draw (:func:`patient_conditional`). Only the two contrasted arms'
+photos enter; run-in (Baseline) and other arms' days count only as gaps. With one patient the
+same model holds: the population parameters are then only their priors (no pooling is
+possible), and θ_1's prior is the population prior.
 """
 
 from __future__ import annotations
@@ -28,8 +35,10 @@ import pandas as pd
 from ..errors import AnalysisInputError
 from .priors import Priors
 
-# the sampled sites whose convergence is checked (the z's are their non-centred parts)
-PARAMETERS = ("mu_theta", "tau", "theta", "mu_alpha", "sigma_alpha", "sigma_day", "sigma_photo", "rho")
+# the sampled sites (NUTS sees only these) and, with the patients' draws, the parameters checked
+SAMPLED = ("mu_alpha", "sigma_alpha", "mu_theta", "tau", "rho", "sigma", "ar_share")
+HYPER = ("mu_alpha", "sigma_alpha", "mu_theta", "tau", "sigma_day", "sigma_photo", "rho")
+PARAMETERS = (*SAMPLED, "sigma_day", "sigma_photo", "alpha", "theta")
 
 
 @dataclass
@@ -63,8 +72,9 @@ class ContrastData:
             "effect_sd": priors.effect_sd,
             "heterogeneity_sd": priors.heterogeneity_sd,
             "intercept_sd": priors.intercept_sd * self.s_total / self.s,
-            "day_sd": priors.day_sd,
-            "photo_sd": priors.photo_sd,
+            "noise_sd": priors.noise_sd,
+            "share_a": priors.share_a,
+            "share_b": priors.share_b,
             "rho_a": priors.rho_a,
             "rho_b": priors.rho_b,
             "ss_within": self.ss_within,
@@ -124,74 +134,108 @@ def contrast_data(df: pd.DataFrame, outcome: str, a: str, b: str) -> ContrastDat
         k = len(p)
         y[i, :k], n[i, :k], x[i, :k] = p["y"].to_numpy(), p["n"].to_numpy(), p["x"].to_numpy()
         day[i, :k], mask[i, :k] = p.index.to_numpy(dtype=float), True
-    df_within = int(len(d) - len(daily))
+    df_within, ss_within = int(len(d) - len(daily)), float((dev**2).sum())
+    if ss_within <= 1e-12 * float((d["y"] ** 2).sum()):
+        # a day's photos carry one value (a day-level score, e.g. the oracle's): each day is one
+        # observation, else σ_e → 0 would have unbounded density
+        n[mask], df_within, ss_within = 1.0, 0, 0.0
     return ContrastData(
-        patients, y, n, x, day, mask, float((dev**2).sum()), df_within, s, s_total if s_total > 0 else s, centre, len(d)
+        patients, y, n, x, day, mask, ss_within, df_within, s, s_total if s_total > 0 else s, centre, len(d)
     )
 
 
-def kalman_loglik(r, day, n, mask, sigma_alpha, rho, sigma_day, sigma_photo):
-    """Log-likelihood of day-mean residuals ``r`` (patients × days, mean μ_α + θ_p·x removed).
+def day_covariance(day, n, mask, rho, sigma_day, sigma_photo):
+    """Σ_p of each patient's day means (patients × days × days): AR(1) days plus the photos' noise.
 
-    Exact for the model: a Kalman filter over each patient's days (``lax.scan``, all
-    patients at once) whose state is the patient's intercept deviation (constant, prior
-    variance σ_α²) and the day's AR(1) value (carried across a gap of g days by ρ^g); a
-    day mean of n photos adds noise σ_e²/n. Padding days (``mask`` 0) add nothing.
-    A scan, not a dense covariance: JAX's Cholesky gradient is slow on the CPU.
+    ``σ_u² ρ^|day_j − day_k| + δ_jk σ_e² / n_j``: exact on irregular days. Padding days
+    (``mask`` 0) get an identity block, so they add a constant and nothing else.
     """
-    import jax
     import jax.numpy as jnp
 
-    gap = jnp.concatenate([jnp.zeros_like(day[:, :1]), jnp.diff(day, axis=1)], axis=1)
-    first = jnp.zeros_like(day).at[:, 0].set(1.0)
+    lag = jnp.abs(day[:, :, None] - day[:, None, :])
+    both = mask[:, :, None] * mask[:, None, :]
+    ar = sigma_day**2 * jnp.exp(lag * jnp.log(rho)) * both
+    diag = sigma_photo**2 / n * mask + (1.0 - mask)
+    return ar + diag[:, :, None] * jnp.eye(day.shape[1])
 
-    def step(carry, inp):
-        ma, mu, paa, pau, puu = carry
-        r_t, g_t, f_t, n_t, k_t = inp
-        phi = jnp.where(f_t > 0, 0.0, rho ** jnp.maximum(g_t, 0.0))
-        mu_p, pau_p = phi * mu, phi * pau
-        puu_p = phi**2 * puu + sigma_day**2 * (1.0 - phi**2)
-        S = paa + 2 * pau_p + puu_p + sigma_photo**2 / n_t
-        v = r_t - ma - mu_p
-        ll = -0.5 * (jnp.log(2 * jnp.pi * S) + v**2 / S)
-        ka, ku = (paa + pau_p) / S, (pau_p + puu_p) / S
-        new = (ma + ka * v, mu_p + ku * v, paa - ka**2 * S, pau_p - ka * ku * S, puu_p - ku**2 * S)
-        keep = k_t > 0
-        out = tuple(jnp.where(keep, a, b) for a, b in zip(new, (ma, mu, paa, pau, puu)))
-        return out, jnp.where(keep, ll, 0.0)
 
-    G = r.shape[0]
-    z = jnp.zeros(G)
-    init = (z, z, z + sigma_alpha**2, z, z + sigma_day**2)
-    _, ll = jax.lax.scan(step, init, (r.T, gap.T, first.T, n.T, mask.T))
-    return ll.sum()
+def marginal_loglik(data: dict, hyper: dict):
+    """log p(day means | hyper-parameters), patient intercepts and effects integrated out exactly.
+
+    Per patient ``y_p ~ MVN(μ_α + μ_θ x_p, σ_α² 11' + τ² x_p x_p' + Σ_p)``: a dense Cholesky
+    each (at most ~100 days), all patients at once on padded arrays.
+    """
+    import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular
+
+    y, x, mask = data["y"], data["x"], data["mask"]
+    cov = day_covariance(data["day"], data["n"], mask, hyper["rho"], hyper["sigma_day"], hyper["sigma_photo"])
+    one = mask[:, :, None] * mask[:, None, :]
+    cov = cov + hyper["sigma_alpha"] ** 2 * one + hyper["tau"] ** 2 * x[:, :, None] * x[:, None, :]
+    r = (y - hyper["mu_alpha"] - hyper["mu_theta"] * x) * mask
+    chol = jnp.linalg.cholesky(cov)
+    z = solve_triangular(chol, r[..., None], lower=True)[..., 0]
+    logdet = jnp.sum(jnp.log(jnp.diagonal(chol, axis1=-2, axis2=-1)) * mask)
+    return -0.5 * jnp.sum(z**2) - logdet - 0.5 * jnp.sum(mask) * jnp.log(2 * jnp.pi)
+
+
+def pooled(data: dict) -> bool:
+    """More than one patient (a static shape: known when the model is traced)."""
+    return data["y"].shape[0] > 1
 
 
 def nof1_model(data: dict):
-    """The numpyro model (``data`` from :meth:`ContrastData.arrays`, as jax arrays)."""
+    """The collapsed numpyro model: the seven hyper-parameters of :data:`SAMPLED` only.
+
+    ``data`` from :meth:`ContrastData.arrays` (jax arrays). The photos around their day's
+    mean add an exact factor in σ_e (several photos a day). With one patient σ_α and τ are
+    not sampled: the patient's intercept and effect are μ_α and μ_θ (five parameters).
+    """
     import jax.numpy as jnp
     import numpyro
     import numpyro.distributions as dist
 
-    G = data["y"].shape[0]
-    mu_alpha = numpyro.sample("mu_alpha", dist.Normal(0.0, data["intercept_sd"]))
-    sigma_alpha = numpyro.sample("sigma_alpha", dist.HalfNormal(data["intercept_sd"]))
-    mu_theta = numpyro.sample("mu_theta", dist.Normal(data["effect_mean"], data["effect_sd"]))
-    tau = numpyro.sample("tau", dist.HalfNormal(data["heterogeneity_sd"]))
-    sigma_day = numpyro.sample("sigma_day", dist.HalfNormal(data["day_sd"]))
-    sigma_photo = numpyro.sample("sigma_photo", dist.HalfNormal(data["photo_sd"]))
-    rho = numpyro.sample("rho", dist.Beta(data["rho_a"], data["rho_b"]))
-    with numpyro.plate("patient", G):
-        z_theta = numpyro.sample("z_theta", dist.Normal(0.0, 1.0))
-    theta = numpyro.deterministic("theta", mu_theta + tau * z_theta)
-    # the patient intercepts α_p ~ Normal(μ_α, σ_α) are integrated out in the filter's state
-    # (exact; removes G parameters and their funnel)
-    r = data["y"] - mu_alpha - theta[:, None] * data["x"]
+    hyper = {
+        "mu_alpha": numpyro.sample("mu_alpha", dist.Normal(0.0, data["intercept_sd"])),
+        "mu_theta": numpyro.sample("mu_theta", dist.Normal(data["effect_mean"], data["effect_sd"])),
+        "rho": numpyro.sample("rho", dist.Beta(data["rho_a"], data["rho_b"])),
+    }
+    if pooled(data):
+        hyper["sigma_alpha"] = numpyro.sample("sigma_alpha", dist.HalfNormal(data["intercept_sd"]))
+        hyper["tau"] = numpyro.sample("tau", dist.HalfNormal(data["heterogeneity_sd"]))
+    else:  # one patient: its intercept and effect are the population's (no spread to learn; no funnel)
+        hyper["sigma_alpha"] = hyper["tau"] = jnp.zeros(())
+    # the noise as its total SD and the AR(1) part's share of its variance: σ_u, σ_e and ρ
+    # trade off on short trials, and this pair is what the data pin down (no funnel as σ_u → 0)
+    sigma = numpyro.sample("sigma", dist.HalfNormal(data["noise_sd"]))
+    share = numpyro.sample("ar_share", dist.Beta(data["share_a"], data["share_b"]))
+    hyper["sigma_day"] = numpyro.deterministic("sigma_day", sigma * jnp.sqrt(share))
+    hyper["sigma_photo"] = numpyro.deterministic("sigma_photo", sigma * jnp.sqrt(1.0 - share))
+    numpyro.factor("day_means", marginal_loglik(data, hyper))
+    sp2 = hyper["sigma_photo"] ** 2
     numpyro.factor(
-        "day_means", kalman_loglik(r, data["day"], data["n"], data["mask"], sigma_alpha, rho, sigma_day, sigma_photo)
+        "photos_within_days", -0.5 * (data["df_within"] * jnp.log(2 * jnp.pi * sp2) + data["ss_within"] / sp2)
     )
-    # photos around their day's mean: independent, variance σ_e² (several photos a day)
-    numpyro.factor(
-        "photos_within_days",
-        -0.5 * (data["df_within"] * jnp.log(2 * jnp.pi * sigma_photo**2) + data["ss_within"] / sigma_photo**2),
-    )
+
+
+def patient_conditional(data: dict, hyper: dict):
+    """Mean (patients × 2) and Cholesky factor (patients × 2 × 2) of p(α_p, θ_p | y_p, hyper-parameters).
+
+    Exact Gaussian: prior N((μ_α, μ_θ), diag(σ_α², τ²)), likelihood ``y_p = X_p (α_p, θ_p) + ε``,
+    ``ε ~ MVN(0, Σ_p)``, ``X_p = [1, x_p]`` on real days.
+    """
+    import jax.numpy as jnp
+    from jax.scipy.linalg import solve_triangular
+
+    y, x, mask = data["y"], data["x"], data["mask"]
+    cov = day_covariance(data["day"], data["n"], mask, hyper["rho"], hyper["sigma_day"], hyper["sigma_photo"])
+    chol = jnp.linalg.cholesky(cov)
+    X = jnp.stack([mask, x * mask], axis=-1)
+    A = solve_triangular(chol, X, lower=True)
+    w = solve_triangular(chol, (y * mask)[..., None], lower=True)
+    prior_prec = jnp.stack([1.0 / hyper["sigma_alpha"] ** 2, 1.0 / hyper["tau"] ** 2])
+    prec = jnp.einsum("gnk,gnl->gkl", A, A) + jnp.diag(prior_prec)
+    h = jnp.einsum("gnk,gn->gk", A, w[..., 0]) + prior_prec * jnp.stack([hyper["mu_alpha"], hyper["mu_theta"]])
+    post_cov = jnp.linalg.inv(prec)
+    post_cov = 0.5 * (post_cov + jnp.swapaxes(post_cov, -1, -2))
+    return jnp.einsum("gkl,gl->gk", post_cov, h), jnp.linalg.cholesky(post_cov)

@@ -13,9 +13,13 @@ Defaults (in those units)::
     heterogeneity      τ   ~ HalfNormal(heterogeneity_sd · s)            heterogeneity_sd 1
     mean intercept     μ_α ~ Normal(ȳ, intercept_sd · s_total)           intercept_sd 2.5
     intercept spread   σ_α ~ HalfNormal(intercept_sd · s_total)
-    day-level SD       σ_u ~ HalfNormal(day_sd · s)                       day_sd 1
-    photo-level SD     σ_e ~ HalfNormal(photo_sd · s)                     photo_sd 1
+    noise SD           σ   ~ HalfNormal(noise_sd · s)                     noise_sd 1
+    AR(1) share        w   ~ Beta(share_a, share_b)                       share_a = share_b = 1 (uniform)
     day correlation    ρ   ~ Beta(rho_a, rho_b) on (0, 1)                 rho_a = rho_b = 1 (uniform)
+
+with the day-level AR(1) SD σ_u = σ·√w and the photo-level SD σ_e = σ·√(1 − w) (the total
+within-patient noise and the share of its variance that is correlated over days: what a
+short trial pins down, where σ_u, σ_e and ρ alone trade off).
 
 2.5 SDs is the scale of rstanarm's default coefficient priors: it lets the data decide
 any effect a trial can plausibly show while ruling out absurd ones. Override with
@@ -32,7 +36,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError, field_validator
 
 from ..errors import AnalysisInputError
 
-POSITIVE = ("effect_sd", "heterogeneity_sd", "intercept_sd", "day_sd", "photo_sd", "rho_a", "rho_b")
+POSITIVE = ("effect_sd", "heterogeneity_sd", "intercept_sd", "noise_sd", "share_a", "share_b", "rho_a", "rho_b")
 
 
 class Priors(BaseModel):
@@ -44,8 +48,9 @@ class Priors(BaseModel):
     effect_sd: float = 2.5
     heterogeneity_sd: float = 1.0
     intercept_sd: float = 2.5
-    day_sd: float = 1.0
-    photo_sd: float = 1.0
+    noise_sd: float = 1.0
+    share_a: float = 1.0
+    share_b: float = 1.0
     rho_a: float = 1.0
     rho_b: float = 1.0
 
@@ -65,8 +70,8 @@ class Priors(BaseModel):
             "effect_heterogeneity": f"HalfNormal({self.heterogeneity_sd:g}·s)",
             "mean_intercept": f"Normal(mean(y), {self.intercept_sd:g}·s_total)",
             "intercept_spread": f"HalfNormal({self.intercept_sd:g}·s_total)",
-            "day_sd": f"HalfNormal({self.day_sd:g}·s)",
-            "photo_sd": f"HalfNormal({self.photo_sd:g}·s)",
+            "noise_sd": f"HalfNormal({self.noise_sd:g}·s); day-level SD σ·√w, photo-level SD σ·√(1 − w)",
+            "ar_share": f"w ~ Beta({self.share_a:g}, {self.share_b:g}): the AR(1) part's share of the noise variance",
             "rho": f"Beta({self.rho_a:g}, {self.rho_b:g}) on (0, 1)",
         }
 

@@ -22,11 +22,21 @@ def check_bayes(cfg) -> None:
     if cfg.model not in ("lmm", "bayes"):
         raise AnalysisInputError(f"unknown model {cfg.model!r}", field="--model", allowed="lmm, bayes")
     if cfg.model == "bayes" or cfg.priors:
-        from . import check_inference, check_mid, parse_priors
+        from . import check_mid, parse_priors
 
         parse_priors(cfg.priors)
         check_mid(cfg.mid)
-        check_inference(cfg.bayes_inference)
+        if cfg.bayes_draws is not None and int(cfg.bayes_draws) < 50:
+            raise AnalysisInputError(f"{cfg.bayes_draws} draws is too few", field="bayes_draws", allowed="≥ 50")
+
+
+def sampler_settings(cfg):
+    """NUTS settings of ``cfg``: the defaults, or ``bayes_draws`` warm-up and draws per chain."""
+    from . import SamplerSettings
+
+    if cfg.bayes_draws is None:
+        return SamplerSettings()
+    return SamplerSettings(warmup=int(cfg.bayes_draws), draws=int(cfg.bayes_draws))
 
 
 def bayes_fits(pc1, data, method: str, mi: int, pairs, cfg, sign: str, timings) -> list:
@@ -46,7 +56,7 @@ def bayes_fits(pc1, data, method: str, mi: int, pairs, cfg, sign: str, timings) 
             seed=(cfg.seed, mi, ci),
             priors=parse_priors(cfg.priors),
             mid=cfg.mid,
-            inference=cfg.bayes_inference,
+            settings=sampler_settings(cfg),
             slope=mm["slope"] if mm is not None else None,
             direction_known=sign in ("truth", "redness"),
         )
@@ -63,13 +73,13 @@ def bayes_section(per: dict, cfg) -> dict | None:
     """The ``bayes`` section of results.json (None unless ``--model bayes``)."""
     if cfg.model != "bayes":
         return None
-    from . import MODEL_TEXT, SamplerSettings, parse_priors
+    from . import INFERENCE, MODEL_TEXT, parse_priors
 
     priors = parse_priors(cfg.priors)
     return {
         "model": MODEL_TEXT,
-        "inference": cfg.bayes_inference,
-        "sampler": asdict(SamplerSettings()) if cfg.bayes_inference == "nuts" else None,
+        "inference": INFERENCE,
+        "sampler": asdict(sampler_settings(cfg)),
         "priors": priors.model_dump(),
         "priors_text": priors.describe(),
         "mid": cfg.mid,

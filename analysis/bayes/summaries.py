@@ -78,7 +78,7 @@ def summarise_contrast(
     delta = mid * cd.s
     pop = effect_summary(draws["mu_theta"], delta, cd.s)
     pop.update(on_severity(pop, slope))
-    pop["heterogeneity_sd"] = float(np.mean(draws["tau"]) * cd.s)
+    pop["heterogeneity_sd"] = float(np.mean(draws["tau"]) * cd.s) if "tau" in draws else None
     pooled = len(cd.patients) > 1
     pop["decision"] = decision(pop["p_benefit"], converged) if pooled else "not estimable (one patient)"
     pop["statement"] = statement("Population mean", a, b, pop, mid, direction_known) if pooled else ""
