@@ -2,7 +2,7 @@
 
 Each replicate's analysis also fits the Bayesian model, by the same NUTS sampler as the
 analysis with fewer draws (:data:`analysis.bayes.POWER_SETTINGS`: 2 chains × 500 draws after
-300 warm-up; about a second a trial once compiled); ``replicates.csv`` gets one row per
+500 warm-up; about a second a trial once compiled); ``replicates.csv`` gets one row per
 patient and ``summary.csv`` how often a patient reaches a confident decision and how often it
 is right.
 """
@@ -58,8 +58,9 @@ def bayes_decisions(rep: pd.DataFrame, confident: float = 0.9) -> pd.DataFrame:
     Confident: P(benefit) > ``confident`` or < 1 − ``confident``. Right: in the direction
     of the patient's realised effect; a confident decision where the realised effect is
     below the null tolerance counts as wrong. Columns ``decision_rate``, ``decision_right``
-    (share of confident decisions that are right) and ``coverage`` (oracle: the CrI holds
-    the realised effect), with ``patient_trials``.
+    (share of confident decisions that are right), with ``patient_trials`` (converged fits'
+    patients), and for the oracle ``bias``, ``rmse`` and ``coverage`` (the CrI holds the
+    realised effect) with MC SEs.
     """
     from analysis.results import NULL_TOLERANCE
 
@@ -73,11 +74,26 @@ def bayes_decisions(rep: pd.DataFrame, confident: float = 0.9) -> pd.DataFrame:
         row = {"grid_point": gp, "method": method, "test": BAYES_TEST, "patient_trials": int(ok.sum())}
         row["decision_rate"] = float(conf[ok].mean()) if ok.any() else np.nan
         row["decision_right"] = float(right[conf].mean()) if conf.any() else np.nan
-        has = g[np.isfinite(g["known"].astype(float))]
-        if len(has):
-            row["coverage"] = float(((has["ci_low"] <= has["known"]) & (has["known"] <= has["ci_high"])).mean())
+        row.update(_against_truth(g[ok]))
         out.append(row)
     return pd.DataFrame(out)
+
+
+def _against_truth(g: pd.DataFrame) -> dict:
+    """Bias, RMSE and CrI coverage of the posterior means against the realised effect (oracle), with MC SEs."""
+    has = g[np.isfinite(g["known"].astype(float))]
+    if not len(has):
+        return {}
+    err = (has["estimate"] - has["known"]).astype(float)
+    inside = ((has["ci_low"] <= has["known"]) & (has["known"] <= has["ci_high"])).astype(float)
+    n = len(has)
+    return {
+        "bias": float(err.mean()),
+        "bias_mcse": float(err.std(ddof=1) / np.sqrt(n)) if n > 1 else np.nan,
+        "rmse": float(np.sqrt((err**2).mean())),
+        "coverage": float(inside.mean()),
+        "coverage_mcse": float(np.sqrt(inside.mean() * (1 - inside.mean()) / n)),
+    }
 
 
 def add_bayes_decisions(summary: pd.DataFrame, rep: pd.DataFrame) -> pd.DataFrame:
@@ -87,7 +103,10 @@ def add_bayes_decisions(summary: pd.DataFrame, rep: pd.DataFrame) -> pd.DataFram
         return summary
     keys = ["grid_point", "method", "test"]
     merged = summary.merge(dec, on=keys, how="left", suffixes=("", "_bayes"))
-    if "coverage_bayes" in merged.columns:
-        merged["coverage"] = merged["coverage"].where(merged["coverage_bayes"].isna(), merged["coverage_bayes"])
-        merged = merged.drop(columns="coverage_bayes")
+    for col in ("bias", "bias_mcse", "rmse", "coverage", "coverage_mcse"):
+        if f"{col}_bayes" in merged.columns:
+            merged[col] = merged[f"{col}_bayes"].where(merged[f"{col}_bayes"].notna(), merged.get(col))
+            merged = merged.drop(columns=f"{col}_bayes")
+    if "unit" in merged.columns:  # one row per patient: the unit is the patient-trial
+        merged.loc[merged["test"] == BAYES_TEST, "unit"] = "patient-trial"
     return merged

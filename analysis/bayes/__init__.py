@@ -15,7 +15,6 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
-from ..errors import AnalysisInputError
 from ..models import arm_difference, contrast_name
 from .fit import POWER_SETTINGS, SamplerSettings
 from .priors import Priors, check_mid, parse_priors

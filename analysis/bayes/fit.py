@@ -33,7 +33,7 @@ class SamplerSettings:
 
 
 # power studies: fewer draws per replicate (decisions at P = 0.9 need far fewer than the report's tails)
-POWER_SETTINGS = SamplerSettings(chains=2, warmup=300, draws=500)
+POWER_SETTINGS = SamplerSettings(chains=2, warmup=500, draws=500)
 
 
 def _jax():
