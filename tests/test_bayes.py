@@ -158,3 +158,29 @@ def test_collapsed_likelihood_and_conditionals_match_the_photo_level_gaussian():
     # photos → (day means, orthonormal within-day contrasts): the day mean's Jacobian is √n a day
     jacobian = 0.5 * float(np.log(cd.n[cd.mask]).sum())
     assert got == pytest.approx(want + jacobian, rel=1e-10)
+
+
+def test_power_decisions_count_confident_and_right_per_patient_trial():
+    from trialsim.power_bayes import BAYES_TEST, add_bayes_decisions
+
+    # five patient-trials: confident right, confident wrong, uncertain, confident on a null effect, not converged
+    rep = pd.DataFrame(
+        {
+            "grid_point": "base",
+            "method": "oracle",
+            "test": BAYES_TEST,
+            "estimate": [-0.5, 0.3, -0.1, -0.2, np.nan],
+            "ci_low": [-0.7, 0.1, -0.3, -0.4, np.nan],
+            "ci_high": [-0.3, 0.5, 0.1, 0.0, np.nan],
+            "known": [-0.5, -0.4, -0.1, 0.0, -0.5],
+            "estimate_raw": [0.99, 0.02, 0.6, 0.95, np.nan],
+            "known_raw": [-0.5, -0.4, -0.1, 0.0, -0.5],
+        }
+    )
+    summary = pd.DataFrame({"grid_point": ["base"], "method": ["oracle"], "test": [BAYES_TEST], "unit": ["trial"]})
+    row = add_bayes_decisions(summary, rep).iloc[0]
+    assert row["patient_trials"] == 4
+    assert row["decision_rate"] == pytest.approx(3 / 4)
+    assert row["decision_right"] == pytest.approx(1 / 3)
+    assert row["coverage"] == pytest.approx(3 / 4) and row["unit"] == "patient-trial"
+    assert row["bias"] == pytest.approx(np.mean([0.0, 0.7, 0.0, -0.2]))

@@ -120,7 +120,7 @@ def fit_nuts(arrays: dict, seed: int | tuple, settings: SamplerSettings = Sample
     s = settings
     samples, diverging = _sampler()(key_nuts, data, s.chains, s.warmup, s.draws, s.target_accept)
     shape = (s.chains, s.draws)
-    draws = {k: np.asarray(v, dtype=float).reshape(shape) for k, v in samples.items()}
+    draws: dict[str, np.ndarray] = {k: np.asarray(v, dtype=float).reshape(shape) for k, v in samples.items()}
     if pooled(data):
         flat = {k: samples[k].reshape(-1) for k in HYPER}
         both = np.asarray(_conditional_draws_fn()(flat, data, key_patients), dtype=float)
