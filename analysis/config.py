@@ -36,7 +36,7 @@ class AnalysisConfig:
     model: str = "lmm"  # lmm, or bayes: the Bayesian model too (analysis.bayes)
     priors: tuple[str, ...] = ()  # --prior KEY=VALUE or YAML paths (bayes)
     mid: float = 0.5  # δ, the minimal important difference in units of s (bayes)
-    bayes_draws: int | None = None  # NUTS warm-up and draws per chain (bayes; None: 500 + 1000)
+    bayes_draws: int | None = None  # NUTS draws per chain (bayes; None: 1000 after 500 warm-up)
 
     def methods(self) -> list[str]:
         raw = [m.strip() for m in str(self.method).split(",") if m.strip()]

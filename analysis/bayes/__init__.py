@@ -16,7 +16,7 @@ import numpy as np
 import pandas as pd
 
 from ..models import arm_difference, contrast_name
-from .fit import POWER_SETTINGS, SamplerSettings
+from .fit import SamplerSettings
 from .priors import Priors, check_mid, parse_priors
 
 DEFAULT_MID = 0.5  # δ in units of s: half a within-patient SD (Norman, Sloan & Wyrwich 2003)
@@ -31,7 +31,6 @@ MODEL_TEXT = (
 
 __all__ = [
     "DEFAULT_MID",
-    "POWER_SETTINGS",
     "Priors",
     "SamplerSettings",
     "analyse_contrast",

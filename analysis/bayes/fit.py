@@ -32,10 +32,6 @@ class SamplerSettings:
     target_accept: float = 0.9
 
 
-# power studies: fewer draws per replicate (decisions at P = 0.9 need far fewer than the report's tails)
-POWER_SETTINGS = SamplerSettings(chains=2, warmup=500, draws=500)
-
-
 def _jax():
     # JAX on the CPU, quiet, one device; set before jax is first imported
     os.environ.setdefault("JAX_PLATFORMS", "cpu")

@@ -31,12 +31,12 @@ def check_bayes(cfg) -> None:
 
 
 def sampler_settings(cfg):
-    """NUTS settings of ``cfg``: the defaults, or ``bayes_draws`` warm-up and draws per chain."""
+    """NUTS settings of ``cfg``: the defaults, or ``bayes_draws`` draws per chain (warm-up: as many, at most 500)."""
     from . import SamplerSettings
 
     if cfg.bayes_draws is None:
         return SamplerSettings()
-    return SamplerSettings(warmup=int(cfg.bayes_draws), draws=int(cfg.bayes_draws))
+    return SamplerSettings(warmup=min(500, int(cfg.bayes_draws)), draws=int(cfg.bayes_draws))
 
 
 def bayes_fits(pc1, data, method: str, mi: int, pairs, cfg, sign: str, timings) -> list:
