@@ -38,6 +38,7 @@ from scipy import stats
 
 from .ar1 import ar1_test
 from .errors import AnalysisInputError
+from .stated_noise import StatedNoise, gls_test
 
 
 def contrasts(treatments: list[str]) -> list[tuple[str, str]]:
@@ -307,19 +308,34 @@ def permutation_test(y: np.ndarray, arm_b: np.ndarray, rng: np.random.Generator,
     return float((1 + np.sum(diffs >= obs - 1e-12)) / (1 + n_perm))
 
 
-def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, rng: np.random.Generator) -> dict:
-    """Daily means on one indicator per arm other than ``a`` (+ day), AR(1) errors, bootstrap p (:mod:`.ar1`)."""
+def _daily_design(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool):
+    """Daily means in day order, their design (const, one indicator per arm other than ``a``, + day) and b's column."""
     daily = p.groupby(["day", "treatment"], as_index=False)[outcome].mean().sort_values("day")
     levels = [lv for lv in pd.unique(daily["treatment"]) if lv != a]
     X = pd.DataFrame({f"is_{lv}": (daily["treatment"] == lv).astype(float) for lv in levels})
     if time_terms:
         X["day"] = daily["day"].astype(float)
     X.insert(0, "const", 1.0)
-    nan = float("nan")
-    if len(daily) < X.shape[1] + 3 or np.linalg.matrix_rank(X.to_numpy(float)) < X.shape[1]:
+    ok = len(daily) >= X.shape[1] + 3 and np.linalg.matrix_rank(X.to_numpy(float)) == X.shape[1]
+    return daily, X.to_numpy(float), (list(X.columns).index(f"is_{b}") if ok else None)
+
+
+def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, rng: np.random.Generator) -> dict:
+    """Daily means on one indicator per arm other than ``a`` (+ day), AR(1) errors, bootstrap p (:mod:`.ar1`)."""
+    daily, X, j = _daily_design(p, outcome, a, b, time_terms)
+    if j is None:
+        nan = float("nan")
         return {"estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n_days": int(len(daily))}
-    j = list(X.columns).index(f"is_{b}")
-    return ar1_test(daily[outcome].to_numpy(float), X.to_numpy(float), j, rng)
+    return ar1_test(daily[outcome].to_numpy(float), X, j, rng)
+
+
+def _stated_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, noise: StatedNoise) -> dict:
+    """The same regression with the error correlation the design states: exact t (:mod:`.stated_noise`)."""
+    daily, X, j = _daily_design(p, outcome, a, b, time_terms)
+    if j is None:
+        nan = float("nan")
+        return {"estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n_days": int(len(daily))}
+    return gls_test(daily[outcome].to_numpy(float), daily["day"].to_numpy(float), X, j, noise)
 
 
 def patient_tests(
@@ -330,11 +346,13 @@ def patient_tests(
     rng: np.random.Generator,
     time_terms: bool = False,
     n_perm: int = 2000,
+    noise: StatedNoise | None = None,
 ) -> list[dict]:
-    """The four per-patient tests of ``b − a`` on one patient's photos (rows sorted by day).
+    """The per-patient tests of ``b − a`` on one patient's photos (rows sorted by day).
 
-    Each entry: ``test, estimate, ci_low, ci_high, p_value`` (+ ``min_p`` and
-    ``n_assignments`` for the randomisation test). Tests that cannot run give NaN.
+    welch, ar1, permutation and randomization, and gls when the design states its noise
+    (``noise``). Each entry: ``test, estimate, ci_low, ci_high, p_value`` (+ ``min_p``
+    and ``n_assignments`` for the randomisation test). Tests that cannot run give NaN.
     """
     nan = float("nan")
     both = p[p["treatment"].isin([a, b])]
@@ -343,7 +361,7 @@ def patient_tests(
     if arm_b.sum() < 2 or (~arm_b).sum() < 2:
         return [
             {"test": t, "estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan}
-            for t in ("welch", "ar1", "permutation", "randomization")
+            for t in ("welch", "ar1", "permutation", "randomization", *(["gls"] if noise else []))
         ]
     diff = float(y[arm_b].mean() - y[~arm_b].mean())
     w = stats.ttest_ind(y[arm_b], y[~arm_b], equal_var=False)
@@ -367,4 +385,6 @@ def patient_tests(
             "n_assignments": r["n_assignments"],
         }
     )
+    if noise is not None:
+        out.append({"test": "gls", **_stated_regression(p, outcome, a, b, time_terms, noise)})
     return out

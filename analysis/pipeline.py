@@ -38,6 +38,7 @@ from .primary import (
 from .reduce import PC1Reducer, centre_by, normalize_photometric
 from .results import Results, detected
 from .severity import add_relative_efficiency, effect_on_severity, measurement_model
+from .stated_noise import stated_noise
 
 # the default normalisation is "skin" (the patch autoencoder; analysis.embedding): on the HIA trial's
 # photos (bench/bench_real_photos.py) its PC1 ranks each participant's photos as the experts do far
@@ -125,11 +126,12 @@ def _patient_entries(scored, data: TrialData, method: str, pair, seed_key: tuple
     a, b = pair
     name = contrast_name(a, b)
     realised_pp = ev.realised_by_patient(scored, a, b) if data.has_noisefree else pd.Series(dtype=float)
+    noise = stated_noise(cfg.assume_rho, data.protocol)
     rows = []
     for pi, (pid, p) in enumerate(scored.groupby("patient_id", sort=True)):
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, *seed_key, pi]))
         p = p.sort_values("day", kind="stable")
-        tests = [cycle_test(p, "PC1", a, b), *patient_tests(p, "PC1", a, b, rng, cfg.time_terms, cfg.n_perm)]
+        tests = [cycle_test(p, "PC1", a, b), *patient_tests(p, "PC1", a, b, rng, cfg.time_terms, cfg.n_perm, noise)]
         for t in tests:
             row = {"method": method, "patient_id": pid, "contrast": name, **t}
             if data.has_noisefree:
@@ -201,7 +203,7 @@ def _reader_outputs(est, images, data: TrialData) -> tuple[dict, dict]:
 # ---------------------------------------------------------------- truth and provenance
 
 
-def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
+def _formulas(pairs, population: list[dict], cfg: AnalysisConfig, data: TrialData) -> dict:
     formulas = {contrast_name(a, b): population_formulas(a, cfg.time_terms) for a, b in pairs}
     for e in population:  # the re_formula actually used
         formulas[e["contrast"]].setdefault("re_formula_used", {})[e["method"]] = (
@@ -212,20 +214,34 @@ def _formulas(pairs, population: list[dict], cfg: AnalysisConfig) -> dict:
         "one-sample t-test of the cycles' differences of period means of daily mean PC1, df = cycles - 1",
         "primary": cfg.primary_test,
         "welch": "scipy.stats.ttest_ind(PC1[b], PC1[a], equal_var=False) on the patient's photos",
-        "ar1": "statsmodels GLSAR(daily mean PC1 ~ 1 + one indicator per level other than a"
+        "ar1": "Prais-Winsten GLS(daily mean PC1 ~ 1 + one indicator per level other than a"
         + (" + day" if cfg.time_terms else "")
-        + ", rho=1).iterative_fit(maxiter=10)",
+        + "), AR(1) errors with rho estimated; p from a parametric bootstrap under the null",
         "permutation": f"{cfg.n_perm} free permutations of the two arms' photo labels (published pipeline)",
         "randomization": "period labels permuted within blocks (as the protocol randomises); exact p and min_p",
         "population_se": "max(LMM SE, SD of per-patient contrasts / sqrt(G)); t with G-1 df",
     }
+    noise = stated_noise(cfg.assume_rho, data.protocol)
+    if noise is not None:
+        formulas["per_patient"]["gls"] = (
+            "GLS(daily mean PC1 ~ 1 + one indicator per level other than a"
+            + (" + day" if cfg.time_terms else "")
+            + f"), error covariance as stated: {noise.describe()}; t with n - k df"
+        )
+        formulas["per_patient"]["stated_noise"] = noise.as_dict()
     return formulas
+
+
+def _check_options(cfg: AnalysisConfig) -> None:
+    """Options that need no data, refused (exit 2) before anything is read."""
+    check_primary_test(cfg.primary_test)
+    stated_noise(cfg.assume_rho, None)
 
 
 def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, tuple]:
     """The dataset, and when a method reads photos the (normalised) photos (uint8 N×3×H×W) and,
     on the skin path, the per-photo skin table."""
-    check_primary_test(cfg.primary_test)
+    _check_options(cfg)
     check_bayes(cfg)
     if "ae" in methods:  # a size the network cannot take fails before any photo is read
         emb_step.embedder("ae", None, cfg).check_params()
@@ -245,7 +261,7 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
 def _load_or_given(dataset, cfg: AnalysisConfig, methods: list[str], data: TrialData | None) -> tuple:
     """:func:`_load`, or ``data`` as given when no method reads photos."""
     if data is not None and not any(m in IMAGE_METHODS for m in methods):
-        check_primary_test(cfg.primary_test)
+        _check_options(cfg)
         return data, (None, None)
     return _load(dataset, cfg, methods)
 
@@ -339,7 +355,7 @@ def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = Non
             "skin": emb_step.skin_summary(photos) if photos is not None else None,
             "embedding": dict(by_method[methods[0]], method=methods[0], by_method=by_method),
             "truth": truth,
-            "formulas": _formulas(pairs, population, cfg),
+            "formulas": _formulas(pairs, population, cfg, data),
             **_provenance(cfg, methods, images is not None, data, dataset),
             "timings_s": {k: round(v, 3) for k, v in dict(timings, total=time.perf_counter() - t_start).items()},
         }

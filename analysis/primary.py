@@ -20,6 +20,9 @@ the verdicts come from it alone; the others are reported as sensitivity analyses
   its level (ρ = 0 and 0.5) from :data:`~analysis.ar1.AR1_MIN_DAYS` daily means on (measured in
   ``bench/bench_single_patient.py``); with fewer it may not be primary. Slow drift is not
   AR(1): on the HIA pilot design its rate rises, so ``cycles`` stays the default.
+- ``gls``: the same regression with the error correlation the design states (a simulated
+  folder's protocol, or ``--assume-rho``), an exact t at any length when the statement is
+  right (:mod:`analysis.stated_noise`). It exists only where the noise is stated.
 - ``welch``, ``permutation``: photos as independent, as published (0.24 and 0.31 in the
   same checks). Exact when days are independent (white noise, one photo a day), the case of
   the classical single-patient power calculation; declare one primary only for such data.
@@ -35,7 +38,7 @@ from .ar1 import AR1_MIN_DAYS
 from .contract import ALPHA
 from .errors import AnalysisInputError
 
-PER_PATIENT_TESTS = ("cycles", "ar1", "welch", "permutation", "randomization")
+PER_PATIENT_TESTS = ("cycles", "gls", "ar1", "welch", "permutation", "randomization")
 AUTO = "auto"  # chosen from the design before any outcome is read: see resolve_primary
 DEFAULT_PRIMARY_TEST = AUTO
 
@@ -85,14 +88,17 @@ def check_primary_test(name: str) -> str:
 
 def resolve_primary(rows: list[dict], declared: str) -> str:
     """The primary test in effect. ``auto`` reads only the design (never an outcome): ``cycles`` when
-    every patient has two cycles or more (it holds its level under serial correlation), else ``ar1``
-    when every patient has ``AR1_MIN_DAYS`` daily means or more, else ``welch`` (its assumption,
-    independent days, is then stated beside every verdict)."""
+    every patient has two cycles or more (it holds its level under serial correlation), else ``gls``
+    when the design states its noise (exact at any length), else ``ar1`` when every patient has
+    ``AR1_MIN_DAYS`` daily means or more, else ``welch`` (its assumption, independent days, is then
+    stated beside every verdict)."""
     if declared != AUTO:
         return declared
     cycles = [int(r.get("n_cycles") or 0) for r in rows if r.get("test") == "cycles"]
     if cycles and min(cycles) >= 2:
         return "cycles"
+    if any(r.get("test") == "gls" for r in rows):
+        return "gls"
     days = [int(r["n_days"]) for r in rows if r.get("test") == "ar1" and r.get("n_days") is not None]
     if days and min(days) >= AR1_MIN_DAYS:
         return "ar1"
@@ -102,6 +108,7 @@ def resolve_primary(rows: list[dict], declared: str) -> str:
 # what each per-patient test assumes; shown beside its results wherever they appear
 TEST_ASSUMPTIONS = {
     "cycles": "cycles (pairs of adjacent periods) independent; needs two cycles or more",
+    "gls": "daily errors correlated as stated (protocol.yaml dynamics or --assume-rho); exact if so",
     "ar1": f"daily means follow a regression with AR(1) errors; holds its level from {AR1_MIN_DAYS} days",
     "welch": "every photo independent (white noise, no serial correlation)",
     "permutation": "photos exchangeable between the two arms (no serial correlation)",
@@ -116,7 +123,14 @@ def check_can_be_primary(rows: list[dict], primary: str, alpha: float = ALPHA) -
     patient has two cycles; ``ar1``: a patient has fewer than ``AR1_MIN_DAYS`` daily means.
     """
     mine = [r for r in rows if r.get("test") == primary]
-    others = "auto (default), cycles, ar1, welch, permutation or randomization"
+    others = "auto (default), cycles, gls, ar1, welch, permutation or randomization"
+    if primary == "gls" and not mine:
+        raise AnalysisInputError(
+            "the gls test needs the correlation of the daily errors stated: --assume-rho, or a simulated "
+            "folder whose protocol.yaml states its noise (dynamics)",
+            field="--primary-test",
+            allowed=others,
+        )
     if primary == "cycles" and mine and all(int(r.get("n_cycles") or 0) < 2 for r in mine):
         raise AnalysisInputError(
             "the cycles test cannot be primary here: it needs two cycles (two blocks) or more, and "
@@ -143,7 +157,7 @@ def check_can_be_primary(rows: list[dict], primary: str, alpha: float = ALPHA) -
             f"the randomisation test cannot be primary here: it cannot reach alpha {alpha} with {n} "
             f"assignments (smallest p = {worst:.3g})",
             field="--primary-test",
-            allowed="auto (default), cycles, ar1, welch or permutation",
+            allowed="auto (default), cycles, gls, ar1, welch or permutation",
         )
 
 

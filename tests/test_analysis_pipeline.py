@@ -51,7 +51,9 @@ def test_oracle_on_truth_only_dataset_writes_contract_2_and_recovers_the_sign(tm
     ):
         assert key in saved
     tests = {p["test"] for p in saved["patients"]}
-    assert tests == {"cycles", "welch", "ar1", "permutation", "randomization"}
+    # gls too: the folder's protocol states the noise of the daily errors
+    assert tests == {"cycles", "gls", "welch", "ar1", "permutation", "randomization"}
+    assert saved["formulas"]["per_patient"]["stated_noise"]["source"] == "protocol.yaml dynamics"
     primary = {p["test"] for p in saved["patients"] if p["primary"]}
     assert primary == {"cycles"} and saved["primary_test"] == "cycles"
     assert {v["n_patients_tested"] for v in saved["verdicts"]} == {saved["n_patients"]}

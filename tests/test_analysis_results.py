@@ -34,7 +34,8 @@ def test_run_writes_nothing_and_returns_typed_results(oracle_run):
     assert isinstance(results.population[0], PopulationEntry)
     assert results.population[0].contrast == "B − A" and results.population[0].df == 3
     assert results.truth and results.truth[0].latent_model.resid_sd > 0
-    assert {p.test for p in results.patients} == {"cycles", "welch", "ar1", "permutation", "randomization"}
+    tests = {p.test for p in results.patients}
+    assert tests == {"cycles", "gls", "welch", "ar1", "permutation", "randomization"}
 
 
 def test_write_then_read_round_trips_every_key(oracle_run):

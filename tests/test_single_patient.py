@@ -52,10 +52,11 @@ def test_one_patient_simulate_analyze_report(tmp_path):
     args0 = ["--method", "oracle", "--primary-test", "cycles"]
     r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "a0"), *args0])
     assert r.exit_code == 2 and "two cycles" in r.output
-    # ... and the default (auto) picks welch from the design: one block, under 40 days
+    # ... and the default (auto) picks gls from the design: one block, the noise stated by the protocol
     r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "a1"), "--method", "oracle"])
     assert r.exit_code == 0, r.output
-    assert json.loads((tmp_path / "a1" / "results.json").read_text())["primary_test"] == "welch"
+    res1 = json.loads((tmp_path / "a1" / "results.json").read_text())
+    assert res1["primary_test"] == "gls" and res1["formulas"]["per_patient"]["stated_noise"]["white_sd"] == 1.0
     args = ["--method", "oracle", "--primary-test", "welch", "--quiet"]
     r = CliRunner().invoke(main, ["analyze", str(tmp_path / "ds"), "--out", str(tmp_path / "an"), *args])
     assert r.exit_code == 0, r.output
@@ -64,9 +65,11 @@ def test_one_patient_simulate_analyze_report(tmp_path):
     assert res["design"]["n_assignments"] == 2
     (v,) = res["verdicts"]
     assert v["primary_test"] == "welch" and v["patient_id"] == "1" and 0 <= v["p_value"] <= 1
-    assert {p["test"] for p in res["patients"]} == {"cycles", "welch", "ar1", "permutation", "randomization"}
+    assert {p["test"] for p in res["patients"]} == {"cycles", "gls", "welch", "ar1", "permutation", "randomization"}
     html = (tmp_path / "an" / "report.html").read_text()
     assert "No population model" in html and "primary per-patient test (welch)" in html
+    assert "mixed model (population)" not in html and "None fitted: " in html  # no model line stands in
+    assert "gls power" in html  # the design's power for the test auto would choose
     assert "cannot reach α = 0.05 with 2 assignments" in html
 
 

@@ -148,11 +148,19 @@ def simulate(quiet, **given):
 )
 @click.option(
     "--primary-test",
-    type=click.Choice(["auto", "cycles", "ar1", "welch", "permutation", "randomization"]),
+    type=click.Choice(["auto", "cycles", "gls", "ar1", "welch", "permutation", "randomization"]),
     default="auto",
     show_default=True,
     help="the per-patient test the verdicts come from (the others are sensitivity analyses); auto: cycles "
-    "with two cycles or more, else ar1 with 40 days or more, else welch",
+    "with two cycles or more, else gls where the daily errors' correlation is stated, else ar1 with 40 days "
+    "or more, else welch",
+)
+@click.option(
+    "--assume-rho",
+    type=FiniteFloatRange(min=0, max=1, max_open=True),
+    default=None,
+    help="state the AR(1) correlation of the daily errors (0 to <1) for the gls test; default: the "
+    "simulated folder's protocol.yaml dynamics, if any",
 )
 @click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: the Bayesian model too")
 @click.option("--prior", multiple=True, help="bayes: KEY=VALUE or a YAML file of priors (units of the outcome's SD)")
@@ -192,6 +200,7 @@ def analyze(
         skip_bad=skip_bad,
         progress=not quiet,
         reader=rest["reader"],
+        assume_rho=rest["assume_rho"],
         **{"model": rest["model"], "priors": tuple(rest["prior"]), "mid": rest["mid"]},
     )
     results = run(dataset, out, cfg)
@@ -231,7 +240,7 @@ def report(results_dir):
     "--primary-test",
     default="auto",
     show_default=True,
-    help="per-patient test whose rate is per-patient power: auto, cycles, ar1, welch, permutation, randomization",
+    help="per-patient test whose rate is per-patient power: auto, cycles, gls, ar1, welch, permutation, randomization",
 )
 @click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: confident decisions too")
 @click.option("--quiet", is_flag=True)

@@ -14,6 +14,9 @@ For the contrast last − first treatment (the one ``--grid effect`` sets):
   arm as independent observations and the day-level noise SD √(ar1_sd² + sd_obs²) (the
   basis of the classical single-patient power calculation); ``power_t_nominal`` for the
   nominal effect.
+- ``power_gls`` / ``power_gls_nominal``: the same for the ``gls`` test on the first
+  patient's days, with the protocol's noise (AR(1), white, drift) as it is: exact for that
+  test, and below ``power_t`` when the days are correlated.
 - ``verdict``: "the design cannot show this effect" when the realised share is below
   :data:`CANNOT_SHOW_SHARE`, else "ok".
 
@@ -80,6 +83,22 @@ def _assignments(sched, a: str, b: str) -> tuple[int, float]:
     return int(r["n_assignments"]), float(r["min_p"])
 
 
+def _gls_power(protocol: Protocol, sched, pair: tuple[str, str], effects: tuple[float, float], alpha: float) -> dict:
+    """Power of the gls test for the realised and the nominal effect (NaN when the protocol states no noise)."""
+    from analysis.stated_noise import gls_power, noise_from_protocol
+
+    noise = noise_from_protocol(protocol.resolved())
+    a, b = pair
+    days = sched[["day", "treatment"]].drop_duplicates().sort_values("day")
+    others = [lv for lv in dict.fromkeys(days["treatment"]) if lv != a]
+    X = np.column_stack([np.ones(len(days))] + [(days["treatment"] == lv).to_numpy(float) for lv in others])
+    if noise is None or b not in others:
+        return {"power_gls": float("nan"), "power_gls_nominal": float("nan")}
+    j = 1 + others.index(b)
+    d = days["day"].to_numpy(float)
+    return {f"power_gls{s}": gls_power(e, noise, d, X, j, alpha) for s, e in zip(("", "_nominal"), effects)}
+
+
 def design_diagnostics(protocol: Protocol, alpha: float = ALPHA) -> dict:
     """The design's diagnostics for last − first treatment (see the module docstring); units: severity, days."""
     tr = protocol.treatments
@@ -113,6 +132,7 @@ def design_diagnostics(protocol: Protocol, alpha: float = ALPHA) -> dict:
         "randomization_can_reach_alpha": bool(math.isfinite(min_p) and min_p <= alpha),
         "power_t": t_power(realised / sd, n_a, n_b, alpha) if sd > 0 else float("nan"),
         "power_t_nominal": t_power(nominal / sd, n_a, n_b, alpha) if sd > 0 else float("nan"),
+        **_gls_power(protocol, sched, (a, b), (realised, nominal), alpha),
         "alpha": alpha,
         "verdict": "the design cannot show this effect" if cannot else "ok",
     }
@@ -130,6 +150,11 @@ def describe(diag: dict) -> list[str]:
         f"design: two-sample t power {diag['power_t']:.2f} for the realised effect, "
         f"{diag['power_t_nominal']:.2f} for the nominal (day-level SD {diag['noise_sd']:.2f}, days independent)",
     ]
+    if math.isfinite(diag.get("power_gls", float("nan"))):
+        lines.append(
+            f"design: gls test power {diag['power_gls']:.2f} for the realised effect, "
+            f"{diag['power_gls_nominal']:.2f} for the nominal (the protocol's noise, correlation included)"
+        )
     if diag["verdict"] != "ok":
         lines.append(f"design: WARNING {diag['verdict']}: a null result of this trial says nothing about the effect")
     return lines

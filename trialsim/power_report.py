@@ -4,8 +4,10 @@ Rendered through the analysis report's autoescaped Jinja environment
 (``analysis/templates/power.html.j2``), so a protocol name cannot inject markup.
 The curves are the population model's rejection rate (``lmm``, per trial) and the
 primary per-patient test's (per patient-trial: per-patient power), against the effect;
-with one patient only the latter exists. Dashed: the two-sample t-test's analytic power
-for the grid point's realised effect (``design_power_t``), days independent.
+with one patient only the latter exists. Dashed: the analytic power for the grid point's
+realised effect: the two-sample t-test's with days independent (``design_power_t``), or,
+for the ``gls`` test, its own with the protocol's noise, correlation included
+(``design_power_gls``).
 """
 
 from __future__ import annotations
@@ -66,13 +68,15 @@ def _curve_png(summary: pd.DataFrame, grid: list[str], alpha: float = ALPHA) -> 
                 ecolor="#555555",
                 capsize=3,
             )
-            if "design_power_t" in g.columns and str(name).split(" ")[1].startswith("primary:"):
-                ax.plot(g["effect"], g["design_power_t"].astype(float), ls="--", lw=1, color=colors.get(name, "grey"))
+            test = str(name).split(" ")[1]
+            col = "design_power_gls" if test == "primary:gls" else "design_power_t"
+            if col in g.columns and test.startswith("primary:"):
+                ax.plot(g["effect"], g[col].astype(float), ls="--", lw=1, color=colors.get(name, "grey"))
     ax.axhline(alpha, color="grey", ls=":", lw=1)
     ax.axhline(0.8, color="grey", ls="--", lw=0.6)
     ax.set_xlabel("effect (last − first treatment)")
     ax.set_ylabel(f"rejection rate (α = {alpha:g})")
-    ax.set_title("solid: simulated (± 1.96 MC SE); dashed: analytic two-sample t", fontsize=9)
+    ax.set_title("solid: simulated (± 1.96 MC SE); dashed: analytic (two-sample t; gls: its own)", fontsize=9)
     ax.set_ylim(-0.02, 1.02)
     ax.legend(fontsize=7, title=None)
     buf = io.BytesIO()

@@ -115,7 +115,14 @@ def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
 
 # tests whose rows are one per patient: their rejection rate is per-patient power
 PER_PATIENT_PREFIXES = ("primary:", "per-patient:")
-DESIGN_COLUMNS = ("realised_share", "design_power_t", "n_assignments", "design_min_p", "design_verdict")
+DESIGN_COLUMNS = (
+    "realised_share",
+    "design_power_t",
+    "design_power_gls",
+    "n_assignments",
+    "design_min_p",
+    "design_verdict",
+)
 
 
 def _unreachable_note(ok: pd.DataFrame, alpha: float = ALPHA) -> str:
@@ -131,7 +138,7 @@ def _unreachable_note(ok: pd.DataFrame, alpha: float = ALPHA) -> str:
 
 def add_design(summary: pd.DataFrame, designs: dict[str, dict]) -> pd.DataFrame:
     """The grid points' design diagnostics beside their rows (``DESIGN_COLUMNS``)."""
-    keys = ("realised_share", "power_t", "n_assignments", "min_p", "verdict")
+    keys = ("realised_share", "power_t", "power_gls", "n_assignments", "min_p", "verdict")
     extra = pd.DataFrame(
         [[designs.get(str(gp), {}).get(k) for k in keys] for gp in summary["grid_point"]],
         columns=list(DESIGN_COLUMNS),

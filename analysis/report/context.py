@@ -21,7 +21,7 @@ BASELINE_COLOR = "#c8c8c8"
 TREATMENT_COLORS = ["#0173B2", "#DE8F05", "#029E73", "#CC78BC", "#CA9161", "#56B4E9", "#D55E00", "#949494"]
 METHOD_COLORS = {"ae": "#3b3b98", "pixel-pca": "#b35806", "oracle": "#1a9850"}
 OTHER_METHOD_COLORS = ["#762a83", "#8c510a", "#01665e", "#c51b7d"]
-PATIENT_TESTS = ("welch", "ar1", "permutation", "randomization")
+PATIENT_TESTS = ("welch", "gls", "ar1", "permutation", "randomization")
 
 
 @dataclass(frozen=True)
@@ -176,7 +176,7 @@ def _provenance(inputs: ReportInputs, emb: pd.DataFrame) -> dict:
     per_patient = formulas.get("per_patient") if isinstance(formulas.get("per_patient"), dict) else {}
     return {
         "contrast_formulas": {k: tables.formula_text(v) for k, v in formulas.items() if k != "per_patient"},
-        "per_patient_formulas": per_patient,
+        "per_patient_formulas": {k: v for k, v in per_patient.items() if not isinstance(v, dict)},
         "versions": res.versions,
         "seed": res.seed if res.seed is not None else cfg.get("seed"),
         # seed has its own row
@@ -222,13 +222,20 @@ def _primary_and_severity(inputs: ReportInputs) -> dict:
     return {
         "population_skipped": res.population_skipped,
         "design_diag": res.design,
-        "test_assumptions": TEST_ASSUMPTIONS,
+        "test_assumptions": _assumptions(res, TEST_ASSUMPTIONS),
         "primary_test": res.primary_test,
         "verdicts": verdicts,
         "severity": severity,
         "skin": res.skin,
         "recon_mse": mse,
     }
+
+
+def _assumptions(res, general: dict) -> dict:
+    """Each test's assumption; the gls test's with the noise this analysis stated (or "not run")."""
+    noise = (res.formulas.get("per_patient") or {}).get("stated_noise")
+    text = f"daily errors correlated as stated: {noise['text']}; exact if so" if noise else "not run (no noise stated)"
+    return dict(general, gls=text)
 
 
 def _design(inputs: ReportInputs, emb: pd.DataFrame) -> dict:

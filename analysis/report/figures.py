@@ -22,6 +22,7 @@ DPI = 96
 MAX_PATIENT_PANELS = 30  # small multiples per patient beyond this are left out (with a note)
 TEST_NAMES = {
     "welch": "Welch t-test",
+    "gls": "GLS, stated correlation",
     "ar1": "AR(1) regression",
     "permutation": "permutation test",
     "randomization": "randomisation test",
@@ -161,8 +162,10 @@ def fig_latent(man: pd.DataFrame, colors: dict[str, str]) -> str:
                 ax.plot(d["day"], d["noisefree"], color="#555555", lw=1.1, ls="--")
             ax.plot(d["day"], d["latent"], color="#111111", lw=1.4)
             ax.set_title(f"patient {pid}", loc="left", fontsize=9)
-            ax.set_ylim(-0.1, 3.1)
-            ax.set_yticks([0, 1, 2, 3])
+            lo, hi = float(daily["latent"].min()), float(daily["latent"].max())
+            if lo >= 0 and hi <= 3:  # the photo scale, 0–3; an unbounded outcome gets the axis it needs
+                ax.set_ylim(-0.1, 3.1)
+                ax.set_yticks([0, 1, 2, 3])
         for ax in axes.flat[len(patients) :]:
             ax.set_visible(False)
         for ax in axes[:, 0]:

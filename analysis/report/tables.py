@@ -92,6 +92,7 @@ def _one_patient_rows(inputs: ReportInputs, alpha: float) -> list[dict]:
                 "p": v.get("p_value"),
                 "se": None,
                 "model": f"per-patient {v.get('primary_test')} test (patient {v['patient_id']})",
+                "population": False,  # the primary per-patient test stands in: no mixed-model line
                 "warnings": [],
                 **dict.fromkeys(("sev", "sev_lo", "sev_hi"), None),
                 "known": t.realised if t else None,
@@ -172,7 +173,7 @@ def _unreachable(g: pd.DataFrame, alpha: float) -> str:
 
 def test_summary(rows: pd.DataFrame, headline: list[dict], methods: list[str], alpha: float = ALPHA) -> list[dict]:
     """Every test, one line per method × contrast × test: the population model, then the per-patient tests."""
-    out = [_population_line(h, alpha) for h in headline]
+    out = [_population_line(h, alpha) for h in headline if h.get("population", True)]
     groups: Iterable = [] if rows.empty else rows.groupby(["method", "contrast", "test"], sort=False)
     for (m, c, t), g in groups:
         p = g["p_value"].dropna()
