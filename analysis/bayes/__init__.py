@@ -24,9 +24,10 @@ INFERENCE = "nuts (hyper-parameters) + exact conditional draws per patient"
 PLOT_DRAWS = 400  # posterior draws per patient kept for the report's plot
 
 MODEL_TEXT = (
-    "y_i = α_p + θ_p·x_i + u_p(day_i) + e_i; α_p ~ N(μ_α, σ_α) (integrated out); θ_p = μ_θ + τ·z_p, z_p ~ N(0, 1); "
-    "u_p stationary AR(1) over days (SD σ_u, correlation ρ^|Δday|); e_i ~ N(0, σ_e); x_i = 1 on arm b; "
-    "the two contrasted arms' photos only"
+    "y_i = α_p + θ_p·x_i + u_p(day_i) + e_i; α_p ~ N(μ_α, σ_α); θ_p ~ N(μ_θ, τ); "
+    "u_p stationary AR(1) over days (SD σ_u = σ·√w, correlation ρ^|Δday|); e_i ~ N(0, σ_e = σ·√(1 − w)); "
+    "x_i = 1 on arm b; the two contrasted arms' photos only; α_p and θ_p integrated out for NUTS and drawn "
+    "from their exact conditional"
 )
 
 __all__ = [
