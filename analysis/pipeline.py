@@ -10,7 +10,6 @@ it in an analysis folder (Contract 2): ``embeddings.csv``, ``reconstructions.npz
 
 from __future__ import annotations
 
-import io
 import platform
 import time
 from dataclasses import asdict
@@ -21,7 +20,7 @@ import pandas as pd
 
 from . import embedding as emb_step
 from . import evaluate as ev
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_npz, atomic_write_text
 from .bayes.steps import bayes_draws, bayes_fits, bayes_section, check_bayes
 from .config import AnalysisConfig
 from .contract import BASELINE_LABEL, IMAGE_METHODS, NEEDS_READER
@@ -180,7 +179,6 @@ def _one_method(
     t0 = time.perf_counter()
     population, patients = _models(pc1, data, method, mi, pairs, cfg)
     timings["models"] += time.perf_counter() - t0
-    bayes = bayes_fits(pc1, data, method, mi, pairs, cfg, sign, timings) if cfg.model == "bayes" else []
     return {
         "summary": _embedding_summary(pc1, emb, reducer, data, sign, reduction),
         "frame": _embedding_frame(data.manifest, method, pc1, emb),
@@ -189,7 +187,7 @@ def _one_method(
         ),
         "population": population,
         "patients": patients,
-        "bayes": bayes,
+        "bayes": bayes_fits(pc1, data, method, mi, pairs, cfg, sign, timings),
         "reader": _reader_outputs(est, images, data) if method == NEEDS_READER else None,
     }
 
@@ -380,17 +378,11 @@ def write(results: Results, out, report: bool = True) -> Path:
         # full precision: the report redraws PC1 from this file
         atomic_write_text(out / "embeddings.csv", results._embeddings.to_csv(index=False, lineterminator="\n"))
     if results._reconstructions is not None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **results._reconstructions)
-        atomic_write_bytes(out / "reconstructions.npz", buf.getvalue())
+        atomic_write_npz(out / "reconstructions.npz", results._reconstructions)
     if results._bayes_draws:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **results._bayes_draws)
-        atomic_write_bytes(out / "bayes_draws.npz", buf.getvalue())
+        atomic_write_npz(out / "bayes_draws.npz", results._bayes_draws)
     if results._reader_views is not None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **results._reader_views)
-        atomic_write_bytes(out / "reader_views.npz", buf.getvalue())
+        atomic_write_npz(out / "reader_views.npz", results._reader_views)
     path = out / "results.json"
     atomic_write_bytes(path, results.to_json().encode("utf-8"))
     if report:

@@ -40,7 +40,9 @@ def sampler_settings(cfg):
 
 
 def bayes_fits(pc1, data, method: str, mi: int, pairs, cfg, sign: str, timings) -> list:
-    """The Bayesian model of every contrast on one method's PC1 (``--model bayes``)."""
+    """The Bayesian model of every contrast on one method's PC1 (``--model bayes``; else none)."""
+    if cfg.model != "bayes":
+        return []
     from . import analyse_contrast, parse_priors
 
     t0 = time.perf_counter()
