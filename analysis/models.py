@@ -308,7 +308,7 @@ def permutation_test(y: np.ndarray, arm_b: np.ndarray, rng: np.random.Generator,
     return float((1 + np.sum(diffs >= obs - 1e-12)) / (1 + n_perm))
 
 
-def _daily_design(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool):
+def daily_design(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool):
     """Daily means in day order, their design (const, one indicator per arm other than ``a``, + day) and b's column."""
     daily = p.groupby(["day", "treatment"], as_index=False)[outcome].mean().sort_values("day")
     levels = [lv for lv in pd.unique(daily["treatment"]) if lv != a]
@@ -322,7 +322,7 @@ def _daily_design(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: boo
 
 def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, rng: np.random.Generator) -> dict:
     """Daily means on one indicator per arm other than ``a`` (+ day), AR(1) errors, bootstrap p (:mod:`.ar1`)."""
-    daily, X, j = _daily_design(p, outcome, a, b, time_terms)
+    daily, X, j = daily_design(p, outcome, a, b, time_terms)
     if j is None:
         nan = float("nan")
         return {"estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n_days": int(len(daily))}
@@ -331,7 +331,7 @@ def _ar1_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: b
 
 def _stated_regression(p: pd.DataFrame, outcome: str, a: str, b: str, time_terms: bool, noise: StatedNoise) -> dict:
     """The same regression with the error correlation the design states: exact t (:mod:`.stated_noise`)."""
-    daily, X, j = _daily_design(p, outcome, a, b, time_terms)
+    daily, X, j = daily_design(p, outcome, a, b, time_terms)
     if j is None:
         nan = float("nan")
         return {"estimate": nan, "ci_low": nan, "ci_high": nan, "p_value": nan, "n_days": int(len(daily))}

@@ -85,16 +85,15 @@ def _assignments(sched, a: str, b: str) -> tuple[int, float]:
 
 def _gls_power(protocol: Protocol, sched, pair: tuple[str, str], effects: tuple[float, float], alpha: float) -> dict:
     """Power of the gls test for the realised and the nominal effect (NaN when the protocol states no noise)."""
+    from analysis.models import daily_design
     from analysis.stated_noise import gls_power, noise_from_protocol
 
     noise = noise_from_protocol(protocol.resolved())
     a, b = pair
-    days = sched[["day", "treatment"]].drop_duplicates().sort_values("day")
-    others = [lv for lv in dict.fromkeys(days["treatment"]) if lv != a]
-    X = np.column_stack([np.ones(len(days))] + [(days["treatment"] == lv).to_numpy(float) for lv in others])
-    if noise is None or b not in others:
+    # the very design matrix the analysis's gls test fits, on the schedule's days
+    days, X, j = daily_design(sched.assign(y=0.0), "y", a, b, time_terms=False)
+    if noise is None or j is None:
         return {"power_gls": float("nan"), "power_gls_nominal": float("nan")}
-    j = 1 + others.index(b)
     d = days["day"].to_numpy(float)
     return {f"power_gls{s}": gls_power(e, noise, d, X, j, alpha) for s, e in zip(("", "_nominal"), effects)}
 
