@@ -36,6 +36,17 @@ def atomic_write_bytes(path: Path | str, data: bytes) -> None:
         raise
 
 
+def atomic_write_npz(path: Path | str, arrays: dict) -> None:
+    """``arrays`` (name → numpy array) as a compressed ``.npz`` at ``path``, atomically."""
+    import io
+
+    import numpy as np
+
+    buf = io.BytesIO()
+    np.savez_compressed(buf, **arrays)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def atomic_write_text(path: Path | str, text: str) -> None:
     """Write UTF-8 ``text`` to ``path`` atomically."""
     atomic_write_bytes(path, text.encode("utf-8"))

@@ -34,6 +34,10 @@ class AnalysisConfig:
     primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test the verdicts come from
     reader: str | None = None  # reader folder of --method sim-reader (trialsim train-reader)
     assume_rho: float | None = None  # stated AR(1) correlation of daily errors (gls test); None: the protocol's
+    model: str = "lmm"  # lmm, or bayes: the Bayesian model too (analysis.bayes)
+    priors: tuple[str, ...] = ()  # --prior KEY=VALUE or YAML paths (bayes)
+    mid: float = 0.5  # δ, the minimal important difference in units of s (bayes)
+    bayes_draws: int | None = None  # NUTS draws per chain (bayes; None: 1000 after 500 warm-up)
 
     def methods(self) -> list[str]:
         raw = [m.strip() for m in str(self.method).split(",") if m.strip()]

@@ -10,7 +10,6 @@ it in an analysis folder (Contract 2): ``embeddings.csv``, ``reconstructions.npz
 
 from __future__ import annotations
 
-import io
 import platform
 import time
 from dataclasses import asdict
@@ -21,7 +20,8 @@ import pandas as pd
 
 from . import embedding as emb_step
 from . import evaluate as ev
-from .atomic import atomic_write_bytes, atomic_write_text
+from .atomic import atomic_write_bytes, atomic_write_npz, atomic_write_text
+from .bayes.steps import bayes_draws, bayes_fits, bayes_section, check_bayes
 from .config import AnalysisConfig
 from .contract import BASELINE_LABEL, IMAGE_METHODS, NEEDS_READER
 from .dataset import TrialData, load_dataset, load_images
@@ -187,6 +187,7 @@ def _one_method(
         ),
         "population": population,
         "patients": patients,
+        "bayes": bayes_fits(pc1, data, method, mi, pairs, cfg, sign, timings),
         "reader": _reader_outputs(est, images, data) if method == NEEDS_READER else None,
     }
 
@@ -239,6 +240,7 @@ def _load(dataset, cfg: AnalysisConfig, methods: list[str]) -> tuple[TrialData, 
     """The dataset, and when a method reads photos the (normalised) photos (uint8 N×3×H×W) and,
     on the skin path, the per-photo skin table."""
     _check_options(cfg)
+    check_bayes(cfg)
     if "ae" in methods:  # a size the network cannot take fails before any photo is read
         emb_step.embedder("ae", None, cfg).check_params()
     if NEEDS_READER in methods:  # a bad reader folder fails before any photo is read
@@ -345,6 +347,7 @@ def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = Non
             **_population_skipped(data),
             **_design(data),
             "patients": patients,
+            **({"bayes": bayes} if (bayes := bayes_section(per, cfg)) is not None else {}),
             "primary_test": primary,
             "verdicts": patient_verdicts(patients, primary),
             "skin": emb_step.skin_summary(photos) if photos is not None else None,
@@ -357,6 +360,7 @@ def run(dataset, cfg: AnalysisConfig | None = None, data: TrialData | None = Non
     )
     results._embeddings = pd.concat([r["frame"] for r in per.values()], ignore_index=True)
     results._reconstructions = next((r["reconstructions"] for r in per.values() if r["reconstructions"]), None)
+    results._bayes_draws = bayes_draws(results)
     if per.get(NEEDS_READER):
         results.reader, results._reader_views = per[NEEDS_READER]["reader"]
     return results
@@ -374,13 +378,11 @@ def write(results: Results, out, report: bool = True) -> Path:
         # full precision: the report redraws PC1 from this file
         atomic_write_text(out / "embeddings.csv", results._embeddings.to_csv(index=False, lineterminator="\n"))
     if results._reconstructions is not None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **results._reconstructions)
-        atomic_write_bytes(out / "reconstructions.npz", buf.getvalue())
+        atomic_write_npz(out / "reconstructions.npz", results._reconstructions)
+    if results._bayes_draws:
+        atomic_write_npz(out / "bayes_draws.npz", results._bayes_draws)
     if results._reader_views is not None:
-        buf = io.BytesIO()
-        np.savez_compressed(buf, **results._reader_views)
-        atomic_write_bytes(out / "reader_views.npz", buf.getvalue())
+        atomic_write_npz(out / "reader_views.npz", results._reader_views)
     path = out / "results.json"
     atomic_write_bytes(path, results.to_json().encode("utf-8"))
     if report:

@@ -196,9 +196,11 @@ class Results(_Model):
     skipped_image_paths: list[str] = []
     dataset: str | None = None
     timings_s: dict[str, float] = {}
+    bayes: dict[str, Any] | None = None  # --model bayes: priors, δ, per-fit posteriors and diagnostics
     # not part of results.json: the per-photo tables ``write`` puts beside it
     _embeddings: Any = PrivateAttr(default=None)  # pandas DataFrame (embeddings.csv)
     _reconstructions: Any = PrivateAttr(default=None)  # dict of arrays (reconstructions.npz)
+    _bayes_draws: Any = PrivateAttr(default=None)  # dict of arrays (bayes_draws.npz)
     _reader_views: Any = PrivateAttr(default=None)  # dict of arrays (reader_views.npz)
 
     def to_dict(self) -> dict:

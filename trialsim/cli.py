@@ -162,6 +162,11 @@ def simulate(quiet, **given):
     help="state the AR(1) correlation of the daily errors (0 to <1) for the gls test; default: the "
     "simulated folder's protocol.yaml dynamics, if any",
 )
+@click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: the Bayesian model too")
+@click.option("--prior", multiple=True, help="bayes: KEY=VALUE or a YAML file of priors (units of the outcome's SD)")
+@click.option(
+    "--mid", type=float, default=0.5, help="bayes: δ, minimal important difference (units of s)  [default: 0.5]"
+)
 @click.option("--time-terms", is_flag=True, help="add a linear day term to the models")
 @click.option("--skip-bad", is_flag=True, help="drop missing, unreadable or skinless images (and say how many)")
 @click.option("--reader", help="reader folder for --method sim-reader (made by trialsim train-reader)")
@@ -172,6 +177,7 @@ def analyze(
     dataset, out, overwrite, method, seed, preset, image_size, epochs, reduction, normalize, time_terms, **rest
 ):
     """Embed DATASET's images, reduce to PC1, fit the models and write results.json and report.html."""
+    from analysis.bayes import decision_lines
     from analysis.pipeline import AnalysisConfig
     from analysis.pipeline import analyze as run
 
@@ -195,6 +201,7 @@ def analyze(
         progress=not quiet,
         reader=rest["reader"],
         assume_rho=rest["assume_rho"],
+        **{"model": rest["model"], "priors": tuple(rest["prior"]), "mid": rest["mid"]},
     )
     results = run(dataset, out, cfg)
     write_marker(out, "analysis", f"{Path(dataset).resolve()}\n{cfg!r}")
@@ -203,6 +210,8 @@ def analyze(
             f"{pop['method']:>10}  {pop['contrast']}: estimate {pop['estimate']:+.3f} "
             f"(95% CI {pop['ci_low']:+.3f} to {pop['ci_high']:+.3f}), p = {pop['p_value']:.3g}"
         )
+    for line in decision_lines(results.get("bayes")):
+        click.echo(line)
     click.echo(f"results → {Path(out) / 'results.json'}; report → {Path(out) / 'report.html'}")
 
 
@@ -233,9 +242,10 @@ def report(results_dir):
     show_default=True,
     help="per-patient test whose rate is per-patient power: auto, cycles, gls, ar1, welch, permutation, randomization",
 )
+@click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: confident decisions too")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, primary_test, quiet):
+def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, primary_test, model, quiet):
     """Monte Carlo power, type-I error, bias and coverage over a design grid."""
     from .power import PowerStudy, run_power
 
@@ -248,6 +258,7 @@ def power(protocol, replicates, out, grid, method, seed, workers, scheduler, kee
         keep_images=keep_images,
         primary_test=primary_test,
     )
+    study.model = model
     summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)
     click.echo(summary.to_string(index=False))
     click.echo(f"power study → {Path(out) / 'summary.csv'}, {Path(out) / 'power.html'}")

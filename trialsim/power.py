@@ -25,6 +25,7 @@ from analysis.primary import DEFAULT_PRIMARY_TEST, check_primary_test
 
 from .dataset import claim_output, remove_dead_work, write_marker
 from .errors import BadInput, StudyFailed
+from .power_bayes import add_bayes_decisions
 from .power_replicate import run_replicate
 from .power_table import (
     REPLICATE_COLUMNS,
@@ -182,6 +183,7 @@ class PowerStudy:
     source: str = "<protocol>"
     primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test whose rate is per-patient power
     points: list[dict] = field(default_factory=list)
+    model: str = "lmm"  # lmm, or bayes: the Bayesian model too (trialsim.power_bayes)
 
     def __post_init__(self):
         self.points = grid_points(self.grid)
@@ -282,7 +284,7 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
     done_keys = set(zip(done["grid_point"].astype(str), done["replicate"].astype(int)))
     todo = [t for t in study.tasks() if (t["key"], t["replicate"]) not in done_keys]
     keep_dir = str(out / "images") if study.keep_images else None
-    args = [(study.base, t, study.methods, keep_dir, study.primary_test) for t in todo]
+    args = [(study.base, dict(t, model=study.model), study.methods, keep_dir, study.primary_test) for t in todo]
     todo_points = {(t["key"], t["replicate"]): t["point"] for t in todo}
     it = run_on_cluster(run_replicate, args, client) if client else run_local(run_replicate, args, workers)
     n_all = len(study.tasks())
@@ -331,6 +333,8 @@ def run_power(
         claim_output(out, "power", None, replace=True)
         remove_dead_work()  # what killed studies left in the temporary folder
         spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed", "primary_test")}
+        if study.model != "lmm":  # lmm studies keep the spec they always had (resumable)
+            spec["model"] = study.model
         _check_spec(out, spec)
         spec_text = yaml.safe_dump(spec, sort_keys=False)
         write_marker(out, "power", spec_text)
@@ -350,7 +354,7 @@ def run_power(
         .drop(columns="_o")
     )
     write_csv(out / "replicates.csv", rep.reindex(columns=columns), float_format="%.10g")
-    summary = add_design(summarise(rep, study.grid), _designs(study))
+    summary = add_bayes_decisions(add_design(summarise(rep, study.grid), _designs(study)), rep)
     write_csv(out / "summary.csv", summary)
     from .power_report import write_power_report
 

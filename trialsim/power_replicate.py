@@ -21,6 +21,7 @@ import pandas as pd
 from analysis.results import Results
 
 from .dataset import work_folder
+from .power_bayes import bayes_rows, with_bayes
 from .power_table import patient_row, primary_rows, severity_row
 from .protocol import Protocol, protocol_from_dict
 
@@ -61,7 +62,7 @@ def per_patient_rows(res: Results) -> list[dict]:
 
 def rows_from_results(res: Results, task: dict) -> list[dict]:
     """The replicate's rows: population model (when there is one), primary per patient, other tests per patient."""
-    rows = _lmm_rows(res) + primary_rows(res) + per_patient_rows(res)
+    rows = _lmm_rows(res) + primary_rows(res) + per_patient_rows(res) + bayes_rows(res)
     for r in rows:
         r.update(grid_point=task["key"], replicate=task["replicate"], seed=task["seed"])
     return rows
@@ -113,6 +114,8 @@ def run_replicate(args) -> list[dict]:
 
     base, task, methods, keep_dir, primary = args
     cfg = AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False, primary_test=primary)
+    if task.get("model") == "bayes":
+        cfg = with_bayes(cfg)
     lean = methods == ["oracle"] and not keep_dir
     work = None if lean else work_folder()
     try:

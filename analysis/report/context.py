@@ -12,6 +12,7 @@ from ..contract import ALPHA, BASELINE_LABEL
 from ..results import NULL_TOLERANCE
 from . import figures as fg
 from . import tables
+from .bayes import bayes_context
 from .inputs import ReportInputs
 from .reader import reader_context
 from .thumbnails import array_uri, filmstrip
@@ -299,6 +300,7 @@ def build_context(inputs: ReportInputs, alpha: float = ALPHA) -> dict:
         **_provenance(inputs, emb),
         **_design(inputs, emb),
         "notes": inputs.notes,
+        "bayes": bayes_context(inputs),
         "alpha": alpha,
         "null_tolerance": NULL_TOLERANCE,
         "reduction": inputs.results.embedding.reduction or inputs.results.config.get("reduction"),
