@@ -184,3 +184,36 @@ def test_power_decisions_count_confident_and_right_per_patient_trial():
     assert row["decision_right"] == pytest.approx(1 / 3)
     assert row["coverage"] == pytest.approx(3 / 4) and row["unit"] == "patient-trial"
     assert row["bias"] == pytest.approx(np.mean([0.0, 0.7, 0.0, -0.2]))
+
+
+def test_fit_finishes_with_pytorch_loaded_first_and_batches_do_not_change_draws():
+    """PyTorch imported before JAX (as in ``trialsim analyze``), posterior draws not a multiple of
+    the conditional batch: the fit ends (a subprocess, so a hang fails here instead of stalling the
+    suite), and the draws are those of one unbatched pass, key for key."""
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = (
+        "import torch\n"
+        "import numpy as np, pandas as pd\n"
+        "from analysis.bayes import SamplerSettings, analyse_contrast\n"
+        "from analysis.bayes import fit\n"
+        "rng = np.random.default_rng(0)\n"
+        "rows = [{'patient_id': f'p{p}', 'day': d, 'treatment': 'AB'[(d // 2) % 2],\n"
+        "         'y': p - ((d // 2) % 2) + 0.3 * rng.normal()} for p in range(3) for d in range(16)]\n"
+        "s = SamplerSettings(chains=2, warmup=100, draws=200)\n"
+        "one = analyse_contrast(pd.DataFrame(rows), 'y', ('A', 'B'), seed=2, settings=s)\n"
+        "fit.CONDITIONAL_BATCH = 1000\n"
+        "two = analyse_contrast(pd.DataFrame(rows), 'y', ('A', 'B'), seed=2, settings=s)\n"
+        "assert one['patients'] == two['patients'], 'batching changed the draws'\n"
+        "print('theta', [round(p['estimate'], 2) for p in one['patients']])\n"
+    )
+    root = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "PYTHONPATH": str(root)}
+    done = subprocess.run(
+        [sys.executable, "-c", script], cwd=root, env=env, capture_output=True, text=True, timeout=240
+    )
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert "theta [-" in done.stdout

@@ -90,20 +90,37 @@ def _sampler():
 
 @lru_cache(maxsize=1)
 def _conditional_draws_fn():
+    """One batch of draws: each posterior draw's hyper-parameters and key → (patients × 2) draws.
+
+    A plain ``vmap`` over a batch of fixed size (the caller pads the last batch), so it
+    compiles once per data shape. (``lax.map(..., batch_size=)`` here hung, intermittently
+    and then every time, in processes that had loaded PyTorch before JAX.)
+    """
     jax = _jax()
 
-    def one(args):
-        hyper, data, key = args
+    def one(hyper, data, key):
         mean, chol = patient_conditional(data, hyper)
         eps = jax.random.normal(key, mean.shape)
         return mean + jax.numpy.einsum("gkl,gl->gk", chol, eps)
 
-    def draw(hyper, data, key):
-        n = next(iter(hyper.values())).shape[0]
-        keys = jax.random.split(key, n)
-        return jax.lax.map(lambda hk: one((hk[0], data, hk[1])), (hyper, keys), batch_size=CONDITIONAL_BATCH)
+    return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
 
-    return jax.jit(draw)
+
+def _conditional_draws(flat: dict, data: dict, key) -> np.ndarray:
+    """(draws × patients × 2) draws of (α_p, θ_p), CONDITIONAL_BATCH posterior draws at a time.
+
+    Draw ``i`` uses the ``i``-th key split from ``key``, whatever the batching: same seed,
+    same numbers.
+    """
+    jax = _jax()
+    n = next(iter(flat.values())).shape[0]
+    keys = np.asarray(jax.random.split(key, n))
+    fn, out = _conditional_draws_fn(), []
+    for start in range(0, n, CONDITIONAL_BATCH):
+        idx = np.minimum(np.arange(start, start + CONDITIONAL_BATCH), n - 1)  # the last batch padded
+        hyper = {k: np.asarray(v)[idx] for k, v in flat.items()}
+        out.append(np.asarray(fn(hyper, data, keys[idx]), dtype=float)[: n - start])
+    return np.concatenate(out)
 
 
 def fit_nuts(arrays: dict, seed: int | tuple, settings: SamplerSettings = SamplerSettings()) -> tuple[dict, dict]:
@@ -119,7 +136,7 @@ def fit_nuts(arrays: dict, seed: int | tuple, settings: SamplerSettings = Sample
     draws: dict[str, np.ndarray] = {k: np.asarray(v, dtype=float).reshape(shape) for k, v in samples.items()}
     if pooled(data):
         flat = {k: samples[k].reshape(-1) for k in HYPER}
-        both = np.asarray(_conditional_draws_fn()(flat, data, key_patients), dtype=float)
+        both = _conditional_draws(flat, data, key_patients)
     else:  # one patient: its intercept and effect are the population's
         both = np.stack([draws["mu_alpha"].reshape(-1, 1), draws["mu_theta"].reshape(-1, 1)], axis=-1)
     draws["alpha"] = both[..., 0].reshape(*shape, -1)
