@@ -172,7 +172,8 @@ def timing(replicates: int) -> dict:
         cmd = [*run, "power", str(PROTOCOL), "--replicates", str(replicates), "--out", f"{tmp}/power"]
         subprocess.run([*cmd, "--model", "bayes", "--quiet"], check=True, cwd=ROOT, capture_output=True)
         out[f"power_{replicates}_replicates_s"] = time.perf_counter() - t0
-        out["power_summary"] = pd.read_csv(f"{tmp}/power/summary.csv").to_dict(orient="records")
+        summary = pd.read_csv(f"{tmp}/power/summary.csv")
+        out["power_summary"] = summary.astype(object).where(summary.notna(), None).to_dict(orient="records")
     return out
 
 
@@ -190,7 +191,9 @@ def main() -> None:
     args = ap.parse_args()
     settings = {"chains": args.chains, "warmup": args.warmup, "draws": args.draws}
     parts = args.parts.split(",")
-    report: dict = {"settings": dict(settings, trials=args.trials, workers=args.workers)}
+    report: dict = {}
+    if {"calibration", "null"} & set(parts):  # the sampler settings of the simulated trials' fits
+        report["settings"] = dict(settings, trials=args.trials, workers=args.workers)
     w = args.workers
     steps = {
         "calibration": lambda: {
