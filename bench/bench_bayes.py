@@ -127,6 +127,7 @@ def real_photos(seed: int) -> dict:
         seconds = time.perf_counter() - t0
     m = pd.read_csv(REAL / "manifest.csv")
     fit = res["bayes"]["fits"][0]
+    experts = experts_posterior(m, fit["a"], fit["b"], seed)
     out = []
     for p in fit["patients"]:
         g = m[m["patient_id"].astype(str) == p["patient_id"]]
@@ -140,6 +141,7 @@ def real_photos(seed: int) -> dict:
                 **{k: p[k] for k in keys},
                 "experts_effect": float(e[arm_b].mean() - e[~arm_b].mean()),
                 "experts_welch_p": float(w.pvalue),
+                "experts_posterior": experts[p["patient_id"]],
             }
         )
     return {
@@ -151,6 +153,16 @@ def real_photos(seed: int) -> dict:
         "participants": out,
         "seconds": seconds,
     }
+
+
+def experts_posterior(m: pd.DataFrame, a: str, b: str, seed: int) -> dict:
+    """The same Bayesian model on the experts' mean score (the outcome a photo reader should match), per participant."""
+    from analysis.bayes import SamplerSettings, analyse_contrast
+
+    d = m.assign(patient_id=m["patient_id"].astype(str), treatment=m["treatment"].astype(str))
+    fit = analyse_contrast(d, "expert_score_mean", (a, b), seed=seed, settings=SamplerSettings(draws=1000))
+    keys = ("estimate", "ci_low", "ci_high", "p_benefit", "p_mid", "decision")
+    return {p["patient_id"]: {k: p[k] for k in keys} for p in fit["patients"]}
 
 
 def timing(replicates: int) -> dict:
