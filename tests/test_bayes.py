@@ -118,6 +118,7 @@ def test_pipeline_writes_the_bayes_section_and_report(tmp_path):
     assert on_disk["bayes"]["priors"]["effect_sd"] == 2.5 and res["bayes"]["mid"] == 0.5
     html = (tmp_path / "a" / "report.html").read_text()
     assert 'id="bayes"' in html and "P(B better than A" in html
+    assert "±δ = ±0." in html and "±+" not in html  # δ is a size: no sign
     with np.load(tmp_path / "a" / "bayes_draws.npz") as z:
         assert z["fit0_theta"].shape[0] == 3
 
