@@ -7,10 +7,14 @@ trains the autoencoder in each replicate) and prints JSON with, per method, the 
 rate at α = 0.05 and its Monte Carlo SE of the population LMM and of the primary
 per-patient test. Goal: within [0.025, 0.075].
 
-The protocol gives each patient their own effect of each treatment (``effect_sd`` 0.2),
-so it is null for the population mean only. ``--per-patient-null`` sets both
-``effect_sd`` to 0 (a grid point of the study), so that the null holds for every patient
-too and the per-patient rate is a type-I error.
+The protocol is null for the population mean only: each patient has their own effect of
+each treatment (``effect_sd`` 0.2), and the first period after the untreated run-in
+inherits the ramp down from Baseline (onset 3 days), ±0.11 severity on each patient's
+noise-free contrast, its sign set by which treatment came first. ``--per-patient-null``
+sets both treatments' ``effect`` and ``effect_sd`` to 0 and the untreated severity to 1.5
+(mid-scale: 2.95 untreated would sit on the ceiling of 3 and clip the noise), one grid
+point of the study, so that the null holds for every patient on every day and the
+per-patient rate is a type-I error.
 
     python bench/bench_power_null.py [--replicates 200] [--workers 2] [--methods oracle] [--per-patient-null]
 """
@@ -30,6 +34,11 @@ sys.path.insert(0, str(ROOT))
 from trialsim.power import PowerStudy, run_power  # noqa: E402
 
 GOAL = (0.025, 0.075)
+# no effect of either treatment, for anyone; untreated severity mid-scale, away from the 0-3 bounds
+NULL_EVERY_PATIENT = [
+    *(f"treatments.{i}.{k}=0" for i in (0, 1) for k in ("effect", "effect_sd")),
+    "patients.baseline_severity.mean=1.5",
+]
 
 
 def rate_of(row) -> dict:
@@ -52,12 +61,12 @@ def main() -> None:
     ap.add_argument("--replicates", type=int, default=200)
     ap.add_argument("--workers", type=int, default=2)
     ap.add_argument("--methods", default="oracle")
-    ap.add_argument("--per-patient-null", action="store_true", help="effect_sd 0 on both treatments")
+    ap.add_argument("--per-patient-null", action="store_true", help="no effect for anyone (see above)")
     ap.add_argument("--out", default=None, help="keep the study folder here (a rerun resumes it)")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     out = Path(args.out) if args.out else Path(tmp.name) / "study"
-    grid = ["treatments.0.effect_sd=0", "treatments.1.effect_sd=0"] if args.per_patient_null else []
+    grid = NULL_EVERY_PATIENT if args.per_patient_null else []
     study = PowerStudy.from_cli(
         ROOT / "protocols" / "null_effect.yaml", replicates=args.replicates, grid=grid, methods=args.methods, seed=2024
     )
