@@ -106,7 +106,7 @@ def _conditional_draws_fn():
     return jax.jit(jax.vmap(one, in_axes=(0, None, 0)))
 
 
-def _conditional_draws(flat: dict, data: dict, key) -> np.ndarray:
+def _conditional_draws(flat: dict[str, np.ndarray], data: dict, key) -> np.ndarray:
     """(draws × patients × 2) draws of (α_p, θ_p), CONDITIONAL_BATCH posterior draws at a time.
 
     Draw ``i`` uses the ``i``-th key split from ``key``, whatever the batching: same seed,
@@ -118,7 +118,7 @@ def _conditional_draws(flat: dict, data: dict, key) -> np.ndarray:
     fn, out = _conditional_draws_fn(), []
     for start in range(0, n, CONDITIONAL_BATCH):
         idx = np.minimum(np.arange(start, start + CONDITIONAL_BATCH), n - 1)  # the last batch padded
-        hyper = {k: np.asarray(v)[idx] for k, v in flat.items()}
+        hyper = {k: v[idx] for k, v in flat.items()}
         out.append(np.asarray(fn(hyper, data, keys[idx]), dtype=float)[: n - start])
     return np.concatenate(out)
 
@@ -135,7 +135,7 @@ def fit_nuts(arrays: dict, seed: int | tuple, settings: SamplerSettings = Sample
     shape = (s.chains, s.draws)
     draws: dict[str, np.ndarray] = {k: np.asarray(v, dtype=float).reshape(shape) for k, v in samples.items()}
     if pooled(data):
-        flat = {k: samples[k].reshape(-1) for k in HYPER}
+        flat = {k: draws[k].reshape(-1) for k in HYPER}  # numpy, as drawn
         both = _conditional_draws(flat, data, key_patients)
     else:  # one patient: its intercept and effect are the population's
         both = np.stack([draws["mu_alpha"].reshape(-1, 1), draws["mu_theta"].reshape(-1, 1)], axis=-1)
