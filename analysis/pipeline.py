@@ -27,15 +27,10 @@ from .contract import BASELINE_LABEL, IMAGE_METHODS, NEEDS_READER
 from .dataset import TrialData, load_dataset, load_images
 from .errors import AnalysisInputError
 from .models import contrast_name, contrasts, fit_population, patient_tests, population_formulas
-from .primary import (
-    check_can_be_primary,
-    check_primary_test,
-    cycle_test,
-    patient_verdicts,
-    resolve_primary,
-)
+from .primary import check_can_be_primary, check_primary_test, cycle_test, patient_verdicts, resolve_primary
 from .reduce import PC1Reducer, centre_by, normalize_photometric
 from .results import Results, detected
+from .sample_average import add_sample_average
 from .severity import add_relative_efficiency, effect_on_severity, measurement_model
 from .stated_noise import stated_noise
 
@@ -152,6 +147,7 @@ def _models(pc1, data: TrialData, method: str, mi: int, pairs, cfg: AnalysisConf
             fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
             population.append(_population_entry(method, contrast_name(a, b), fit, mm))
         patients += _patient_entries(scored, data, method, (a, b), (mi, ci), cfg)
+    add_sample_average(population, scored, pairs, stated_noise(cfg.assume_rho, data.protocol), mm)
     return population, patients
 
 

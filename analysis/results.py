@@ -99,6 +99,18 @@ class PopulationEntry(_Model):
     ci_high_severity: float | None = None
     severity_per_pc1: float | None = None
     severity_note: str | None = None
+    # the effect on these patients: the mean of their per-patient gls estimates (analysis.sample_average)
+    sample_estimate: float | None = None
+    sample_se: float | None = None
+    sample_df: float | None = None
+    sample_ci_low: float | None = None
+    sample_ci_high: float | None = None
+    sample_p_value: float | None = None
+    sample_n_patients: int | None = None
+    sample_estimate_severity: float | None = None
+    sample_se_severity: float | None = None
+    sample_ci_low_severity: float | None = None
+    sample_ci_high_severity: float | None = None
     # the known effect beside it (truth only)
     known_realised_std: float | None = None
     known_realised: float | None = None

@@ -17,12 +17,17 @@ point of the study, so that the null holds for every patient on every day and th
 per-patient rate is a type-I error.
 
     python bench/bench_power_null.py [--replicates 200] [--workers 2] [--methods oracle] [--per-patient-null]
+
+A study run in two sittings (``--seed`` other than the first sitting's, so that the trials
+differ) is summarised over both with ``--pool EARLIER.json``: rejections and replicates of
+each test are added (the earlier file must be of the same protocol, grid and methods).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import sys
 import tempfile
 import time
@@ -56,6 +61,31 @@ def rate_of(row) -> dict:
     }
 
 
+def pooled(tests: dict, earlier: dict, path: str) -> dict:
+    """``tests`` with each test's rejections and replicates added to those of ``earlier`` (a JSON of this bench)."""
+    out = {}
+    for method, by_test in tests.items():
+        out[method] = {}
+        for test, r in by_test.items():
+            e = earlier.get("tests", {}).get(method, {}).get(test)
+            if e is None:
+                sys.exit(f"{path}: field tests.{method}.{test} is missing; cannot pool")
+            n = r["replicates"] + e["replicates"]
+            k = round(r["type1_error"] * r["replicates"]) + round(e["type1_error"] * e["replicates"])
+            rate = k / n
+            out[method][test] = {
+                "unit": r["unit"],
+                "replicates": n,
+                "failed": r["failed"] + e["failed"],
+                "rejections": k,
+                "type1_error": round(rate, 4),
+                "mcse": round(math.sqrt(rate * (1 - rate) / n), 4),
+                "within_goal": bool(GOAL[0] <= rate <= GOAL[1]),
+                "sittings": [e["replicates"], r["replicates"]],
+            }
+    return out
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--replicates", type=int, default=200)
@@ -63,12 +93,18 @@ def main() -> None:
     ap.add_argument("--methods", default="oracle")
     ap.add_argument("--per-patient-null", action="store_true", help="no effect for anyone (see above)")
     ap.add_argument("--out", default=None, help="keep the study folder here (a rerun resumes it)")
+    ap.add_argument("--seed", type=int, default=2024, help="the study's seed (another sitting: another seed)")
+    ap.add_argument("--pool", default=None, help="an earlier sitting's JSON to add to this one (see above)")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     out = Path(args.out) if args.out else Path(tmp.name) / "study"
     grid = NULL_EVERY_PATIENT if args.per_patient_null else []
     study = PowerStudy.from_cli(
-        ROOT / "protocols" / "null_effect.yaml", replicates=args.replicates, grid=grid, methods=args.methods, seed=2024
+        ROOT / "protocols" / "null_effect.yaml",
+        replicates=args.replicates,
+        grid=grid,
+        methods=args.methods,
+        seed=args.seed,
     )
     t0 = time.perf_counter()
     summary = run_power(study, out, workers=args.workers, progress=False)
@@ -77,6 +113,12 @@ def main() -> None:
     for method, rows in summary.groupby("method", sort=True):
         kept = rows[(rows["test"] == "lmm") | rows["test"].str.startswith("primary:")]
         tests[method] = {r["test"]: rate_of(r) for _, r in kept.iterrows()}
+    this_sitting = tests
+    if args.pool:
+        earlier = json.loads(Path(args.pool).read_text())
+        if earlier.get("grid") != grid or earlier.get("protocol") != "protocols/null_effect.yaml":
+            sys.exit(f"{args.pool}: field grid or protocol differs from this run's; cannot pool")
+        tests = pooled(tests, earlier, args.pool)
     print(
         json.dumps(
             {
@@ -86,6 +128,7 @@ def main() -> None:
                 "alpha": 0.05,
                 "goal": list(GOAL),
                 "tests": tests,
+                **({"this_sitting": {"seed": args.seed, "tests": this_sitting}} if args.pool else {}),
                 "wall_s": round(wall, 1),
                 "workers": args.workers,
             },

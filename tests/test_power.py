@@ -219,5 +219,12 @@ def test_power_rows_on_the_severity_scale_and_one_per_patient_for_the_primary_te
     assert sev["estimate_raw"].to_numpy() == pytest.approx(1.0)  # relative efficiency of the oracle
     per_patient = rep[rep["test"] == "primary:cycles (per patient)"]
     assert len(per_patient) == 2 * 4 and per_patient["known"].notna().all()
+    # the effect on these patients: the mean of the patients' gls estimates, beside the realised effect
+    sample = rep[rep["test"] == "sample:severity"].set_index("replicate")
+    assert len(sample) == 2
+    # the oracle reads the latent severity: its sample-average effect is close to the realised one
+    assert sample["estimate"].to_numpy() == pytest.approx(sample["known"].to_numpy(), abs=0.1)
+    assert (sample["ci_low"] < sample["estimate"]).all() and (sample["estimate"] < sample["ci_high"]).all()
+    assert sample["known"].to_numpy() == pytest.approx(sev.set_index("replicate")["known"].to_numpy())
     summary = pd.read_csv(tmp_path / "s" / "summary.csv").set_index("test")
     assert summary.loc["primary:cycles (per patient)", "replicates"] == 8

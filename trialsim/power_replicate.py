@@ -22,7 +22,7 @@ from analysis.results import Results
 
 from .dataset import work_folder
 from .power_bayes import bayes_rows, with_bayes
-from .power_table import patient_row, primary_rows, severity_row
+from .power_table import patient_row, primary_rows, sample_row, severity_row
 from .protocol import Protocol, protocol_from_dict
 
 
@@ -48,6 +48,8 @@ def _lmm_rows(res: Results) -> list[dict]:
         )
         if pop.get("estimate_severity") is not None:  # severity units through the measurement model
             rows.append(severity_row(pop, tr))
+        if pop.get("sample_estimate_severity") is not None:  # these patients' effect, same units
+            rows.append(sample_row(pop, tr))
     return rows
 
 

@@ -263,3 +263,20 @@ def severity_row(pop, tr) -> dict:
         "known_raw": None,
         "error": pop.get("error") or "",
     }
+
+
+def sample_row(pop, tr) -> dict:
+    """The effect on these patients (mean of their gls estimates) in severity units, against the realised effect."""
+    return {
+        "method": pop.method,
+        "test": "sample:severity",
+        "contrast": pop.contrast,
+        "estimate": pop.get("sample_estimate_severity"),
+        "ci_low": pop.get("sample_ci_low_severity"),
+        "ci_high": pop.get("sample_ci_high_severity"),
+        "p_value": pop.get("sample_p_value"),
+        "known": tr.realised if tr else None,
+        "estimate_raw": None,
+        "known_raw": None,
+        "error": pop.get("error") or "",
+    }

@@ -213,6 +213,10 @@ def _primary_and_severity(inputs: ReportInputs) -> dict:
             "hi": e.get("ci_high_severity"),
             "known": e.get("known_realised"),
             "efficiency": e.get("relative_efficiency"),
+            **{
+                k: e.get(f"sample_{f}_severity")
+                for k, f in (("s_est", "estimate"), ("s_lo", "ci_low"), ("s_hi", "ci_high"))
+            },
         }
         for e in res.population
         if e.get("estimate_severity") is not None
