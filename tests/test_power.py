@@ -228,3 +228,26 @@ def test_power_rows_on_the_severity_scale_and_one_per_patient_for_the_primary_te
     assert sample["known"].to_numpy() == pytest.approx(sev.set_index("replicate")["known"].to_numpy())
     summary = pd.read_csv(tmp_path / "s" / "summary.csv").set_index("test")
     assert summary.loc["primary:cycles (per patient)", "replicates"] == 8
+
+
+def test_summary_gives_the_median_error_beside_a_mean_that_one_wild_ratio_swamps():
+    from trialsim.power_table import summarise
+
+    est = [-0.2, -0.25, -0.3, 25.0]  # the last: a slope near zero made the ratio explode
+    rep = pd.DataFrame(
+        {
+            "grid_point": "effect=-0.3",
+            "method": "ae",
+            "test": "sample:severity",
+            "estimate": est,
+            "ci_low": [e - 0.1 for e in est],
+            "ci_high": [e + 0.1 for e in est],
+            "p_value": 0.01,
+            "known": -0.25,
+            "error": "",
+        }
+    )
+    row = summarise(rep, {"effect": [-0.3]}).iloc[0]
+    assert row["bias"] == pytest.approx((0.05 + 0 - 0.05 + 25.25) / 4)
+    assert row["bias_median"] == pytest.approx(0.025)
+    assert row["coverage"] == pytest.approx(0.75)  # all but the wild one cover -0.25

@@ -159,6 +159,8 @@ def _error_stats(ok: pd.DataFrame) -> dict:
     if len(err):
         row["bias"] = float(err.mean())
         row["bias_mcse"] = float(err.std(ddof=1) / math.sqrt(len(err))) if len(err) > 1 else float("nan")
+        # a ratio estimate (severity units: effect ÷ a fitted slope) has heavy tails: the median beside the mean
+        row["bias_median"] = float(np.median(err))
         rmse = float(np.sqrt((err**2).mean()))
         row["rmse"] = rmse
         row["rmse_mcse"] = (
@@ -213,6 +215,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
         "rejection_mcse",
         "bias",
         "bias_mcse",
+        "bias_median",
         "rmse",
         "rmse_mcse",
         "coverage",
