@@ -251,3 +251,25 @@ def test_summary_gives_the_median_error_beside_a_mean_that_one_wild_ratio_swamps
     assert row["bias"] == pytest.approx((0.05 + 0 - 0.05 + 25.25) / 4)
     assert row["bias_median"] == pytest.approx(0.025)
     assert row["coverage"] == pytest.approx(0.75)  # all but the wild one cover -0.25
+    assert row["note"] == ""  # an effect was put in: no note on what a rejection means
+
+
+def test_sample_average_rows_at_effect_zero_say_what_a_rejection_means():
+    from trialsim.power_table import SAMPLE_NULL_NOTE, summarise
+
+    rep = pd.DataFrame(
+        {
+            "grid_point": ["effect=0"] * 2,
+            "method": "oracle",
+            "test": ["sample:severity", "lmm"],
+            "estimate": 0.01,
+            "ci_low": -0.1,
+            "ci_high": 0.1,
+            "p_value": 0.5,
+            "known": 0.0,
+            "error": "",
+        }
+    )
+    s = summarise(rep, {"effect": [0.0]}).set_index("test")
+    assert s.loc["sample:severity", "note"] == SAMPLE_NULL_NOTE
+    assert s.loc["lmm", "note"] == ""

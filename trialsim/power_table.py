@@ -113,6 +113,9 @@ def append_rows(path: Path, rows: list[dict], columns: list[str]) -> None:
         f.flush()
 
 
+SAMPLE_NULL_NOTE = (
+    "tests these patients' own effect: a type-I error only where every patient's effect is 0 (effect_sd 0)"
+)
 # tests whose rows are one per patient: their rejection rate is per-patient power
 PER_PATIENT_PREFIXES = ("primary:", "per-patient:")
 DESIGN_COLUMNS = (
@@ -197,7 +200,7 @@ def summarise(rep: pd.DataFrame, grid: dict[str, list]) -> pd.DataFrame:
             "rejection_mcse": _mcse_prop(reject, n),
         }
         row["unit"] = "patient-trial" if test.startswith(PER_PATIENT_PREFIXES) else "trial"
-        row["note"] = _unreachable_note(ok)
+        row["note"] = _unreachable_note(ok) or (SAMPLE_NULL_NOTE if null and test.startswith("sample:") else "")
         row["power"] = reject if not null else float("nan")
         row["type1_error"] = reject if null else float("nan")
         row.update(_error_stats(ok))
