@@ -20,6 +20,7 @@ channel's within-patient slope on ``severity_latent`` (one slope over all patien
 reader of that channel would report, beside the realised effect. ``share`` is their ratio.
 
     python bench/bench_visible_effect.py [--protocol protocols/hia_pilot.yaml] [--effect -0.3]
+        [--period-days D] [--blocks K]
 """
 
 from __future__ import annotations
@@ -66,9 +67,14 @@ def main() -> None:
     ap.add_argument("--effect", type=float, default=-0.3)
     ap.add_argument("--patients", type=int, default=100)
     ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--period-days", type=int, default=None, help="override the schedule's period length")
+    ap.add_argument("--blocks", type=int, default=None, help="override the schedule's number of blocks")
     args = ap.parse_args()
     spec = yaml.safe_load(Path(args.protocol).read_text())
     spec["treatments"][-1]["effect"] = args.effect
+    for key, value in (("period_days", args.period_days), ("blocks", args.blocks)):
+        if value is not None:
+            spec["schedule"][key] = value
     spec["patients"]["n"] = args.patients
     a, b = spec["treatments"][0]["label"], spec["treatments"][-1]["label"]
     frames = []
@@ -98,6 +104,8 @@ def main() -> None:
             {
                 "protocol": Path(args.protocol).name,
                 "effect": args.effect,
+                "period_days": spec["schedule"]["period_days"],
+                "blocks": spec["schedule"]["blocks"],
                 "patients": int(days["patient_id"].nunique()),
                 "realised_effect": round(realised, 4),
                 "channels": out,
