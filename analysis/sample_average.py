@@ -23,7 +23,8 @@ The ``gls`` test would weight days by the stated correlation instead; that estim
 another contrast when the effect ramps up and down within periods (onset, washout),
 so the interval would miss the realised effect even with no noise. It needs the
 design's stated noise (a simulated folder's protocol, or ``--assume-rho``); without it
-there is no such entry. Where a measurement model exists (simulated data), the same
+there is no such entry. It has no day term (``--time-terms`` adds one to the models, not
+here): the realised effect has none. Where a measurement model exists (simulated data), the same
 conversion to severity units as the population effect applies
 (:func:`.severity.effect_on_severity`).
 """

@@ -22,7 +22,7 @@ from analysis.results import Results
 
 from .dataset import work_folder
 from .power_bayes import bayes_rows, with_bayes
-from .power_table import patient_row, primary_rows, sample_row, severity_row
+from .power_table import patient_row, primary_rows, severity_rows
 from .protocol import Protocol, protocol_from_dict
 
 
@@ -46,10 +46,7 @@ def _lmm_rows(res: Results) -> list[dict]:
                 "error": pop.get("error") or "",
             }
         )
-        if pop.get("estimate_severity") is not None:  # severity units through the measurement model
-            rows.append(severity_row(pop, tr))
-        if pop.get("sample_estimate_severity") is not None:  # these patients' effect, same units
-            rows.append(sample_row(pop, tr))
+        rows += severity_rows(pop, tr)  # severity units through the measurement model (truth only)
     return rows
 
 

@@ -254,35 +254,33 @@ def primary_rows(res) -> list[dict]:
     return [patient_row(p, f"primary:{primary} (per patient)") for p in res.patients if p.test == primary]
 
 
-def severity_row(pop, tr) -> dict:
-    """The population effect in severity units (measurement model); ``estimate_raw`` holds the relative efficiency."""
-    return {
-        "method": pop.method,
-        "test": "lmm:severity",
-        "contrast": pop.contrast,
-        "estimate": pop.get("estimate_severity"),
-        "ci_low": pop.get("ci_low_severity"),
-        "ci_high": pop.get("ci_high_severity"),
-        "p_value": pop.p_value,
-        "known": tr.realised if tr else None,
-        "estimate_raw": pop.get("relative_efficiency"),
-        "known_raw": None,
-        "error": pop.get("error") or "",
-    }
+def severity_rows(pop, tr) -> list[dict]:
+    """A population entry's effects in severity units against the realised effect, where each exists.
 
-
-def sample_row(pop, tr) -> dict:
-    """The effect on these patients (mean of their gls estimates) in severity units, against the realised effect."""
-    return {
-        "method": pop.method,
-        "test": "sample:severity",
-        "contrast": pop.contrast,
-        "estimate": pop.get("sample_estimate_severity"),
-        "ci_low": pop.get("sample_ci_low_severity"),
-        "ci_high": pop.get("sample_ci_high_severity"),
-        "p_value": pop.get("sample_p_value"),
-        "known": tr.realised if tr else None,
-        "estimate_raw": None,
-        "known_raw": None,
-        "error": pop.get("error") or "",
-    }
+    ``lmm:severity``: the mixed model's effect through the measurement model (``estimate_raw``
+    holds the relative efficiency); ``sample:severity``: the effect on these patients
+    (:mod:`analysis.sample_average`).
+    """
+    rows = []
+    for test, prefix, p_value, raw in (
+        ("lmm:severity", "", pop.p_value, pop.get("relative_efficiency")),
+        ("sample:severity", "sample_", pop.get("sample_p_value"), None),
+    ):
+        if pop.get(f"{prefix}estimate_severity") is None:
+            continue
+        rows.append(
+            {
+                "method": pop.method,
+                "test": test,
+                "contrast": pop.contrast,
+                "estimate": pop.get(f"{prefix}estimate_severity"),
+                "ci_low": pop.get(f"{prefix}ci_low_severity"),
+                "ci_high": pop.get(f"{prefix}ci_high_severity"),
+                "p_value": p_value,
+                "known": tr.realised if tr else None,
+                "estimate_raw": raw,
+                "known_raw": None,
+                "error": pop.get("error") or "",
+            }
+        )
+    return rows
