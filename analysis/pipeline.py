@@ -32,7 +32,7 @@ from .reduce import PC1Reducer, centre_by, normalize_photometric
 from .results import Results, detected
 from .sample_average import add_sample_average
 from .severity import add_relative_efficiency, effect_on_severity, measurement_model
-from .stated_noise import stated_noise
+from .stated_noise import StatedNoise, stated_noise
 
 # the default normalisation is "skin" (the patch autoencoder; analysis.embedding): on the HIA trial's
 # photos (bench/bench_real_photos.py) its PC1 ranks each participant's photos as the experts do far
@@ -115,12 +115,13 @@ def _population_entry(method: str, name: str, fit: dict, mm: dict | None) -> dic
     return entry
 
 
-def _patient_entries(scored, data: TrialData, method: str, pair, seed_key: tuple, cfg: AnalysisConfig) -> list:
+def _patient_entries(
+    scored, data: TrialData, method: str, pair, seed_key: tuple, cfg: AnalysisConfig, noise: StatedNoise | None
+) -> list:
     """The per-patient tests of one contrast, each patient with its own seeded generator."""
     a, b = pair
     name = contrast_name(a, b)
     realised_pp = ev.realised_by_patient(scored, a, b) if data.has_noisefree else pd.Series(dtype=float)
-    noise = stated_noise(cfg.assume_rho, data.protocol)
     rows = []
     for pi, (pid, p) in enumerate(scored.groupby("patient_id", sort=True)):
         rng = np.random.default_rng(np.random.SeedSequence([cfg.seed, *seed_key, pi]))
@@ -140,14 +141,15 @@ def _models(pc1, data: TrialData, method: str, mi: int, pairs, cfg: AnalysisConf
     m = data.manifest
     scored = m.assign(PC1=pc1)
     mm = measurement_model(pc1, m["severity_latent"], m["patient_id"]) if data.has_truth else None
+    noise = stated_noise(cfg.assume_rho, data.protocol)  # per-patient gls and the sample-average effect
     population, patients = [], []
     one_patient = m["patient_id"].nunique() < 2
     for ci, (a, b) in enumerate(pairs):
         if not one_patient:  # one patient: per-patient tests only (see population_skipped)
             fit = fit_population(scored, "PC1", a, b, cfg.time_terms)
             population.append(_population_entry(method, contrast_name(a, b), fit, mm))
-        patients += _patient_entries(scored, data, method, (a, b), (mi, ci), cfg)
-    add_sample_average(population, scored, pairs, stated_noise(cfg.assume_rho, data.protocol), mm)
+        patients += _patient_entries(scored, data, method, (a, b), (mi, ci), cfg, noise)
+    add_sample_average(population, scored, pairs, noise, mm)
     return population, patients
 
 

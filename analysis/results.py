@@ -99,7 +99,7 @@ class PopulationEntry(_Model):
     ci_high_severity: float | None = None
     severity_per_pc1: float | None = None
     severity_note: str | None = None
-    # the effect on these patients: the mean of their per-patient gls estimates (analysis.sample_average)
+    # the effect on these patients: the mean of each patient's arm difference (analysis.sample_average)
     sample_estimate: float | None = None
     sample_se: float | None = None
     sample_df: float | None = None
