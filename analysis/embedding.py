@@ -115,7 +115,8 @@ def orient_by_redness(pc1: np.ndarray, photos: pd.DataFrame | None) -> tuple[np.
 
 
 def orient_by_read_severity(pc1: np.ndarray, emb: np.ndarray) -> np.ndarray:
-    """Flip PC1 so that it rises with the reader's severity (the embedding's first column)."""
+    """Flip PC1 so that it rises with the embedding's first column (the reader's inflammatory count,
+    or its severity with ``embed="all"``)."""
     r = np.corrcoef(pc1, emb[:, 0])[0, 1] if np.std(emb[:, 0]) > 0 else 1.0
     return -pc1 if np.isfinite(r) and r < 0 else pc1
 

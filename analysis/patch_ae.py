@@ -3,17 +3,23 @@
 :class:`PatchAutoencoderEmbedder` is a scikit-learn estimator. For each photo it
 
 1. finds the skin (:func:`analysis.skin.skin_mask`),
-2. maps it to its redness contrast (:func:`redness_contrast`): CIELAB a* (the red-green
-   axis) against the skin around it, band-passed at the scale of a lesion. Exposure,
-   white balance and smooth shading shift a* of a whole region together and cancel;
-   lightness, which carries shadows, shine, pores and focus, is left out; an inflamed
-   lesion is a small spot redder than its surroundings and stays,
-3. cuts skin patches of ``patch_frac`` of the side, resampled to ``patch_px``
+2. maps it to its haemoglobin contrast (:func:`haemoglobin_contrast`, the default
+   ``colour``): the skin's optical density (-log of linear RGB) projected on the direction
+   that neither shading nor melanin moves, band-passed at the scale of a lesion against the
+   skin around it. Light's strength and smooth shading add the same density to every
+   channel and melanin (tan, brown marks, hair) its own spectrum; both project to zero, and
+   an inflamed lesion, which holds more blood than the skin around it, stays. ``colour="a_star"``
+   uses CIELAB a* instead (:func:`redness_contrast`),
+3. cuts skin patches of ``patch_frac`` of the side, resampled to ``patch_px``, from the
+   skin at least the band-pass's outer SD inside the skin's edge (nearer the edge the
+   surround is half background, hair or shadow)
    (:func:`analysis.patches.extract_patches`),
 4. trains a small convolutional autoencoder on patches of all photos (``fit``),
-5. pools each photo's patch codes (all its patches) to their mean and SD
-   (``transform``): the mean says what the skin typically looks like, the SD how
-   unevenly it does (a few inflamed patches among clear ones raise it).
+5. pools the codes of each photo's most inflamed patches (the share ``pool_share`` of its
+   patches with the most positive contrast, at least ``min_patches``) to their mean and
+   SD (``transform``): what its worst skin looks like and how unevenly. Acne covers a
+   small part of the skin; pooled over all patches, the clear skin's texture, pores and
+   focus outweigh the lesions (``pool_share=1`` pools them all).
 
 Photos with fewer than ``min_patches`` skin patches cannot be embedded: ``usable``
 says which, ``transform`` gives NaN rows for them.
@@ -32,6 +38,14 @@ from .skin import skin_mask
 
 AB_SCALE = 8.0  # a* units per unit of network input (a papule is a few units redder than its skin)
 BAND = (1 / 64, 1 / 32)  # SDs of the band-pass, fractions of the side: the size of a lesion
+HB_SCALE = 0.15  # optical density per unit of network input: a* and haemoglobin maps span alike
+# melanin's absorption falls as wavelength^-3.48 (Jacques 2013, Phys Med Biol 58:R37); at the
+# camera channels' middle wavelengths (R, G, B) its optical-density spectrum is:
+_MELANIN = (np.array([610.0, 540.0, 465.0]) / 465.0) ** -3.48
+# the haemoglobin axis: orthogonal to shading (1, 1, 1) and to melanin, green-absorbing positive
+_HB_AXIS = np.cross(np.ones(3), _MELANIN)
+_HB_AXIS = (np.sign(_HB_AXIS[1]) * _HB_AXIS / np.linalg.norm(_HB_AXIS)).astype(np.float32)
+COLOURS = ("haemoglobin", "a_star")
 
 
 @contextmanager
@@ -71,6 +85,49 @@ def _network(patch_px: int, code_size: int, widths, gen_seed: int):
         return encoder, nn.Sequential(*dec)
 
 
+def _band_pass(channel: np.ndarray, mask: np.ndarray, band) -> np.ndarray:
+    """Skin-weighted Gaussian average of ``channel`` at SD ``band[0]`` of the side minus one at
+    ``band[1]`` (what is off the skin never enters either)."""
+    import cv2
+
+    side = max(channel.shape)
+    w = mask.astype(np.float32)
+
+    def avg(frac):
+        s = max(0.5, frac * side)
+        return cv2.GaussianBlur(channel * w, (0, 0), s) / (cv2.GaussianBlur(w, (0, 0), s) + 1e-6)
+
+    return (avg(band[0]) - avg(band[1])) * w
+
+
+def haemoglobin_contrast(image: np.ndarray, mask: np.ndarray, band=BAND) -> np.ndarray:
+    """Haemoglobin contrast at the scale of a lesion, float32 (1, H, W), 0 off the skin.
+
+    Optical density of linear RGB projected on :data:`_HB_AXIS` (blind to shading and to
+    melanin), band-passed as :func:`redness_contrast` does, in units of :data:`HB_SCALE`.
+    ``image`` uint8 (3, H, W) RGB, ``mask`` bool (H, W).
+    """
+    c = np.ascontiguousarray(image.transpose(1, 2, 0)).astype(np.float32) / 255.0
+    linear = np.where(c <= 0.04045, c / 12.92, ((c + 0.055) / 1.055) ** 2.4)
+    density = -np.log(linear + 1 / 255)
+    return (_band_pass(density @ _HB_AXIS, mask, band) / HB_SCALE)[None].astype(np.float32)
+
+
+def inner_skin(mask: np.ndarray, band=BAND) -> np.ndarray:
+    """The skin at least ``band[1]`` of the side inside the skin's edge (the band-pass's
+    surround lies on the skin); the whole mask where that leaves nothing."""
+    import cv2
+
+    r = max(1, round(band[1] * max(mask.shape)))
+    inner = cv2.erode(mask.astype(np.uint8), cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * r + 1,) * 2))
+    return inner.astype(bool) if inner.any() else mask
+
+
+def contrast_map(image: np.ndarray, mask: np.ndarray, colour: str = "haemoglobin") -> np.ndarray:
+    """The network's input for one photo: :func:`haemoglobin_contrast` or :func:`redness_contrast`."""
+    return haemoglobin_contrast(image, mask) if colour == "haemoglobin" else redness_contrast(image, mask)
+
+
 def redness_contrast(image: np.ndarray, mask: np.ndarray, band=BAND) -> np.ndarray:
     """CIELAB a* contrast at the scale of a lesion, float32 (1, H, W), 0 off the skin.
 
@@ -80,20 +137,13 @@ def redness_contrast(image: np.ndarray, mask: np.ndarray, band=BAND) -> np.ndarr
     """
     import cv2
 
-    side = max(image.shape[1:])
     rgb = np.ascontiguousarray(image.transpose(1, 2, 0)).astype(np.float32) / 255.0
     a_star = cv2.cvtColor(rgb, cv2.COLOR_RGB2LAB)[..., 1]
-    w = mask.astype(np.float32)
-
-    def avg(frac):
-        s = max(0.5, frac * side)
-        return cv2.GaussianBlur(a_star * w, (0, 0), s) / (cv2.GaussianBlur(w, (0, 0), s) + 1e-6)
-
-    return ((avg(band[0]) - avg(band[1])) * w / AB_SCALE)[None]
+    return (_band_pass(a_star, mask, band) / AB_SCALE)[None]
 
 
 class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
-    """Convolutional autoencoder on skin patches; embedding = mean and SD of a photo's patch codes.
+    """Convolutional autoencoder on skin patches; embedding = mean and SD of the codes of a photo's most inflamed patches.
 
     Parameters: ``patch_frac`` (patch side / photo side), ``patch_px`` (patch side after
     resizing, px; a multiple of ``2 ** len(widths)``), ``code_size`` (code dims; the
@@ -101,7 +151,9 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
     ``epochs``, ``lr`` (Adam), ``batch_size`` (patches), ``max_patches`` (per photo in
     training), ``max_train_patches`` (in all: a large trial trains as long as a small one),
     ``min_skin`` (share of a patch that must be skin), ``min_patches`` (fewer → the photo
-    is unusable), ``random_state`` (int or ``numpy.random.Generator``: weights, patch
+    is unusable), ``colour`` (``"haemoglobin"`` or ``"a_star"``: the contrast the network
+    reads), ``pool_share`` (share of a photo's patches pooled, the most inflamed first),
+    ``random_state`` (int or ``numpy.random.Generator``: weights, patch
     draws, shuffling), ``progress`` (tqdm bars).
     Learned: ``encoder_``, ``decoder_``, ``code_mean_`` and ``code_scale_`` (each code
     dimension's mean and SD over the training patches; codes are reported standardised),
@@ -125,6 +177,8 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         max_train_patches=20_000,
         min_skin=0.9,
         min_patches=4,
+        colour="haemoglobin",
+        pool_share=0.2,
         random_state=0,
         progress=False,
     ):
@@ -139,6 +193,8 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         self.max_train_patches = max_train_patches
         self.min_skin = min_skin
         self.min_patches = min_patches
+        self.colour = colour
+        self.pool_share = pool_share
         self.random_state = random_state
         self.progress = progress
 
@@ -168,8 +224,8 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
             mask = skin_mask(X[i])
             out.append(
                 extract_patches(
-                    redness_contrast(X[i], mask),
-                    mask,
+                    contrast_map(X[i], mask, self.colour),
+                    inner_skin(mask),
                     self.patch_frac,
                     self.patch_px,
                     self.min_skin,
@@ -185,16 +241,16 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
 
     def describe(self, X):
         """Per photo (a DataFrame, row-aligned): ``skin_share`` (of the frame), ``n_patches``,
-        ``usable`` and ``red_contrast`` (mean positive redness contrast over the skin, in
-        network units: a reference for PC1's sign that reads no score)."""
+        ``usable`` and ``red_contrast`` (mean positive contrast of the network's input over
+        the skin, in network units: a reference for PC1's sign that reads no score)."""
         import pandas as pd
 
         X = self._check(X)
         rows = []
         for x in X:
             mask = skin_mask(x)
-            red = redness_contrast(x, mask)
-            n = len(extract_patches(red, mask, self.patch_frac, self.patch_px, self.min_skin))
+            red = contrast_map(x, mask, self.colour)
+            n = len(extract_patches(red, inner_skin(mask), self.patch_frac, self.patch_px, self.min_skin))
             share = float(mask.mean())
             rows.append(
                 {
@@ -281,13 +337,20 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         out = np.full((len(X), 2 * self.code_size), np.nan)
         for i, p in enumerate(self.patches(X)):
             if len(p) >= self.min_patches:
-                c = self._codes(p)
+                c = self._codes(self.most_inflamed(p))
                 out[i] = np.concatenate([c.mean(0), c.std(0)])
         return out
 
+    def most_inflamed(self, patches: np.ndarray) -> np.ndarray:
+        """The share ``pool_share`` of a photo's patches (at least ``min_patches``, at most all)
+        with the highest mean positive contrast, in their original order."""
+        k = min(len(patches), max(self.min_patches, int(np.ceil(self.pool_share * len(patches)))))
+        load = np.clip(patches[:, 0], 0, None).mean(axis=(1, 2))
+        return patches[np.sort(np.argsort(-load, kind="stable")[:k])]
+
     def transform(self, X) -> np.ndarray:
-        """Embeddings (N, 2 * code_size): mean then SD of each photo's standardised patch codes,
-        each standardised over the training photos; NaN rows for unusable photos."""
+        """Embeddings (N, 2 * code_size): mean then SD of the standardised codes of each photo's
+        most inflamed patches (:meth:`most_inflamed`), each standardised over the training photos; NaN rows for unusable photos."""
         check_is_fitted(self, "embedding_scale_")
         return (self._pool(X) - self.embedding_mean_) / self.embedding_scale_
 

@@ -65,7 +65,7 @@ def _versions() -> dict:
 SIGN_NOTES = {
     "truth": "PC1 sign aligned with severity_latent (truth)",
     "redness": "PC1 rises with the skin's red contrast (no truth; no score read)",
-    "read severity": "PC1 rises with the sim-reader's severity (no truth; no score read)",
+    "read severity": "PC1 rises with the sim-reader's first output (its inflammatory count; no truth; no score read)",
     "loading": "PC1 sign arbitrary (no truth): the largest loading is positive",
 }
 

@@ -12,6 +12,7 @@
    autoencoder's PC1 with the experts' mean score, from the same photos.
 
     python bench/bench_reader.py [--out DIR] [--photos 2000] [--epochs 12] [--real DIR] [--reader DIR]
+                                 [--input haemoglobin|rgb]
 
 ``--reader`` skips step 1 and uses a trained reader. Prints JSON; writes it to ``bench/results/bench_reader.json``.
 """
@@ -32,6 +33,7 @@ from analysis.dataset import load_dataset, load_images
 from analysis.patch_ae import PatchAutoencoderEmbedder
 from analysis.pipeline import AnalysisConfig, analyze
 from analysis.reader import SimReaderEmbedder, load_reader
+from analysis.reader.network import prepare
 from analysis.reduce import PC1Reducer
 from trialsim.protocol import load_protocol, protocol_from_dict
 from trialsim.reader.photos import training_set
@@ -46,7 +48,7 @@ def held_out_trial(reader_dir: Path, nuisance: float) -> dict:
     base["rendering"] = {**base["rendering"], "nuisance": nuisance}
     ts = training_set(protocol_from_dict(base), 240, 256, seed=9999)
     r = load_reader(reader_dir)
-    sev, maps = _read(r.network, ts.photos)
+    sev, maps = _read(r.network, prepare(ts.photos, r.config["input"]))
     table = detection_scores(maps, ts.lesions, np.arange(len(ts.photos)), r.config["thresholds"])
     return {
         "nuisance": nuisance,
@@ -105,6 +107,7 @@ def main():
     ap.add_argument("--epochs", type=int, default=12)
     ap.add_argument("--real", type=Path, default=Path("/work/shared/real/hia_dev"))
     ap.add_argument("--reader", type=Path, default=None)
+    ap.add_argument("--input", choices=["haemoglobin", "rgb"], default="haemoglobin")
     args = ap.parse_args()
     torch.set_num_threads(2)  # bench script: global state is ours to set
     work = Path(args.out or tempfile.mkdtemp(prefix="bench-reader-"))
@@ -119,6 +122,7 @@ def main():
                 out=reader_dir,
                 photos=args.photos,
                 epochs=args.epochs,
+                input=args.input,
                 progress=False,
             )
         )

@@ -117,9 +117,9 @@ def test_a_saved_reader_reloads_to_identical_outputs(tmp_path):
     assert first.shape == (6, 4) and np.array_equal(first, again)
     r = load_reader(tmp_path / "reader")
     with torch.inference_mode():
-        from analysis.reader.network import standardise
+        from analysis.reader.network import prepare
 
-        d, v = r.network(torch.from_numpy(standardise(ts.photos)))
+        d, v = r.network(torch.from_numpy(prepare(ts.photos, r.config["input"])))
     assert np.allclose(first[:, 0], v.numpy()) and np.allclose(first[:, 1:], d.sum(dim=(2, 3)).numpy())
 
 
@@ -196,7 +196,7 @@ def test_sim_reader_analysis_end_to_end(tmp_path):
     assert "sim-reader" in (tmp_path / "an" / "report.html").read_text()
 
 
-def test_sim_reader_reads_photos_without_truth_and_orients_pc1_by_its_severity(tmp_path):
+def test_sim_reader_reads_photos_without_truth_and_orients_pc1_by_its_count(tmp_path):
     import pandas as pd
 
     train_reader(_opts(tmp_path))
@@ -211,7 +211,40 @@ def test_sim_reader_reads_photos_without_truth_and_orients_pc1_by_its_severity(t
     r = CliRunner().invoke(main, ["analyze", str(ds), "--out", str(tmp_path / "an"), *args])
     assert r.exit_code == 0, r.output
     res = json.loads((tmp_path / "an" / "results.json").read_text())
-    assert res["truth"] is None and "sim-reader's severity" in res["embedding"]["sign_note"]
+    assert res["truth"] is None and "inflammatory count" in res["embedding"]["sign_note"]
     emb = pd.read_csv(tmp_path / "an" / "embeddings.csv")
-    assert np.corrcoef(emb["PC1"], emb["e0"])[0, 1] >= 0  # PC1 rises with the read severity
+    assert np.corrcoef(emb["PC1"], emb["e0"])[0, 1] >= 0  # PC1 rises with the read count
     assert (tmp_path / "an" / "reader_views.npz").exists()
+
+
+def test_a_reader_counts_near_zero_on_skin_without_lesions(tmp_path):
+    import cv2
+
+    train_reader(_opts(tmp_path))
+    ts = training_set(load_protocol(_write(tmp_path)), 12, 128, seed=5)
+    est = SimReaderEmbedder(reader=tmp_path / "reader").fit()
+    # the same people's skin with every lesion smoothed away (colour, light and framing kept)
+    clear = np.stack([cv2.GaussianBlur(p.transpose(1, 2, 0), (0, 0), 12).transpose(2, 0, 1) for p in ts.photos])
+    spotted, plain = est.outputs(ts.photos), est.outputs(clear)
+    assert spotted[:, 2].mean() > 3  # inflammatory lesions counted where there are some
+    assert plain[:, 2].mean() < 0.1 * spotted[:, 2].mean() and plain[:, 2].mean() < 0.5
+    assert plain[:, 1:].sum(1).mean() < 0.15 * spotted[:, 1:].sum(1).mean()
+
+
+def test_a_reader_folder_from_before_the_input_field_reads_rgb(tmp_path):
+    train_reader(_opts(tmp_path, input="rgb", epochs=2))
+    cfg_path = tmp_path / "reader" / "config.json"
+    cfg = json.loads(cfg_path.read_text())
+    assert cfg["input"] == "rgb"
+    del cfg["input"]
+    cfg_path.write_text(json.dumps(cfg))
+    ts = training_set(load_protocol(_write(tmp_path)), 4, 128, seed=5)
+    est = SimReaderEmbedder(reader=tmp_path / "reader", embed="all").fit()
+    assert est.reader_.config["input"] == "rgb" and est.transform(ts.photos).shape == (4, 4)
+    cfg["input"] = "infrared"
+    cfg_path.write_text(json.dumps(cfg))
+    from analysis.errors import AnalysisInputError
+
+    with pytest.raises(AnalysisInputError) as err:
+        load_reader(tmp_path / "reader")
+    assert err.value.field == "input" and "config.json" in str(err.value.file)

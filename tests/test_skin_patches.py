@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from analysis.patch_ae import PatchAutoencoderEmbedder, redness_contrast
+from analysis.patch_ae import PatchAutoencoderEmbedder, haemoglobin_contrast, redness_contrast
 from analysis.patches import extract_patches
 from analysis.skin import skin_mask
 
@@ -85,6 +85,44 @@ def test_redness_contrast_marks_a_red_spot_and_ignores_light_and_white_balance()
     assert rb.max() == pytest.approx(ra.max(), rel=0.25)
 
 
+def _spotted(multiplier, gain=(1.0, 1.0, 1.0)) -> np.ndarray:
+    """The skin disc with one small spot whose colour is the skin's times ``multiplier`` (R, G, B)."""
+    x = _photo(hair=False, gain=gain).astype(np.float64).transpose(1, 2, 0)
+    yy, xx = np.mgrid[:96, :96] / 96
+    g = np.exp(-((yy - 0.5) ** 2 + (xx - 0.7) ** 2) / (2 * 0.015**2))[..., None]
+    x = x * (1 - g + g * np.array(multiplier))
+    return np.clip(x, 0, 255).round().astype(np.uint8).transpose(2, 0, 1)
+
+
+def test_haemoglobin_contrast_marks_blood_not_shadow_or_brown_pigment():
+    def at_spot(x):
+        return float(haemoglobin_contrast(x, skin_mask(x))[0][48, 67])
+
+    red = at_spot(_spotted((1.0, 0.8, 0.85)))  # less green and blue: blood
+    brown = at_spot(_spotted((0.9, 0.8, 0.7)))  # a pigmented mark
+    shadow = at_spot(_spotted((0.85, 0.85, 0.85)))  # the same loss in every channel
+    assert red > 0.3
+    assert abs(brown) < 0.25 * red and abs(shadow) < 0.1 * red
+    # in CIELAB a* the brown mark reads as a larger share of the red spot
+    a_red, a_brown = (
+        float(redness_contrast(x, skin_mask(x))[0][48, 67])
+        for x in (_spotted((1.0, 0.8, 0.85)), _spotted((0.9, 0.8, 0.7)))
+    )
+    assert a_brown / a_red > brown / red
+    # the red spot under dimmer, warmer light: the same contrast within 15 %
+    assert at_spot(_spotted((1.0, 0.8, 0.85), gain=(0.75, 0.7, 0.6))) == pytest.approx(red, rel=0.15)
+
+
+def test_most_inflamed_pools_the_reddest_patches_in_their_order():
+    est = PatchAutoencoderEmbedder(pool_share=0.25, min_patches=2)
+    load = np.array([0.1, 0.9, -0.5, 0.3, 0.0, 0.8, 0.2, 0.05])
+    patches = np.broadcast_to(load[:, None, None, None], (8, 1, 4, 4)).astype(np.float32)
+    picked = est.most_inflamed(patches)[:, 0, 0, 0]
+    assert picked.tolist() == pytest.approx([0.9, 0.8])  # the top quarter, in their original order
+    assert len(PatchAutoencoderEmbedder(pool_share=0.1, min_patches=3).most_inflamed(patches)) == 3
+    assert len(PatchAutoencoderEmbedder(pool_share=1.0).most_inflamed(patches)) == 8
+
+
 def test_patches_have_a_fixed_scale_relative_to_the_frame_and_lie_on_skin():
     norm = np.random.default_rng(0).normal(size=(1, 96, 96)).astype(np.float32)
     big = np.repeat(np.repeat(norm, 2, axis=1), 2, axis=2)
@@ -110,7 +148,7 @@ def _trial(n=24, seed=0):
     return np.stack(photos), counts
 
 
-FAST = dict(patch_frac=1 / 6, patch_px=16, code_size=4, widths=(8, 16), epochs=25, batch_size=32, max_patches=32)
+FAST = dict(patch_frac=1 / 12, patch_px=16, code_size=4, widths=(8, 16), epochs=25, batch_size=32, max_patches=32)
 
 
 def test_patch_autoencoder_learns_and_its_first_component_counts_spots():

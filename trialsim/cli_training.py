@@ -59,6 +59,12 @@ def finetune(quiet, **given):
 @click.option("--seed", type=click.IntRange(min=0), help="[default: 0]")
 @click.option("--epochs", type=click.IntRange(min=1), help="[default: 12]")
 @click.option("--image-size", type=click.IntRange(min=64, max=1024), help="px the photos are read at  [default: 256]")
+@click.option(
+    "--input",
+    "input_kind",
+    type=click.Choice(["haemoglobin", "rgb"]),
+    help="what the network sees: the skin's haemoglobin contrast, or the photo  [default: haemoglobin]",
+)
 @click.option("--overwrite", is_flag=True, help="replace a finished reader in --out")
 @click.option("--quiet", is_flag=True, help="no progress bar")
 @handle_errors
@@ -67,6 +73,7 @@ def train_reader(quiet, **given):
     from .reader.train import ReaderOptions
     from .reader.train import train_reader as train
 
+    given["input"] = given.pop("input_kind")
     values = {k: v for k, v in given.items() if v is not None}
     options = validated(ReaderOptions, {**values, "progress": not quiet})
     t0 = time.perf_counter()

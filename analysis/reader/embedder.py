@@ -1,7 +1,9 @@
 """``--method sim-reader``: each photo embedded as a trained reader's outputs.
 
-The embedding's columns are the reader's severity and its lesion count per group
-(:data:`analysis.reader.network.GROUPS`), each standardised by its mean and SD over the
+The embedding's columns (``embed``): by default the reader's count of inflammatory lesions
+(papules, pustules, nodules: what a haemoglobin reader sees, and what acne grading counts
+most); with ``embed="all"`` its severity and its lesion count per group
+(:data:`analysis.reader.network.GROUPS`). Each is standardised by its mean and SD over the
 reader's training photos, so that PCA weighs them alike. The reader learned from simulated
 photos only (``trialsim train-reader``); ``fit`` learns nothing from the trial.
 """
@@ -12,7 +14,7 @@ import numpy as np
 from sklearn.base import BaseEstimator, TransformerMixin
 from sklearn.utils.validation import check_is_fitted
 
-from .network import standardise
+from .network import prepare
 
 
 def resize_photos(photos: np.ndarray, size: int) -> np.ndarray:
@@ -33,12 +35,14 @@ def resize_photos(photos: np.ndarray, size: int) -> np.ndarray:
 class SimReaderEmbedder(TransformerMixin, BaseEstimator):
     """Photos (uint8 (N, 3, H, W)) → the reader's outputs, standardised (N, 1 + groups).
 
-    Parameters: ``reader`` (the reader folder), ``batch_size`` (photos per forward pass),
-    ``progress`` (a tqdm bar). Learned by ``fit``: ``reader_`` (the loaded reader).
+    Parameters: ``reader`` (the reader folder), ``embed`` (``"inflammatory"`` or ``"all"``),
+    ``batch_size`` (photos per forward pass), ``progress`` (a tqdm bar). Learned by ``fit``:
+    ``reader_`` (the loaded reader).
     """
 
-    def __init__(self, reader=None, batch_size: int = 32, progress: bool = False):
+    def __init__(self, reader=None, embed: str = "inflammatory", batch_size: int = 32, progress: bool = False):
         self.reader = reader
+        self.embed = embed
         self.batch_size = batch_size
         self.progress = progress
 
@@ -67,7 +71,8 @@ class SimReaderEmbedder(TransformerMixin, BaseEstimator):
         starts = range(0, len(X), self.batch_size)
         with torch.inference_mode():
             for s in tqdm(starts, desc="sim-reader", unit="batch", disable=not self.progress):
-                d, v = self.reader_.network(torch.from_numpy(standardise(X[s : s + self.batch_size])))
+                x = prepare(X[s : s + self.batch_size], self.reader_.config.get("input", "rgb"))
+                d, v = self.reader_.network(torch.from_numpy(x))
                 maps.append(d.numpy())
                 sev.append(v.numpy())
         if not maps:
@@ -79,7 +84,14 @@ class SimReaderEmbedder(TransformerMixin, BaseEstimator):
         sev, maps = self.read(X)
         return np.column_stack([sev, maps.sum(axis=(2, 3))])
 
+    def columns(self) -> list[int]:
+        """The columns of :meth:`outputs` the embedding keeps."""
+        if self.embed == "all":
+            return list(range(1 + len(self.reader_.config["groups"])))
+        return [1 + list(self.reader_.config["groups"]).index("inflammatory")]
+
     def transform(self, X) -> np.ndarray:
         out = self.outputs(X)
         cfg = self.reader_.config
-        return (out - np.asarray(cfg["embedding_mean"])) / np.asarray(cfg["embedding_scale"])
+        keep = self.columns()
+        return (out[:, keep] - np.asarray(cfg["embedding_mean"])[keep]) / np.asarray(cfg["embedding_scale"])[keep]

@@ -3,7 +3,8 @@
 ``config.json`` holds what rebuilds and uses the network: ``width``, ``groups``,
 ``image_size`` (px the photos are read at), ``embedding_mean`` and ``embedding_scale``
 (the outputs' mean and SD over the training photos: the analysis reads standardised
-outputs), ``seed`` and ``format`` (1).
+outputs), ``seed``, ``input`` (``haemoglobin`` or ``rgb``; a folder without it was trained
+on ``rgb``) and ``format`` (1).
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from .network import GROUPS, build_network
+from .network import GROUPS, INPUTS, build_network
 
 FORMAT = 1
 WEIGHTS = "weights.safetensors"
@@ -59,7 +60,10 @@ def load_reader(folder: str | Path) -> Reader:
         raise _bad(folder, f"reader format {config.get('format')!r}, this version reads {FORMAT}", CONFIG, "format")
     if tuple(config["groups"]) != GROUPS:
         raise _bad(folder, f"reader groups {config['groups']}, expected {list(GROUPS)}", CONFIG, "groups")
-    net = build_network(int(config["width"]), len(GROUPS))
+    kind = config.setdefault("input", "rgb")  # readers written before the input was chosen read RGB
+    if kind not in INPUTS:
+        raise _bad(folder, f"reader input {kind!r}, this version reads {sorted(INPUTS)}", CONFIG, "input")
+    net = build_network(int(config["width"]), len(GROUPS), kind=kind)
     try:
         net.load_state_dict(load_file(str(folder / WEIGHTS)))
     except Exception as err:  # safetensors and torch raise several kinds for a damaged or foreign file

@@ -15,6 +15,12 @@ def _group_table(held: dict) -> str:
     return "\n".join(rows)
 
 
+def _input_words(kind: str) -> str:
+    if kind == "haemoglobin":
+        return "the skin's haemoglobin contrast (blind to light, shading and melanin) and counting on the skin only"
+    return "the photo's colours, each channel standardised"
+
+
 def model_card(config: dict, record: dict, protocol: Protocol) -> str:
     """Markdown text of ``MODEL_CARD.md`` for a reader folder."""
     held = record.get("held_out", {})
@@ -29,7 +35,7 @@ Used by `trialsim analyze DATASET --method sim-reader --reader THIS_FOLDER`.
 **Trained on** {config["trained_on"]["photos"]} simulated photos only (protocol `{protocol.name}`: renderer
 `{r.renderer}`, style `{r.style}`, view `{r.view}`, photo conditions at strength {r.nuisance}, rendered at
 {r.image_size} px and read at {config["image_size"]} px), seed {config["seed"]}, {opts["epochs"]} epochs on
-{opts["crop"]}-px crops. No real photo was used. Targets: the simulator's latent severity and every visible lesion
+{opts["crop"]}-px crops, reading {_input_words(config.get("input", "rgb"))}. No real photo was used. Targets: the simulator's latent severity and every visible lesion
 (intensity ≥ 0.3) at its place in the photo.
 
 **Held-out simulated photos** ({held.get("photos", 0)} photos of people not trained on): severity RMSE
@@ -45,5 +51,6 @@ types and photo conditions. On real photos its counts are not calibrated counts 
 severity is not an expert's grade. It has seen no tattoos, make-up, beards, scars other than acne marks,
 or body sites other than the face. Check it on real photos with scores before trusting it.
 
-Rebuild: `trialsim train-reader {opts["protocol"]} --out DIR --photos {opts["photos"]} --seed {opts["seed"]}`.
+Rebuild: `trialsim train-reader {opts["protocol"]} --out DIR --photos {opts["photos"]} --seed {opts["seed"]}
+--input {config.get("input", "rgb")}`.
 """

@@ -29,13 +29,15 @@ from ..simulate import simulate_truth
 class TrainingSet:
     """``photos`` uint8 (N, 3, S, S); ``density`` float32 (N, groups, S/4, S/4); ``severity`` (N,)
     latent severity; ``lesions``: the visible lesions (``photo`` index, ``group``, ``x``, ``y``,
-    ``radius`` in the S-px photo); ``patient`` (N,) patient index."""
+    ``radius`` in the S-px photo); ``patient`` (N,) patient index; ``inputs`` the photos as
+    the network reads them."""
 
     photos: np.ndarray
     density: np.ndarray
     severity: np.ndarray
     lesions: pd.DataFrame
     patient: np.ndarray
+    inputs: np.ndarray | None = None  # the network's input (analysis.reader.network.prepare), set by training
 
 
 def square(photo: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:

@@ -16,6 +16,7 @@ import io
 import json
 import time
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import pandas as pd
@@ -23,7 +24,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from analysis.atomic import atomic_write_bytes, atomic_write_text
 from analysis.reader.files import CONFIG, save_reader
-from analysis.reader.network import GROUPS, STRIDE, build_network, standardise
+from analysis.reader.network import GROUPS, STRIDE, build_network, prepare
 
 from ..dataset import claim_output, write_marker
 from ..protocol import load_protocol
@@ -47,6 +48,7 @@ class ReaderOptions(BaseModel):
     batch_size: int = Field(32, ge=1, le=1024)
     lr: float = Field(2e-3, gt=0, le=1)
     width: int = Field(32, ge=4, le=256)
+    input: Literal["haemoglobin", "rgb"] = "haemoglobin"
     overwrite: bool = False
     progress: bool = True
 
@@ -61,7 +63,8 @@ def _split(ts: TrainingSet, seed: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _batches(ts: TrainingSet, idx: np.ndarray, opts: ReaderOptions, epoch: int):
-    """One epoch of (photos, density, severity) crops, order and crops from ``(seed, epoch)``."""
+    """One epoch of (inputs, density, severity) crops of the prepared inputs ``ts.inputs``,
+    order and crops from ``(seed, epoch)``."""
     rng = np.random.default_rng([opts.seed, 2, epoch])
     order = rng.permutation(idx)
     c, cells = opts.crop, opts.crop // STRIDE
@@ -71,11 +74,11 @@ def _batches(ts: TrainingSet, idx: np.ndarray, opts: ReaderOptions, epoch: int):
         oy, ox = rng.integers(0, span + 1, (2, len(take)))
         flip = rng.random(len(take)) < 0.5
         x = np.stack(
-            [ts.photos[i, :, y * STRIDE : y * STRIDE + c, z * STRIDE : z * STRIDE + c] for i, y, z in zip(take, oy, ox)]
+            [ts.inputs[i, :, y * STRIDE : y * STRIDE + c, z * STRIDE : z * STRIDE + c] for i, y, z in zip(take, oy, ox)]
         )
         d = np.stack([ts.density[i, :, y : y + cells, z : z + cells] for i, y, z in zip(take, oy, ox)])
         x[flip], d[flip] = x[flip][..., ::-1], d[flip][..., ::-1]
-        yield standardise(x), np.ascontiguousarray(d), ts.severity[take].astype(np.float32)
+        yield np.ascontiguousarray(x), np.ascontiguousarray(d), ts.severity[take].astype(np.float32)
 
 
 def _loss(net, x, d, s):
@@ -153,9 +156,9 @@ def full_loss(net, ts: TrainingSet, idx: np.ndarray, batch: int = 32) -> float:
     with torch.inference_mode():
         for s in range(0, len(idx), batch):
             take = idx[s : s + batch]
-            total += float(
-                _loss(net, standardise(ts.photos[take]), ts.density[take], ts.severity[take].astype(np.float32))
-            ) * len(take)
+            total += float(_loss(net, ts.inputs[take], ts.density[take], ts.severity[take].astype(np.float32))) * len(
+                take
+            )
     return total / max(len(idx), 1)
 
 
@@ -174,14 +177,15 @@ def _epoch(net, opt, ts: TrainingSet, idx: np.ndarray, opts: ReaderOptions, epoc
 THRESHOLDS = (0.01, 0.02, 0.03, 0.05, 0.08, 0.12)  # density-peak thresholds tried per group
 
 
-def _read(net, photos: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def _read(net, inputs: np.ndarray, batch: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """Severity and density maps of prepared ``inputs`` (:func:`~analysis.reader.network.prepare`)."""
     import torch
 
     net.eval()
     sev, maps = [], []
     with torch.inference_mode():
-        for s in range(0, len(photos), batch):
-            d, v = net(torch.from_numpy(standardise(photos[s : s + batch])))
+        for s in range(0, len(inputs), batch):
+            d, v = net(torch.from_numpy(inputs[s : s + batch]))
             maps.append(d.numpy())
             sev.append(v.numpy())
     return np.concatenate(sev), np.concatenate(maps)
@@ -216,7 +220,7 @@ def evaluate(net, ts: TrainingSet, idx: np.ndarray, thresholds: dict) -> dict:
 
     if not len(idx):
         return {}
-    sev_hat, maps_all = _read(net, ts.photos[idx])
+    sev_hat, maps_all = _read(net, ts.inputs[idx])
     by_group = detection_scores(maps_all, ts.lesions, idx, thresholds)
     true = ts.severity[idx]
     return {
@@ -233,7 +237,7 @@ def _output_stats(net, ts: TrainingSet, idx: np.ndarray, batch: int = 32) -> tup
     out = []
     with torch.inference_mode():
         for s in range(0, len(idx), batch):
-            d, v = net(torch.from_numpy(standardise(ts.photos[idx[s : s + batch]])))
+            d, v = net(torch.from_numpy(ts.inputs[idx[s : s + batch]]))
             out.append(np.column_stack([v.numpy(), d.sum(dim=(2, 3)).numpy()]))
     o = np.concatenate(out).astype(float)
     return o.mean(0).tolist(), (o.std(0) + 1e-9).tolist()
@@ -248,12 +252,13 @@ def _finish(out: Path, net, ts: TrainingSet, split, opts: ReaderOptions, protoco
     mean, scale = _output_stats(net, ts, train_idx)
     # thresholds chosen on (simulated) training photos, judged on the held-out people
     pick = train_idx[:: max(1, len(train_idx) // 300)]
-    thresholds = choose_thresholds(_read(net, ts.photos[pick])[1], ts.lesions, pick)
+    thresholds = choose_thresholds(_read(net, ts.inputs[pick])[1], ts.lesions, pick)
     held_out = evaluate(net, ts, test_idx, thresholds)
     config = {
         "width": opts.width,
         "groups": list(GROUPS),
         "image_size": opts.image_size,
+        "input": opts.input,
         "embedding_mean": mean,
         "embedding_scale": scale,
         "thresholds": thresholds,
@@ -290,9 +295,10 @@ def train_reader(opts: ReaderOptions) -> dict:
     t0 = time.perf_counter()
     # 1. the training photos
     ts = training_set(protocol, opts.photos, opts.image_size, opts.seed, opts.progress)
+    ts.inputs = prepare(ts.photos, opts.input, opts.progress)
     train_idx, test_idx = _split(ts, opts.seed)
     # 2. training, from the last checkpoint if there is one
-    net = build_network(opts.width, len(GROUPS), seed=opts.seed)
+    net = build_network(opts.width, len(GROUPS), seed=opts.seed, kind=opts.input)
     _start_at_the_mean(net, ts, train_idx)
     opt = torch.optim.Adam(net.parameters(), lr=opts.lr)
     start, log = _resume(out, net, opt)
