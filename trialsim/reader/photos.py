@@ -10,7 +10,7 @@ Each visible lesion (intensity ≥ 0.3) puts a unit of mass at its centre in its
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -37,7 +37,8 @@ class TrainingSet:
     severity: np.ndarray
     lesions: pd.DataFrame
     patient: np.ndarray
-    inputs: np.ndarray | None = None  # the network's input (analysis.reader.network.prepare), set by training
+    # the network's input (analysis.reader.network.prepare); empty until training sets it
+    inputs: np.ndarray = field(default_factory=lambda: np.zeros((0,), np.float32))
 
 
 def square(photo: np.ndarray, size: int) -> tuple[np.ndarray, float, float, float]:
