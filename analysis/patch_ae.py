@@ -383,6 +383,12 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         """:class:`AnalysisInputError` for hyper-parameters that cannot build the network."""
         from .errors import AnalysisInputError
 
+        if self.colour not in COLOURS:
+            raise AnalysisInputError(
+                f"colour must be one of {', '.join(COLOURS)}, got {self.colour!r}",
+                field="colour",
+                allowed=", ".join(COLOURS),
+            )
         step = 2 ** len(tuple(self.widths))
         if self.patch_px < step or self.patch_px % step:
             raise AnalysisInputError(

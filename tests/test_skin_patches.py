@@ -200,3 +200,12 @@ def test_photo_without_skin_is_unusable_and_embeds_as_nan():
     assert (d["skin_share"].iloc[:2] > 0.3).all() and (d["n_patches"].iloc[:2] >= 4).all()
     emb = est.transform(both)
     assert np.isfinite(emb[:2]).all() and np.isnan(emb[2]).all()
+
+
+def test_an_unknown_colour_is_a_named_input_error():
+    from analysis.errors import AnalysisInputError
+
+    X, _ = _trial(4)
+    with pytest.raises(AnalysisInputError) as err:
+        PatchAutoencoderEmbedder(**FAST, colour="blue").fit(X)
+    assert err.value.field == "colour" and "haemoglobin" in str(err.value)

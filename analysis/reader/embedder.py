@@ -71,7 +71,7 @@ class SimReaderEmbedder(TransformerMixin, BaseEstimator):
         starts = range(0, len(X), self.batch_size)
         with torch.inference_mode():
             for s in tqdm(starts, desc="sim-reader", unit="batch", disable=not self.progress):
-                x = prepare(X[s : s + self.batch_size], self.reader_.config.get("input", "rgb"))
+                x = prepare(X[s : s + self.batch_size], self.reader_.config["input"])
                 d, v = self.reader_.network(torch.from_numpy(x))
                 maps.append(d.numpy())
                 sev.append(v.numpy())

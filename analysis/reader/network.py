@@ -24,7 +24,7 @@ import numpy as np
 GROUPS = ("comedone", "inflammatory", "mark")  # what the density heads count
 STRIDE = 4  # input px per density cell
 INPUTS = {"haemoglobin": 2, "rgb": 3}  # the reader's input kinds and their channels
-HB_GAIN = 15.0  # haemoglobin contrast to network input: about unit SD over simulated and real skin
+HB_GAIN = 15.0  # haemoglobin contrast to network input: about unit SD over simulated skin
 
 
 def group_of(kind: str, stage: str) -> str:
@@ -57,7 +57,7 @@ def prepare(photos: np.ndarray, kind: str = "haemoglobin", progress: bool = Fals
         it = tqdm(it, desc="haemoglobin maps", unit="img")
     for i in it:
         mask = skin_mask(photos[i])
-        inner = inner_skin(mask) if mask.any() else mask
+        inner = inner_skin(mask)
         out[i, 0] = haemoglobin_contrast(photos[i], mask)[0] * inner * HB_GAIN
         out[i, 1] = inner
     return out
