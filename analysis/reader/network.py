@@ -3,7 +3,7 @@
 Input (:func:`prepare`), by the reader's ``input``:
 
 - ``haemoglobin`` (the default): two channels, the photo's haemoglobin contrast at the
-  scale of a lesion (:func:`analysis.patch_ae.haemoglobin_contrast`: blind to light,
+  scale of a lesion (:func:`analysis.contrast.haemoglobin_contrast`: blind to light,
   shading and melanin) on the skin away from its edge, and that skin's mask. What a
   renderer and a camera agree on is where blood is; the rest of their look (skin tone,
   light, background, hair) never reaches the network. The density is counted on that skin
@@ -46,7 +46,7 @@ def prepare(photos: np.ndarray, kind: str = "haemoglobin", progress: bool = Fals
     """uint8 photos (N, 3, H, W) → the network's float32 input (N, ``INPUTS[kind]``, H, W)."""
     if kind == "rgb":
         return standardise(photos)
-    from ..patch_ae import haemoglobin_contrast, inner_skin
+    from ..contrast import haemoglobin_contrast, inner_skin
     from ..skin import skin_mask
 
     out = np.zeros((len(photos), INPUTS[kind]) + photos.shape[2:], np.float32)
