@@ -3,29 +3,26 @@
 :class:`PatchAutoencoderEmbedder` is a scikit-learn estimator. For each photo it
 
 1. finds the skin (:func:`analysis.skin.skin_mask`),
-2. maps it to its redness contrast (:func:`redness_contrast`, the default ``colour``):
-   CIELAB a* (the red-green axis) against the skin around it, band-passed at the scale of a
-   lesion. Exposure, white balance and smooth shading shift a* of a whole region together
-   and cancel; lightness, which carries shadows, shine, pores and focus, is left out; an
-   inflamed lesion is a small spot redder than its surroundings and stays.
-   ``colour="haemoglobin"`` reads :func:`haemoglobin_contrast` instead: the skin's optical
-   density (-log of linear RGB) on the one direction that neither light nor melanin moves,
+2. maps it to its haemoglobin contrast (:func:`haemoglobin_contrast`, the default
+   ``colour``): the skin's optical density (-log of linear RGB) projected on the one colour
+   direction that neither light nor melanin moves, band-passed at the scale of a lesion
+   against the skin around it. Light's strength and smooth shading add the same density to
+   every channel and melanin (tan, brown marks, hair) absorbs along its own spectrum; both
+   project to zero, and an inflamed lesion, which holds more blood than the skin around it,
+   stays. ``colour="a_star"`` reads CIELAB a* instead (:func:`redness_contrast`),
 3. cuts skin patches of ``patch_frac`` of the side, resampled to ``patch_px``
-   (:func:`analysis.patches.extract_patches`); with ``inner_only`` only from the skin at
-   least the band-pass's outer SD inside the skin's edge (nearer it the surround is half
-   background, hair or shadow),
+   (:func:`analysis.patches.extract_patches`), with ``inner_only`` (the default) only from
+   the skin at least the band-pass's outer SD inside the skin's edge (nearer it the surround
+   is half background, hair or shadow),
 4. trains a small convolutional autoencoder on patches of all photos (``fit``),
-5. pools each photo's patch codes to their mean and SD (``transform``): the mean says
-   what the skin typically looks like, the SD how unevenly it does (a few inflamed
-   patches among clear ones raise it). With ``pool_share`` below 1, only the codes of the
-   photo's most inflamed patches (that share of them with the most positive contrast, at
-   least ``min_patches``) are pooled: what its worst skin looks like.
+5. pools the codes of each photo's most inflamed patches (the share ``pool_share`` of them
+   with the most positive contrast, at least ``min_patches``; a fifth by default) to their
+   mean and SD (``transform``): what its worst skin looks like and how unevenly. Acne covers
+   a small part of the skin; pooled over all patches (``pool_share=1``), the clear skin's
+   texture, pores and focus outweigh the lesions.
 
-The haemoglobin reading, the inner skin and a pooled fifth (``colour="haemoglobin",
-inner_only=True, pool_share=0.2``) rank real trial photos closer to experts than the
-default, but follow each lesion's life so closely that a per-patient test stating the
-latent severity's day-to-day correlation no longer holds its level on simulated photos
-(the README's analysis section gives the figures); they are options, not the default.
+``colour="a_star", inner_only=False, pool_share=1`` is the earlier redness reading over every
+patch (the README's analysis section compares the two on real and simulated photos).
 
 Photos with fewer than ``min_patches`` skin patches cannot be embedded: ``usable``
 says which, ``transform`` gives NaN rows for them.
@@ -126,9 +123,9 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         max_train_patches=20_000,
         min_skin=0.9,
         min_patches=4,
-        colour="a_star",
-        pool_share=1.0,
-        inner_only=False,
+        colour="haemoglobin",
+        pool_share=0.2,
+        inner_only=True,
         random_state=0,
         progress=False,
     ):

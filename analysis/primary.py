@@ -46,7 +46,9 @@ DEFAULT_PRIMARY_TEST = AUTO
 def cycle_test(p: pd.DataFrame, outcome: str, a: str, b: str, alpha: float = ALPHA) -> dict:
     """Paired test over treatment cycles of one patient: daily means → period means → cycle differences.
 
-    Periods are runs of consecutive days on one treatment (days in order); each period on
+    Periods are runs of consecutive days on one treatment (days in order), split where the
+    manifest's ``period`` changes when it has one (randomised blocks may put two periods on
+    one treatment in a row: A B | B A is two cycles, not one); each period on
     ``a`` or ``b`` is paired with the next period on the other of the two, and each pair (a
     cycle) gives one difference of period means, ``b − a``. The cycles' differences are
     tested against 0 with a one-sample t-test (df = cycles − 1). Returns ``test``
@@ -54,10 +56,14 @@ def cycle_test(p: pd.DataFrame, outcome: str, a: str, b: str, alpha: float = ALP
     with fewer than two cycles.
     """
     nan = float("nan")
-    daily = (
-        p[p["treatment"].isin([a, b])].groupby("day", sort=True).agg(y=(outcome, "mean"), arm=("treatment", "first"))
-    )
-    run = (daily["arm"] != daily["arm"].shift()).cumsum()
+    q = p[p["treatment"].isin([a, b])]
+    by_period = "period" in q.columns and len(q) > 0 and bool(q["period"].notna().all())
+    agg = {"y": (outcome, "mean"), "arm": ("treatment", "first")}
+    daily = q.groupby("day", sort=True).agg(**agg, **({"period": ("period", "first")} if by_period else {}))
+    run = daily["arm"] != daily["arm"].shift()
+    if by_period:  # two periods on one treatment in a row (A B | B A) stay two periods
+        run |= daily["period"] != daily["period"].shift()
+    run = run.cumsum()
     periods = daily.groupby(run, sort=True).agg(y=("y", "mean"), arm=("arm", "first"))
     diffs, i, rows = [], 0, periods.to_numpy()
     while i + 1 < len(rows):

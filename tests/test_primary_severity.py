@@ -52,6 +52,21 @@ def test_cycle_test_orients_ba_cycles_and_ignores_other_arms():
     assert t["estimate"] == pytest.approx(np.mean([2.0, 3.5]))
 
 
+def test_cycle_test_splits_two_periods_on_one_treatment_by_the_manifests_period():
+    # randomised blocks A B | B A: without the period column the two B periods merge into one
+    # run and only one cycle is left; with it, each block is a cycle (B − A: +1, then 4 − 1 = +3)
+    arms = "AABBBBAA"
+    vals = [0, 0, 1, 1, 4, 4, 1, 1]
+    p = _patient(arms, vals, 1)
+    assert cycle_test(p, "y", "A", "B")["n_cycles"] == 1
+    p["period"] = [1, 1, 2, 2, 3, 3, 4, 4]
+    t = cycle_test(p, "y", "A", "B")
+    assert t["n_cycles"] == 2
+    assert t["estimate"] == pytest.approx(2.0)
+    p.loc[0, "period"] = np.nan  # a column with gaps is not trusted: runs of one treatment again
+    assert cycle_test(p, "y", "A", "B")["n_cycles"] == 1
+
+
 def test_cycle_test_needs_two_cycles():
     t = cycle_test(_patient("AABB", [0, 0, 1, 1]), "y", "A", "B")
     assert t["n_cycles"] == 1 and np.isnan(t["p_value"])
