@@ -3,7 +3,9 @@
 Simulates the anchor (procedural renderer, the protocol's 256 px images) into a temporary folder
 (not timed), then runs analysis.pipeline.analyze (method ae by default, 128 px
 analysis size) and prints JSON: total wall time and its split (load, train,
-embed, reduce, models), images, threads, and the recovered vs known effect.
+embed, reduce, models), images, threads, the recovered vs known effect, and whether the
+autoencoder collapsed (PC1's explained variance, the embedding's effective rank, its
+reconstruction error next to the mean patch's).
 The goal on a 2-core laptop CPU is ≤ 180 s in total.
 
     python bench/bench_analyze.py [--method ae] [--threads 2] [--epochs N] [--keep DIR]
@@ -17,6 +19,7 @@ import tempfile
 import time
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from analysis.pipeline import AnalysisConfig, analyze
@@ -50,6 +53,8 @@ def main():
             AnalysisConfig(method=args.method, image_size=args.image_size, epochs=args.epochs, seed=0),
         )
         wall = time.perf_counter() - t1
+        recon = base / "analysis" / "reconstructions.npz"
+        mse = [float(v) for v in np.load(recon)["mse"]] if recon.exists() and "mse" in np.load(recon) else None
     pop = r["population"][0]
     print(
         json.dumps(
@@ -68,6 +73,10 @@ def main():
                 "p_value": pop["p_value"],
                 "known_realised_std": pop.get("known_realised_std"),
                 "spearman_pc1_latent": r["embedding"]["spearman_pc1_latent"],
+                "explained_variance_ratio_pc1": r["embedding"]["explained_variance_ratio_pc1"],
+                "effective_rank": r["embedding"].get("effective_rank"),
+                "reconstruction_mse": None if mse is None else mse[0],
+                "mean_patch_mse": None if mse is None else mse[1],
                 "epochs": r["config"]["epochs"],
                 "preset": r["config"]["preset"],
             },
