@@ -54,7 +54,10 @@ def main():
         )
         wall = time.perf_counter() - t1
         recon = base / "analysis" / "reconstructions.npz"
-        mse = [float(v) for v in np.load(recon)["mse"]] if recon.exists() and "mse" in np.load(recon) else None
+        mse = None  # the autoencoder's and the mean patch's reconstruction error (patch autoencoder only)
+        if recon.exists():
+            with np.load(recon) as z:
+                mse = [float(v) for v in z["mse"]] if "mse" in z else None
     pop = r["population"][0]
     print(
         json.dumps(
