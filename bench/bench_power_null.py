@@ -5,7 +5,8 @@ treatments) for R replicates (default 200) with the chosen methods (default the 
 embedding: the latent truth, no images; ``--methods ae,oracle`` renders the photos and
 trains the autoencoder in each replicate) and prints JSON with, per method, the rejection
 rate at α = 0.05 and its Monte Carlo SE of the population LMM and of the primary
-per-patient test. Goal: within [0.025, 0.075].
+per-patient test (and, under ``sensitivity``, of the other per-patient tests and of the
+these-patients interval). Goal: within [0.025, 0.075].
 
 The protocol is null for the population mean only: each patient has their own effect of
 each treatment (``effect_sd`` 0.2), and the first period after the untreated run-in
@@ -109,10 +110,12 @@ def main() -> None:
     t0 = time.perf_counter()
     summary = run_power(study, out, workers=args.workers, progress=False)
     wall = time.perf_counter() - t0
-    tests = {}
+    tests, sensitivity = {}, {}
     for method, rows in summary.groupby("method", sort=True):
         kept = rows[(rows["test"] == "lmm") | rows["test"].str.startswith("primary:")]
         tests[method] = {r["test"]: rate_of(r) for _, r in kept.iterrows()}
+        other = rows[rows["test"].str.startswith("per-patient:") | (rows["test"] == "sample:severity")]
+        sensitivity[method] = {r["test"]: rate_of(r) for _, r in other.iterrows()}
     this_sitting = tests
     if args.pool:
         earlier = json.loads(Path(args.pool).read_text())
@@ -128,6 +131,7 @@ def main() -> None:
                 "alpha": 0.05,
                 "goal": list(GOAL),
                 "tests": tests,
+                "sensitivity": sensitivity,  # the other per-patient tests and the these-patients interval, this sitting
                 **({"this_sitting": {"seed": args.seed, "tests": this_sitting}} if args.pool else {}),
                 "wall_s": round(wall, 1),
                 "workers": args.workers,
