@@ -233,8 +233,21 @@ def start(args: list, tmp_path: Path) -> subprocess.Popen:
     (tmp_path / "tmp").mkdir(exist_ok=True)
     cmd = [sys.executable, "-m", "trialsim.cli", *map(str, args)]
     return subprocess.Popen(
-        cmd, cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True
+        cmd,
+        cwd=ROOT,
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        start_new_session=True,
+        preexec_fn=_default_signals,
     )
+
+
+def _default_signals() -> None:
+    """In the child: Ctrl-C and SIGTERM as a terminal gives them, whatever the test run inherited
+    (a shell's background job ignores SIGINT, and an ignored signal stays ignored across exec)."""
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
 
 
 def stop_and_check(proc: subprocess.Popen, signum: int, ready) -> tuple[int, str]:
