@@ -59,7 +59,7 @@ def inner_skin(mask: np.ndarray, band=BAND) -> np.ndarray:
     return inner.astype(bool) if inner.any() else mask
 
 
-def contrast_map(image: np.ndarray, mask: np.ndarray, colour: str = "a_star") -> np.ndarray:
+def contrast_map(image: np.ndarray, mask: np.ndarray, colour: str = "haemoglobin") -> np.ndarray:
     """The network's input for one photo: :func:`haemoglobin_contrast` or :func:`redness_contrast`."""
     return haemoglobin_contrast(image, mask) if colour == "haemoglobin" else redness_contrast(image, mask)
 

@@ -88,7 +88,7 @@ def _network(patch_px: int, code_size: int, widths, gen_seed: int):
 
 
 class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
-    """Convolutional autoencoder on skin patches; embedding = mean and SD of a photo's patch codes.
+    """Convolutional autoencoder on skin patches; embedding = mean and SD of the codes of a photo's most inflamed patches.
 
     Parameters: ``patch_frac`` (patch side / photo side), ``patch_px`` (patch side after
     resizing, px; a multiple of ``2 ** len(widths)``), ``code_size`` (code dims; the
@@ -173,7 +173,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
             out.append(
                 extract_patches(
                     contrast_map(X[i], mask, self.colour),
-                    inner_skin(mask) if self.inner_only else mask,
+                    self._patch_skin(mask),
                     self.patch_frac,
                     self.patch_px,
                     self.min_skin,
@@ -198,8 +198,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         for x in X:
             mask = skin_mask(x)
             red = contrast_map(x, mask, self.colour)
-            inner = inner_skin(mask) if self.inner_only else mask
-            n = len(extract_patches(red, inner, self.patch_frac, self.patch_px, self.min_skin))
+            n = len(extract_patches(red, self._patch_skin(mask), self.patch_frac, self.patch_px, self.min_skin))
             share = float(mask.mean())
             rows.append(
                 {
@@ -296,6 +295,10 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         k = min(len(patches), max(self.min_patches, int(np.ceil(self.pool_share * len(patches)))))
         load = np.clip(patches[:, 0], 0, None).mean(axis=(1, 2))
         return patches[np.sort(np.argsort(-load, kind="stable")[:k])]
+
+    def _patch_skin(self, mask: np.ndarray) -> np.ndarray:
+        """Where patches may be cut: the inner skin with ``inner_only``, else the whole skin."""
+        return inner_skin(mask) if self.inner_only else mask
 
     def transform(self, X) -> np.ndarray:
         """Embeddings (N, 2 * code_size): mean then SD of the standardised codes of each photo's
