@@ -157,7 +157,7 @@ class PatchAutoencoderEmbedder(TransformerMixin, BaseEstimator):
         return X
 
     def patches(self, X, rng: np.random.Generator | None = None) -> list[np.ndarray]:
-        """Per photo: its skin patches (redness contrast), float32 (k, 1, patch_px, patch_px).
+        """Per photo: its skin patches (contrast of the colour reading), float32 (k, 1, patch_px, patch_px).
 
         With ``rng``, at most ``max_patches`` drawn per photo (training); without, all of them.
         """

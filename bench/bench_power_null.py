@@ -18,6 +18,7 @@ point of the study, so that the null holds for every patient on every day and th
 per-patient rate is a type-I error.
 
     python bench/bench_power_null.py [--replicates 200] [--workers 2] [--methods oracle] [--per-patient-null]
+        [--reader READER_DIR]   # with --methods sim-reader: a folder made by trialsim train-reader
 
 A study run in two sittings (``--seed`` other than the first sitting's, so that the trials
 differ) is summarised over both with ``--pool EARLIER.json``: rejections and replicates of
@@ -96,6 +97,7 @@ def main() -> None:
     ap.add_argument("--out", default=None, help="keep the study folder here (a rerun resumes it)")
     ap.add_argument("--seed", type=int, default=2024, help="the study's seed (another sitting: another seed)")
     ap.add_argument("--pool", default=None, help="an earlier sitting's JSON to add to this one (see above)")
+    ap.add_argument("--reader", default=None, help="reader folder (trialsim train-reader) for --methods sim-reader")
     args = ap.parse_args()
     tmp = tempfile.TemporaryDirectory()
     out = Path(args.out) if args.out else Path(tmp.name) / "study"
@@ -106,6 +108,7 @@ def main() -> None:
         grid=grid,
         methods=args.methods,
         seed=args.seed,
+        reader=args.reader,
     )
     t0 = time.perf_counter()
     summary = run_power(study, out, workers=args.workers, progress=False)

@@ -11,6 +11,10 @@ For each patient of PROTOCOL (``--patients`` per seed, ``--seeds`` seeds, the ef
 the last treatment set to ``--effect``) this computes, per study day, the truth channels
 
 - ``latent``: ``severity_latent`` itself (the oracle);
+- ``lesion_count``: the number of active lesions (what a reader that counts every lesion,
+  whatever its size and stage, would see; it equals the day's target count);
+- ``inflammatory_count``: papules, pustules and nodules only (what the experts' grading
+  and the sim-reader count);
 - ``active_burden``: Σ intensity · radius² over active lesions (papules, pustules, …);
 - ``burden_with_marks``: the same with the marks added;
 
@@ -43,7 +47,8 @@ from trialsim.protocol import protocol_from_dict  # noqa: E402
 from trialsim.seeding import patient_rng  # noqa: E402
 from trialsim.simulate import patient_truth  # noqa: E402
 
-CHANNELS = ("latent", "active_burden", "burden_with_marks")
+CHANNELS = ("latent", "lesion_count", "inflammatory_count", "active_burden", "burden_with_marks")
+INFLAMMATORY = ("papule", "pustule", "nodule")
 
 
 def patient_days(protocol, index: int) -> pd.DataFrame:
@@ -54,7 +59,11 @@ def patient_days(protocol, index: int) -> pd.DataFrame:
     area = pop["intensity"].astype(float) * pop["radius"].astype(float) ** 2
     active = area[pop["type"] != MARK].groupby(pop["day"][pop["type"] != MARK]).sum()
     every = area.groupby(pop["day"]).sum()
+    count = (pop["type"] != MARK).groupby(pop["day"]).sum()
+    inflamed = pop["type"].isin(INFLAMMATORY).groupby(pop["day"]).sum()
     days["latent"] = days["severity_latent"]
+    days["lesion_count"] = count.reindex(days["day"]).fillna(0).to_numpy(float)
+    days["inflammatory_count"] = inflamed.reindex(days["day"]).fillna(0).to_numpy(float)
     days["active_burden"] = active.reindex(days["day"]).fillna(0.0).to_numpy()
     days["burden_with_marks"] = every.reindex(days["day"]).fillna(0.0).to_numpy()
     days["patient_id"] = f"{protocol.seed}-{index}"

@@ -248,3 +248,39 @@ def test_a_reader_folder_from_before_the_input_field_reads_rgb(tmp_path):
     with pytest.raises(AnalysisInputError) as err:
         load_reader(tmp_path / "reader")
     assert err.value.field == "input" and "config.json" in str(err.value.file)
+
+
+POWER_PROTOCOL = TINY.replace("n: 2,", "n: 3,").replace("blocks: 1,", "blocks: 2,")
+
+
+def test_a_power_study_with_the_sim_reader_records_its_reader_and_refuses_another(tmp_path):
+    train_reader(_opts(tmp_path))
+    proto = tmp_path / "power.yaml"
+    proto.write_text(POWER_PROTOCOL)
+
+    def power(out: str, *extra: str):
+        args = ["power", str(proto), "--replicates", "2", "--out", str(tmp_path / out), "--quiet"]
+        return CliRunner().invoke(main, [*args, "--method", "oracle,sim-reader", *extra])
+
+    r = power("no_reader")
+    assert r.exit_code == 2 and "--reader" in r.output and not (tmp_path / "no_reader").exists()
+    r = power("bad_reader", "--reader", str(tmp_path))
+    assert r.exit_code == 2 and "config.json" in r.output and not (tmp_path / "bad_reader").exists()
+
+    r = power("study", "--reader", str(tmp_path / "reader"))
+    assert r.exit_code == 0, r.output
+    import pandas as pd
+
+    rep = pd.read_csv(tmp_path / "study" / "replicates.csv")
+    lmm = rep[(rep["method"] == "sim-reader") & (rep["test"] == "lmm")]
+    assert len(lmm) == 2 and lmm["error"].isna().all() and np.isfinite(lmm["estimate_raw"]).all()
+    assert (rep["method"] == "oracle").any()
+    spec = (tmp_path / "study" / "study.yaml").read_text()
+    assert f"reader: {(tmp_path / 'reader').resolve()}" in spec
+
+    # the same folder with another reader is another study
+    (tmp_path / "other").mkdir()
+    for f in (tmp_path / "reader").iterdir():
+        (tmp_path / "other" / f.name).write_bytes(f.read_bytes())
+    r = power("study", "--reader", str(tmp_path / "other"))
+    assert r.exit_code == 2 and "different study" in r.output

@@ -142,7 +142,7 @@ def simulate(quiet, **given):
     "--normalize",
     type=click.Choice(["skin", "spots", "redness", "grey-world", "retinex", "none"]),
     default=None,
-    help="what the autoencoder sees: skin (default: skin patches' redness contrast, patch autoencoder); "
+    help="what the autoencoder sees: skin (default: skin patches' haemoglobin contrast, patch autoencoder); "
     "whole photos as spots (a map of red spots), redness (local redness contrast), grey-world or retinex "
     "(photometric normalisation) or none",
 )
@@ -231,7 +231,12 @@ def report(results_dir):
 @click.option("--replicates", type=click.IntRange(min=1), required=True)
 @click.option("--out", required=True, type=click.Path(file_okay=False, path_type=Path))
 @click.option("--grid", multiple=True, help="KEY=V1,V2,… (effect, patients, blocks, period_days, nuisance, …)")
-@click.option("--method", default="oracle", show_default=True, help="comma list of ae, pixel-pca, oracle")
+@click.option(
+    "--method",
+    default="oracle",
+    show_default=True,
+    help="comma list of ae, pixel-pca, oracle, sim-reader (with --reader)",
+)
 @click.option("--seed", type=click.IntRange(min=0), default=0, show_default=True)
 @click.option("--workers", type=click.IntRange(min=1), default=1, show_default=True)
 @click.option("--scheduler", help="Dask scheduler address (tcp://HOST:PORT)")
@@ -243,9 +248,12 @@ def report(results_dir):
     help="per-patient test whose rate is per-patient power: auto, cycles, gls, ar1, welch, permutation, randomization",
 )
 @click.option("--model", type=click.Choice(["lmm", "bayes"]), default="lmm", help="bayes: confident decisions too")
+@click.option("--reader", help="reader folder for --method sim-reader (made by trialsim train-reader)")
 @click.option("--quiet", is_flag=True)
 @handle_errors
-def power(protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, primary_test, model, quiet):
+def power(
+    protocol, replicates, out, grid, method, seed, workers, scheduler, keep_images, primary_test, model, reader, quiet
+):
     """Monte Carlo power, type-I error, bias and coverage over a design grid."""
     from .power import PowerStudy, run_power
 
@@ -257,6 +265,7 @@ def power(protocol, replicates, out, grid, method, seed, workers, scheduler, kee
         seed=seed,
         keep_images=keep_images,
         primary_test=primary_test,
+        reader=reader,
     )
     study.model = model
     summary = run_power(study, out, workers=workers, scheduler=scheduler, progress=not quiet)

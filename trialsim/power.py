@@ -53,7 +53,7 @@ GRID_ALIASES = {
     "sd_obs": "dynamics.sd_obs",
     "drift_sd_per_day": "dynamics.drift_sd_per_day",
 }
-POWER_METHODS = tuple(m for m in METHODS if m != NEEDS_READER)  # a trained reader is not varied by a study
+POWER_METHODS = METHODS  # sim-reader with the study's one trained reader (``reader``), fixed over the study
 
 
 def apply_grid_point(base: dict, point: dict[str, float]) -> dict:
@@ -184,6 +184,7 @@ class PowerStudy:
     primary_test: str = DEFAULT_PRIMARY_TEST  # the per-patient test whose rate is per-patient power
     points: list[dict] = field(default_factory=list)
     model: str = "lmm"  # lmm, or bayes: the Bayesian model too (trialsim.power_bayes)
+    reader: str | None = None  # reader folder (trialsim train-reader) for the sim-reader method
 
     def __post_init__(self):
         self.points = grid_points(self.grid)
@@ -212,6 +213,21 @@ class PowerStudy:
         bad = [m for m in self.methods if m not in POWER_METHODS]
         if bad or not self.methods:
             raise BadInput(f"unknown method(s) {bad}", field="--method", allowed=", ".join(POWER_METHODS))
+        self._check_reader()
+
+    def _check_reader(self) -> None:
+        """The sim-reader needs a reader folder that loads (checked before any trial runs); kept as an absolute path."""
+        if NEEDS_READER not in self.methods:
+            self.reader = None  # a reader no method reads is not part of the study
+            return
+        if not self.reader:
+            raise BadInput(
+                "method 'sim-reader' needs --reader, a folder made by trialsim train-reader", field="--reader"
+            )
+        from analysis.reader import load_reader
+
+        load_reader(self.reader)  # exit 2 naming the file and field when it is not a reader
+        self.reader = str(Path(self.reader).resolve())
 
     @classmethod
     def from_cli(
@@ -223,11 +239,12 @@ class PowerStudy:
         seed: int = 0,
         keep_images: bool = False,
         primary_test: str = DEFAULT_PRIMARY_TEST,
+        reader: str | None = None,
     ) -> PowerStudy:
         p = load_protocol(protocol_path)
         ms = [m.strip() for m in methods.split(",") if m.strip()]
         if ms == ["all"]:
-            ms = list(POWER_METHODS)
+            ms = [m for m in POWER_METHODS if m != NEEDS_READER or reader]
         grid_values = parse_grid(grid)
         base = study_base(p)
         check_grid(base, grid_values, ms)
@@ -240,6 +257,7 @@ class PowerStudy:
             keep_images=keep_images,
             source=str(protocol_path),
             primary_test=check_primary_test(primary_test),
+            reader=reader,
         )
 
     def tasks(self) -> list[dict]:
@@ -265,9 +283,11 @@ def _check_spec(out: Path, spec: dict) -> None:
         ) from None
     keys = ("base", "grid", "methods", "seed")
     same = isinstance(prev, dict) and {k: prev.get(k) for k in keys} == {k: spec[k] for k in keys}
+    same = same and prev.get("reader") == spec.get("reader")
     if not same or prev.get("primary_test", DEFAULT_PRIMARY_TEST) != spec["primary_test"]:
         raise BadInput(
-            "the folder holds a different study (protocol, grid, methods, seed or primary test); use another --out",
+            "the folder holds a different study (protocol, grid, methods, seed, primary test or reader); "
+            "use another --out",
             file=str(spec_path),
             field="--out",
         )
@@ -284,7 +304,10 @@ def _run_replicates(study: PowerStudy, out: Path, columns: list[str], client, wo
     done_keys = set(zip(done["grid_point"].astype(str), done["replicate"].astype(int)))
     todo = [t for t in study.tasks() if (t["key"], t["replicate"]) not in done_keys]
     keep_dir = str(out / "images") if study.keep_images else None
-    args = [(study.base, dict(t, model=study.model), study.methods, keep_dir, study.primary_test) for t in todo]
+    args = [
+        (study.base, dict(t, model=study.model, reader=study.reader), study.methods, keep_dir, study.primary_test)
+        for t in todo
+    ]
     todo_points = {(t["key"], t["replicate"]): t["point"] for t in todo}
     it = run_on_cluster(run_replicate, args, client) if client else run_local(run_replicate, args, workers)
     n_all = len(study.tasks())
@@ -335,6 +358,8 @@ def run_power(
         spec = {k: getattr(study, k) for k in ("base", "grid", "replicates", "methods", "seed", "primary_test")}
         if study.model != "lmm":  # lmm studies keep the spec they always had (resumable)
             spec["model"] = study.model
+        if study.reader:  # so do studies without the sim-reader
+            spec["reader"] = study.reader
         _check_spec(out, spec)
         spec_text = yaml.safe_dump(spec, sort_keys=False)
         write_marker(out, "power", spec_text)

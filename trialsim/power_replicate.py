@@ -112,7 +112,9 @@ def run_replicate(args) -> list[dict]:
     from .simulate import simulate
 
     base, task, methods, keep_dir, primary = args
-    cfg = AnalysisConfig(method=",".join(methods), seed=task["seed"], progress=False, primary_test=primary)
+    cfg = AnalysisConfig(
+        method=",".join(methods), seed=task["seed"], progress=False, primary_test=primary, reader=task.get("reader")
+    )
     if task.get("model") == "bayes":
         cfg = with_bayes(cfg)
     lean = methods == ["oracle"] and not keep_dir
