@@ -3,6 +3,8 @@ with the simulator's definition, and with what the simulator actually writes."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pandas as pd
 import pytest
 import yaml
@@ -32,9 +34,14 @@ SIMULATOR = {
 }
 
 
-def test_the_reader_method_is_a_method_power_studies_leave_out():
+def test_the_reader_method_is_a_method_power_studies_run_only_with_a_reader():
     assert contract.NEEDS_READER in contract.METHODS and contract.NEEDS_READER in contract.IMAGE_METHODS
-    assert contract.NEEDS_READER not in power.POWER_METHODS
+    assert tuple(power.POWER_METHODS) == tuple(contract.METHODS)
+    proto = Path(__file__).resolve().parent.parent / "protocols" / "hia_pilot.yaml"
+    every = power.PowerStudy.from_cli(proto, replicates=1, grid=[], methods="all")
+    assert contract.NEEDS_READER not in every.methods and set(every.methods) == set(contract.METHODS) - {
+        contract.NEEDS_READER
+    }
 
 
 def test_every_contract_name_has_a_check_here():
