@@ -209,3 +209,30 @@ def test_an_unknown_colour_is_a_named_input_error():
     with pytest.raises(AnalysisInputError) as err:
         PatchAutoencoderEmbedder(**FAST, colour="blue").fit(X)
     assert err.value.field == "colour" and "haemoglobin" in str(err.value)
+
+
+def _closeup(gain, size=96, seed=0) -> np.ndarray:
+    """A skin close-up (the frame all skin, as the cheek view) with three red spots and a patch of shine."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size] / size
+    img = np.empty((size, size, 3), np.float64)
+    img[:] = SKIN
+    for sy, sx in [(0.3, 0.3), (0.6, 0.7), (0.75, 0.25)]:
+        img += np.exp(-((yy - sy) ** 2 + (xx - sx) ** 2) / (2 * 0.015**2))[..., None] * np.array([2.0, -30.0, -20.0])
+    img[(yy - 0.5) ** 2 + (xx - 0.5) ** 2 < 0.05**2] = (252, 252, 252)  # shine: the light's colour
+    img = img * np.array(gain) + rng.normal(0, 2.0, img.shape)
+    return np.clip(img, 0, 255).round().astype(np.uint8).transpose(2, 0, 1)
+
+
+def test_skin_mask_finds_a_close_up_under_a_strong_warm_cast():
+    # warm evening light: the skin's blue falls so low that the generic YCrCb box seeds nothing
+    from analysis.skin import _seed
+
+    for gain in [(1.1, 0.62, 0.3), (1.0, 0.55, 0.28)]:
+        warm = _closeup(gain)
+        assert _seed(warm).mean() < 0.01, gain
+        assert skin_mask(warm).mean() > 0.95, gain
+    # a frame of one warm colour (a wall in that light) is still no skin
+    wall = np.empty((3, 64, 64), np.uint8)
+    wall[:] = warm.reshape(3, -1).mean(axis=1).astype(np.uint8)[:, None, None]
+    assert not skin_mask(wall).any()
